@@ -1,0 +1,147 @@
+"""The protocol every codec implements, and its save/load machinery.
+
+A codec is an ``nn.Module`` with:
+
+* ``forward(x, rate_index)`` for training, returning a NamedTuple/dataclass output;
+* ``compress(x, rate_index) -> bytes`` (the whole file) and ``decompress(data) -> Tensor``;
+* ``save_pretrained(dir)`` / ``from_pretrained(dir)``: ``config.json`` + ``model.safetensors``.
+
+Images enter and leave ``compress``/``decompress`` as float tensors in [0, 1], shape (1, 3, H, W).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from latentcodec.config import config_from_dict, config_to_dict
+from latentcodec.errors import ConfigError, WeightsError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class LatentCodec(nn.Module):
+    """Base class of all codecs. Subclasses set ``model_name`` and ``config_class``."""
+
+    model_name: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    # -- protocol -----------------------------------------------------------------
+    @property
+    def num_rates(self) -> int:
+        raise NotImplementedError
+
+    def compress(self, x: torch.Tensor, rate_index: int = 0) -> bytes:
+        raise NotImplementedError
+
+    def decompress(self, data: bytes) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- persistence -------------------------------------------------------------
+    def state_dict_for_saving(self) -> dict[str, torch.Tensor]:
+        """Tensors written by save_pretrained. Subclasses may drop training-only parts."""
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+
+    def save_pretrained(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        payload = {"model": self.model_name, "config": config_to_dict(self.config)}
+        if metadata:
+            payload["metadata"] = metadata
+        _atomic_write_text(path / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
+        tensors = {k: v.cpu() for k, v in self.state_dict_for_saving().items()}
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=".model-", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"model": self.model_name})
+            os.replace(tmp, path / WEIGHTS_FILE)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def read_config(cls, path: str | os.PathLike) -> Any:
+        path = Path(path)
+        config_path = path / CONFIG_FILE
+        if not config_path.is_file():
+            raise WeightsError(f"{config_path} not found (expected a directory written by save_pretrained)")
+        try:
+            payload = json.loads(config_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"{config_path}: not valid JSON ({exc})") from None
+        if not isinstance(payload, dict) or payload.get("model") != cls.model_name:
+            found = payload.get("model") if isinstance(payload, dict) else None
+            raise WeightsError(f"{path} holds weights of model {found!r}, not {cls.model_name!r}")
+        try:
+            return config_from_dict(cls.config_class, payload.get("config", {}))
+        except ConfigError as exc:
+            raise WeightsError(f"{config_path}: {exc}") from None
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        config = cls.read_config(path)
+        weights_path = path / WEIGHTS_FILE
+        if not weights_path.is_file():
+            raise WeightsError(f"{weights_path} not found")
+        model = cls(config, **kwargs)
+        try:
+            state = load_file(str(weights_path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{weights_path}: unreadable safetensors file ({exc})") from None
+        model.load_state_dict_strict(state, source=str(weights_path))
+        return model.to(device).eval()
+
+    def load_state_dict_strict(
+        self, state: dict[str, torch.Tensor], source: str, ignored_prefixes: tuple[str, ...] = ()
+    ) -> None:
+        """Strict load: any missing/unexpected key or shape mismatch is a WeightsError naming it.
+
+        ``ignored_prefixes`` is an explicit allow-list of checkpoint keys that are dropped
+        (e.g. training-only heads that an inference build does not instantiate).
+        """
+        own = self.state_dict()
+        state = {k: v for k, v in state.items() if not k.startswith(ignored_prefixes) or k in own}
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} missing key(s), first {missing[0]!r}")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected key(s), first {unexpected[0]!r}")
+            raise WeightsError(f"{source}: not {self.model_name} weights for this config: " + "; ".join(parts))
+        for key, tensor in state.items():
+            if tuple(tensor.shape) != tuple(own[key].shape):
+                raise WeightsError(
+                    f"{source}: {key} has shape {tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}"
+                )
+        self.load_state_dict(state, strict=True)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
