@@ -1,0 +1,51 @@
+"""The latentcodec file formats: the image container now, video sequences later (docs/bitstream.md)."""
+
+from latentcodec.bitstream.container import (
+    DEFAULT_MAX_SIDE,
+    FORMAT_VERSION,
+    MAGIC_NIBBLE,
+    FileInfo,
+    FileKind,
+    ImageHeader,
+    ParsedImageFile,
+    SectionLayout,
+    describe_image_file,
+    lead_byte,
+    parse_lead_byte,
+    read_image_file,
+    read_image_header,
+    resolve_section_layout,
+    write_image_file,
+)
+from latentcodec.bitstream.primitives import (
+    CRC8_POLYNOMIAL,
+    MAX_VARINT_BYTES,
+    crc8,
+    decode_varint,
+    encode_varint,
+    varint_size,
+)
+
+__all__ = [
+    "CRC8_POLYNOMIAL",
+    "DEFAULT_MAX_SIDE",
+    "FORMAT_VERSION",
+    "MAGIC_NIBBLE",
+    "MAX_VARINT_BYTES",
+    "FileInfo",
+    "FileKind",
+    "ImageHeader",
+    "ParsedImageFile",
+    "SectionLayout",
+    "crc8",
+    "decode_varint",
+    "describe_image_file",
+    "encode_varint",
+    "lead_byte",
+    "parse_lead_byte",
+    "read_image_file",
+    "read_image_header",
+    "resolve_section_layout",
+    "varint_size",
+    "write_image_file",
+]

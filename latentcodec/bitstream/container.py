@@ -1,0 +1,335 @@
+"""The latentcodec image file: a few header bytes, the codec's sections, and a CRC-8.
+
+Layout (docs/bitstream.md has the byte-level table)::
+
+    lead byte        magic nibble 0xB | kind (2 bits) | format version (2 bits)
+    model id         varint, the stable id from latentcodec.zoo.registry
+    rate index       varint
+    height, width    varints, the original (unpadded) size
+    stored lengths   one varint per section whose length the codec cannot derive from the header,
+                     except the last section, which takes the rest of the file
+    sections         concatenated
+    CRC-8            one byte over everything before it
+
+Sections whose length the codec derives from the header (e.g. GLC's bit-packed z indices) cost no
+length byte, so a 768x512 GLC-image file carries 8 bytes beyond its entropy-coded payload.
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Sequence
+
+from latentcodec.bitstream.primitives import crc8, decode_varint, encode_varint
+from latentcodec.errors import BitstreamError, LatentCodecError
+from latentcodec.zoo.registry import get_entry_by_id
+
+FORMAT_VERSION = 1
+DEFAULT_MAX_SIDE = 16384
+
+# High nibble of the lead byte. 0xB_ starts none of the common image/video/archive formats and is
+# not a valid first byte of UTF-8 text, so foreign files are recognised from their first byte.
+MAGIC_NIBBLE = 0xB
+# Version field values: 0 is never written; 3 is kept as an escape ("an extended version follows")
+# for when more than two further versions are needed.
+_VERSION_FIELD_ESCAPE = 3
+
+
+class FileKind(enum.IntEnum):
+    """The two kind bits of the lead byte. Values 2 and 3 are reserved."""
+
+    IMAGE = 0
+    VIDEO_SEQUENCE = 1  # planned: see "Video sequences (planned)" in docs/bitstream.md
+
+
+def lead_byte(kind: FileKind, version: int = FORMAT_VERSION) -> int:
+    """The first byte of every latentcodec file."""
+    if not 1 <= version < _VERSION_FIELD_ESCAPE:
+        raise ValueError(f"format version {version} does not fit the 2-bit version field")
+    return (MAGIC_NIBBLE << 4) | (int(kind) << 2) | version
+
+
+def parse_lead_byte(data: bytes | bytearray | memoryview) -> FileKind:
+    """Check magic and version of any latentcodec file; return its kind (the video reader reuses this)."""
+    if len(data) == 0:
+        raise BitstreamError("truncated file: it is empty")
+    first = data[0]
+    if first >> 4 != MAGIC_NIBBLE:
+        raise BitstreamError(f"not a latentcodec file (first byte 0x{first:02X}; latentcodec files start with 0xB0-0xBF)")
+    version = first & 0b11
+    if version != FORMAT_VERSION:
+        label = f"{version}" if version != _VERSION_FIELD_ESCAPE else f">= {_VERSION_FIELD_ESCAPE}"
+        raise BitstreamError(f"unsupported latentcodec format version {label} (this build reads version "
+                             f"{FORMAT_VERSION}; the file may come from a newer latentcodec)")
+    kind_bits = (first >> 2) & 0b11
+    try:
+        return FileKind(kind_bits)
+    except ValueError:
+        raise BitstreamError(f"unsupported latentcodec file kind {kind_bits} (reserved; the file may come "
+                             "from a newer latentcodec)") from None
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    model_id: int
+    rate_index: int
+    height: int
+    width: int
+
+
+SectionLayout = Callable[[ImageHeader], Sequence["int | None"]]
+"""Per section: its byte length when the codec derives it from the header, None when it is stored
+(the last section may be None: it then takes the rest of the file and its length is not stored)."""
+
+
+class ParsedImageFile(NamedTuple):
+    header: ImageHeader
+    sections: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What `latentcodec info` shows about an image file."""
+
+    format_version: int
+    model_id: int
+    model_name: str | None  # None when the id is not in this build's registry
+    rate_index: int
+    height: int
+    width: int
+    header_bytes: int  # every byte that is not section payload: header fields, stored lengths, CRC
+    section_bytes: tuple[int, ...]
+    total_bytes: int
+    bpp: float  # 8 * total_bytes / (height * width): every byte counts, over the original size
+
+
+# -- writing ----------------------------------------------------------------------------------------
+def _as_int(value, name: str, minimum: int) -> int:
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _encode_header_fields(header: ImageHeader) -> bytearray:
+    out = bytearray([lead_byte(FileKind.IMAGE)])
+    out += encode_varint(_as_int(header.model_id, "model_id", 0))
+    out += encode_varint(_as_int(header.rate_index, "rate_index", 0))
+    out += encode_varint(_as_int(header.height, "height", 1))
+    out += encode_varint(_as_int(header.width, "width", 1))
+    return out
+
+
+def _layout_lengths(layout: SectionLayout, header: ImageHeader) -> list[int | None]:
+    lengths: list[int | None] = []
+    for index, length in enumerate(layout(header)):
+        if length is not None:
+            length = operator.index(length)
+            if length < 0:
+                raise ValueError(f"section layout gave a negative length {length} for section {index}")
+        lengths.append(length)
+    return lengths
+
+
+def write_image_file(header: ImageHeader, sections: Sequence[bytes], layout: SectionLayout) -> bytes:
+    """Serialise one image. ValueError if the sections do not match the layout or a field is invalid."""
+    out = _encode_header_fields(header)
+    lengths = _layout_lengths(layout, header)
+    if len(sections) != len(lengths):
+        raise ValueError(f"the layout has {len(lengths)} sections but {len(sections)} were given")
+    for index, (section, length) in enumerate(zip(sections, lengths)):
+        if length is not None and len(section) != length:
+            raise ValueError(f"section {index} has {len(section)} bytes but the layout derives {length} "
+                             "from the header")
+        if length is None and index < len(sections) - 1:
+            out += encode_varint(len(section))
+    for section in sections:
+        out += section
+    out.append(crc8(out))
+    return bytes(out)
+
+
+# -- reading ----------------------------------------------------------------------------------------
+_FIELD_NAMES = ("model id", "rate index", "height", "width")
+
+
+def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _parse_header_fields(data: memoryview) -> tuple[tuple[int, ...], int]:
+    """Lead byte and the four header varints, unvalidated; returns (values, offset after them)."""
+    kind = parse_lead_byte(data)
+    if kind is not FileKind.IMAGE:
+        raise BitstreamError("not an image file: it holds a latentcodec video sequence")
+    values = []
+    offset = 1
+    for name in _FIELD_NAMES:
+        value, offset = decode_varint(data, offset, field=f"{name} field")
+        values.append(value)
+    if offset >= len(data):
+        raise BitstreamError(f"truncated file: it ends after the header ({len(data)} bytes, no sections or checksum)")
+    return tuple(values), offset
+
+
+def _header_problem(height: int, width: int, max_side: int) -> str | None:
+    if height == 0 or width == 0:
+        return f"invalid header: image size {height}x{width} (sides must be at least 1 pixel)"
+    if height > max_side or width > max_side:
+        return (f"invalid header: image size {height}x{width} exceeds the limit of {max_side} pixels per side "
+                "(raise max_side to read larger images)")
+    return None
+
+
+def _checksum_error(data: memoryview) -> BitstreamError | None:
+    stored, computed = data[-1], crc8(data[:-1])
+    if stored == computed:
+        return None
+    return BitstreamError(f"checksum mismatch: the file is corrupt or truncated "
+                          f"(stored CRC-8 0x{stored:02X}, computed 0x{computed:02X})")
+
+
+def _model_name(model_id: int) -> str | None:
+    try:
+        return get_entry_by_id(model_id).name
+    except LatentCodecError:
+        return None
+
+
+def resolve_section_layout(model_id: int) -> SectionLayout:
+    """The layout of a registered image codec: its class's ``section_layout`` staticmethod."""
+    try:
+        entry = get_entry_by_id(model_id)
+    except LatentCodecError:
+        raise BitstreamError(f"unknown model id {model_id}: the file was written by a codec this "
+                             "latentcodec build does not know") from None
+    if entry.kind != "image":
+        raise BitstreamError(f"model id {model_id} ({entry.name}) is a {entry.kind} codec, not an image codec")
+    return entry.load_class().section_layout
+
+
+class _ParsedLayout(NamedTuple):
+    header: ImageHeader
+    header_end: int  # offset just after the header fields
+    section_spans: tuple[tuple[int, int], ...]  # (start, end) of each section
+
+
+def _parse(data: bytes | bytearray | memoryview, layout: SectionLayout | None, expected_model_id: int | None,
+           max_side: int) -> _ParsedLayout:
+    """Full validation. The order is chosen so that each failure gets the most telling message:
+
+    1. the lead byte and header varints (what the file is; truncation inside the header);
+    2. field checks (sizes, expected model, registry) are reported as such only when the checksum
+       holds; with a bad checksum the field is most likely corrupt, so "checksum mismatch" is raised;
+    3. section boundaries ("truncated" when the file is shorter than the header says, "trailing
+       garbage" when it is longer and the last section's length is derived), then the checksum.
+
+    No field is used to size anything before it is checked: varints stop after MAX_VARINT_BYTES,
+    sizes are bounded by max_side before the layout sees them, section lengths are compared with the
+    file size before slicing.
+    """
+    view = _byte_view(data)
+    (model_id, rate_index, height, width), offset = _parse_header_fields(view)
+    checksum_error = _checksum_error(view)
+
+    def field_error(message: str) -> BitstreamError:
+        return checksum_error if checksum_error is not None else BitstreamError(message)
+
+    problem = _header_problem(height, width, max_side)
+    if problem is not None:
+        raise field_error(problem)
+    header = ImageHeader(model_id=model_id, rate_index=rate_index, height=height, width=width)
+    if expected_model_id is not None and model_id != expected_model_id:
+        found = _model_name(model_id)
+        expected = _model_name(expected_model_id)
+        raise field_error(f"wrong model: the file was written by model id {model_id}"
+                          f"{f' ({found})' if found else ''}, expected model id {expected_model_id}"
+                          f"{f' ({expected})' if expected else ''}")
+    if layout is None:
+        try:
+            layout = resolve_section_layout(model_id)
+        except BitstreamError as exc:
+            raise field_error(str(exc)) from None
+    lengths = _layout_lengths(layout, header)
+
+    header_end = offset
+    stored: list[int | None] = []
+    for index, length in enumerate(lengths):
+        if length is None and index < len(lengths) - 1:
+            value, offset = decode_varint(view, offset, field=f"length of section {index}")
+            stored.append(value)
+        else:
+            stored.append(length)
+    payload_end = len(view) - 1  # the last byte is the checksum
+    spans = []
+    for index, (length, size) in enumerate(zip(lengths, stored)):
+        remaining = payload_end - offset
+        if size is None:  # the last section takes the rest of the file
+            size = max(remaining, 0)
+        if size > remaining:
+            origin = "derived from the header" if length is not None else "stored"
+            raise BitstreamError(f"truncated file: section {index} needs {size} bytes (length {origin}) "
+                                 f"but only {max(remaining, 0)} remain")
+        spans.append((offset, offset + size))
+        offset += size
+    if offset < payload_end:
+        raise BitstreamError(f"trailing garbage: {payload_end - offset} bytes after the last section")
+    if checksum_error is not None:
+        raise checksum_error
+    return _ParsedLayout(header, header_end, tuple(spans))
+
+
+def read_image_file(data: bytes, layout: SectionLayout | None = None, expected_model_id: int | None = None,
+                    max_side: int = DEFAULT_MAX_SIDE) -> ParsedImageFile:
+    """Parse and validate a whole image file. Every problem raises one BitstreamError.
+
+    layout=None resolves the layout through the registry from the file's model id.
+    """
+    parsed = _parse(data, layout, expected_model_id, max_side)
+    view = _byte_view(data)
+    return ParsedImageFile(parsed.header, tuple(bytes(view[start:end]) for start, end in parsed.section_spans))
+
+
+def read_image_header(data: bytes, max_side: int = DEFAULT_MAX_SIDE) -> tuple[ImageHeader, int]:
+    """The header of an image file and the offset just after its fields.
+
+    That offset is where the stored section lengths begin, which is the first section when the
+    codec's layout stores no lengths (GLC-image). The checksum is verified (so the header can be
+    trusted), but section boundaries need the codec's layout: use read_image_file for those.
+    """
+    view = _byte_view(data)
+    (model_id, rate_index, height, width), offset = _parse_header_fields(view)
+    checksum_error = _checksum_error(view)
+    if checksum_error is not None:
+        raise checksum_error
+    problem = _header_problem(height, width, max_side)
+    if problem is not None:
+        raise BitstreamError(problem)
+    return ImageHeader(model_id=model_id, rate_index=rate_index, height=height, width=width), offset
+
+
+def describe_image_file(data: bytes, layout: SectionLayout | None = None,
+                        max_side: int = DEFAULT_MAX_SIDE) -> FileInfo:
+    """Header fields, section sizes and the real bpp of an image file (validated like read_image_file)."""
+    parsed = _parse(data, layout, None, max_side)
+    header = parsed.header
+    section_bytes = tuple(end - start for start, end in parsed.section_spans)
+    total = len(data)
+    return FileInfo(
+        format_version=FORMAT_VERSION,
+        model_id=header.model_id,
+        model_name=_model_name(header.model_id),
+        rate_index=header.rate_index,
+        height=header.height,
+        width=header.width,
+        header_bytes=total - sum(section_bytes),
+        section_bytes=section_bytes,
+        total_bytes=total,
+        bpp=8 * total / (header.height * header.width),
+    )
