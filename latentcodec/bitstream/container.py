@@ -57,7 +57,8 @@ def parse_lead_byte(data: bytes | bytearray | memoryview) -> FileKind:
         raise BitstreamError("truncated file: it is empty")
     first = data[0]
     if first >> 4 != MAGIC_NIBBLE:
-        raise BitstreamError(f"not a latentcodec file (first byte 0x{first:02X}; latentcodec files start with 0xB0-0xBF)")
+        raise BitstreamError(f"not a latentcodec file (first byte 0x{first:02X}; latentcodec files start "
+                             "with 0xB0-0xBF)")
     version = first & 0b11
     if version != FORMAT_VERSION:
         label = f"{version}" if version != _VERSION_FIELD_ESCAPE else f">= {_VERSION_FIELD_ESCAPE}"
@@ -79,7 +80,7 @@ class ImageHeader:
     width: int
 
 
-SectionLayout = Callable[[ImageHeader], Sequence["int | None"]]
+SectionLayout = Callable[[ImageHeader], Sequence[int | None]]
 """Per section: its byte length when the codec derives it from the header, None when it is stored
 (the last section may be None: it then takes the rest of the file and its length is not stored)."""
 
@@ -267,6 +268,8 @@ def _parse(data: bytes | bytearray | memoryview, layout: SectionLayout | None, e
         else:
             stored.append(length)
     payload_end = len(view) - 1  # the last byte is the checksum
+    if offset > payload_end:
+        raise BitstreamError("truncated file: it ends inside the stored section lengths")
     spans = []
     for index, (length, size) in enumerate(zip(lengths, stored)):
         remaining = payload_end - offset

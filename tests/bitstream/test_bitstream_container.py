@@ -242,6 +242,14 @@ def test_stored_section_longer_than_the_file_is_rejected():
         read_image_file(data, three_section_layout)
 
 
+def test_file_ending_inside_the_stored_lengths_is_truncated():
+    header_only = raw_image_file(body=b"")[:-1]
+    for last_byte in (0x05, 0x85):  # a complete varint where the CRC should be, or the start of one
+        with pytest.raises(BitstreamError, match=r"^truncated file: it ends inside the (stored section lengths"
+                                                 r"|length of section 0)"):
+            read_image_file(header_only + bytes([last_byte]), lambda header: [None, None])
+
+
 def test_trailing_garbage_is_rejected_when_the_last_length_is_derived():
     data = write_image_file(ImageHeader(1, 0, 64, 64), [b"ab", b"cde"], all_derived_layout)
     assert read_image_file(data, all_derived_layout).sections == (b"ab", b"cde")
