@@ -32,6 +32,9 @@ class LatentCodec(nn.Module):
 
     model_name: ClassVar[str]
     config_class: ClassVar[type]
+    # Checkpoint prefixes that may be absent from the model (training-only heads) and are then
+    # dropped on load; everything else must match exactly.
+    optional_prefixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any):
         super().__init__()
@@ -106,7 +109,7 @@ class LatentCodec(nn.Module):
             state = load_file(str(weights_path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{weights_path}: unreadable safetensors file ({exc})") from None
-        model.load_state_dict_strict(state, source=str(weights_path))
+        model.load_state_dict_strict(state, source=str(weights_path), ignored_prefixes=cls.optional_prefixes)
         return model.to(device).eval()
 
     def load_state_dict_strict(

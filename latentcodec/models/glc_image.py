@@ -1,0 +1,401 @@
+"""GLC-image: Generative Latent Coding (CVPR 2024), SYSTEMS.md section 2.
+
+Transform coding inside the continuous latent of a VQGAN: y = enc(E(x)), a vector-quantised
+hyperprior z (fixed-length 14-bit indices), a four-step masked Gaussian conditional for y, and
+the VQGAN generator as decoder. Module names follow the official state-dict layout.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentcodec.bitstream import ImageHeader, read_image_file, write_image_file
+from latentcodec.entropy import (
+    DEFAULT_SCALE_TABLE,
+    EntropyDecoder,
+    EntropyEncoder,
+    gaussian_residual_bits,
+    pack_indices,
+    packed_size,
+    unpack_indices,
+)
+from latentcodec.entropy.masked_gaussian import (
+    MaskedStepsResult,
+    SplitPrior,
+    decode_masked,
+    encode_masked,
+    quadtree_masks,
+    quantize_masked,
+    split_prior,
+)
+from latentcodec.errors import BitstreamError, WeightsError
+from latentcodec.models.base import LatentCodec
+from latentcodec.nn.code_predictor import CodePredictor, CodePredictorConfig
+from latentcodec.nn.dcvc import DepthConvBlock, DepthConvBlock2, ResidualBlockUpsample, conv1x1, conv3x3
+from latentcodec.nn.vq import VectorQuantizer
+from latentcodec.tokenizers.vqgan import VQGAN, VQGANConfig
+
+# z is at 1/4 of the VQGAN latent (two stride-2 convs in hyper_enc).
+HYPER_DOWNSAMPLING = 4
+
+
+@dataclass(frozen=True)
+class GLCImageConfig:
+    vqgan: VQGANConfig = field(default_factory=VQGANConfig)
+    num_rates: int = 4
+    z_codebook_size: int = 16384
+    code_predictor: CodePredictorConfig = field(default_factory=CodePredictorConfig)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vqgan.latent_channels
+
+    @property
+    def pad_multiple(self) -> int:
+        return self.vqgan.downsampling_factor * HYPER_DOWNSAMPLING
+
+    @property
+    def z_index_bits(self) -> int:
+        return max(1, (self.z_codebook_size - 1).bit_length())
+
+    @classmethod
+    def official(cls) -> "GLCImageConfig":
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> "GLCImageConfig":
+        return cls(
+            vqgan=VQGANConfig(
+                base_channels=16,
+                channel_multipliers=(1, 1, 2, 2, 4),
+                encoder_res_blocks=1,
+                generator_res_blocks=1,
+                latent_channels=32,
+                codebook_size=256,
+                norm_groups=8,
+                attention_window=32,
+            ),
+            num_rates=4,
+            z_codebook_size=256,
+            code_predictor=CodePredictorConfig(dim=32, layers=1, heads=2, mlp_dim=64, sequence_length=16),
+        )
+
+
+PRESETS = {"official": GLCImageConfig.official, "tiny": GLCImageConfig.tiny}
+
+
+class LatentTransform(nn.Module):
+    """Two DCB2 stages with a per-rate channel gain in between (enc/dec of GLC)."""
+
+    def __init__(self, channels: int, first: str, second: str):
+        super().__init__()
+        self.stage_names = (first, second)
+        setattr(self, first, nn.Sequential(DepthConvBlock2(channels), DepthConvBlock2(channels)))
+        setattr(self, second, nn.Sequential(DepthConvBlock2(channels), DepthConvBlock2(channels)))
+
+    def forward(self, x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        first, second = (getattr(self, name) for name in self.stage_names)
+        return second(first(x) * gain)
+
+
+class GLCImageOutput(NamedTuple):
+    """What ``GLCImage.forward`` returns for training."""
+
+    x_hat: torch.Tensor | None  # generator output on the padded input, [-1, 1] nominal, unclamped
+    latent: torch.Tensor  # E(x): continuous VQGAN encoder output
+    latent_hat: torch.Tensor  # decoded latent fed to the generator
+    y_bits: torch.Tensor  # (B, C, H, W) estimated bits per element of y (official estimator)
+    z_bits: torch.Tensor  # (B,) fixed-length bits of the z indices
+    vq_loss: torch.Tensor  # z_vq commitment/codebook loss
+    code_logits: torch.Tensor | None  # (B, HW, K) code-prediction logits on latent_hat
+    code_targets: torch.Tensor | None  # (B, HW) VQGAN ground-truth indices of E(x)
+    num_pixels: int  # unpadded H*W per image (the bpp denominator)
+
+
+class EncodedImage(NamedTuple):
+    """Every intermediate of the encoder side, for coding, estimation and reference checks."""
+
+    latent: torch.Tensor
+    y: torch.Tensor
+    z: torch.Tensor
+    z_indices: torch.Tensor
+    z_hat: torch.Tensor
+    hyper_params: torch.Tensor
+    prior_params: torch.Tensor
+    steps: MaskedStepsResult
+    latent_hat: torch.Tensor
+
+
+class GLCImage(LatentCodec):
+    model_name = "glc-image"
+    config_class = GLCImageConfig
+    optional_prefixes = ("code_pred_loss.", "code_pred_pix_loss.", "vqgan.quantize.")
+
+    def __init__(self, config: GLCImageConfig, with_training_modules: bool = False):
+        super().__init__(config)
+        n = config.latent_channels
+        self.with_training_modules = with_training_modules
+        self.vqgan = VQGAN(config.vqgan, with_codebook=with_training_modules)
+        self.q_enc = nn.Parameter(torch.ones(config.num_rates, n, 1, 1))
+        self.q_dec = nn.Parameter(torch.ones(config.num_rates, n, 1, 1))
+        self.enc = LatentTransform(n, "enc_1", "enc_2")
+        self.dec = LatentTransform(n, "dec_1", "dec_2")
+        self.hyper_enc = nn.Sequential(
+            DepthConvBlock(n, n), conv3x3(n, n, stride=2), nn.LeakyReLU(0.01), conv3x3(n, n, stride=2)
+        )
+        self.hyper_dec = nn.Sequential(ResidualBlockUpsample(n, n), ResidualBlockUpsample(n, n), DepthConvBlock(n, n))
+        self.z_vq = VectorQuantizer(config.z_codebook_size, n)
+        self.y_prior_fusion = nn.Sequential(DepthConvBlock(n, 2 * n), DepthConvBlock(2 * n, 3 * n))
+        self.y_spatial_prior_reduction = conv1x1(3 * n, n)
+        self.y_spatial_prior_adaptor_1 = DepthConvBlock(2 * n, 2 * n)
+        self.y_spatial_prior_adaptor_2 = DepthConvBlock(2 * n, 2 * n)
+        self.y_spatial_prior_adaptor_3 = DepthConvBlock(2 * n, 2 * n)
+        self.y_spatial_prior = nn.Sequential(*[DepthConvBlock(2 * n, 2 * n) for _ in range(3)])
+        if with_training_modules:
+            k = config.vqgan.codebook_size
+            self.code_pred_loss = CodePredictor(config.code_predictor, n, k)
+            self.code_pred_pix_loss = CodePredictor(config.code_predictor, n, k)
+        else:
+            self.code_pred_loss = None
+            self.code_pred_pix_loss = None
+        self.memory_format = torch.contiguous_format
+        self.set_memory_format(torch.channels_last)
+
+    def set_memory_format(self, memory_format: torch.memory_format) -> "GLCImage":
+        """NHWC (default) runs oneDNN's convolutions about twice as fast on CPU, where the
+        full-resolution VQGAN layers dominate; NCHW follows the reference arithmetic order more
+        closely (the official test vectors were made with it)."""
+        self.memory_format = memory_format
+        self.vqgan.to(memory_format=memory_format)
+        return self
+
+    # -- shapes and the container layout ------------------------------------------------
+    @property
+    def num_rates(self) -> int:
+        return self.config.num_rates
+
+    @property
+    def model_id(self) -> int:
+        from latentcodec.zoo.registry import get_entry
+
+        return get_entry(self.model_name).model_id
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        m = self.config.pad_multiple
+        return math.ceil(height / m) * m, math.ceil(width / m) * m
+
+    def z_positions(self, height: int, width: int) -> int:
+        m = self.config.pad_multiple
+        return math.ceil(height / m) * math.ceil(width / m)
+
+    @staticmethod
+    def section_layout(header: ImageHeader, z_index_bits: int = 14) -> list[int | None]:
+        """Section 0: packed z indices (length derived from the size), section 1: the y stream.
+
+        The default index width is the official 16384-entry z codebook's, which every shipped
+        GLC-image model uses, so ``latentcodec info`` can split a file without loading weights.
+        """
+        m = GLCImageConfig().pad_multiple
+        positions = math.ceil(header.height / m) * math.ceil(header.width / m)
+        return [packed_size(positions, z_index_bits), None]
+
+    def layout(self, header: ImageHeader) -> list[int | None]:
+        return self.section_layout(header, self.config.z_index_bits)
+
+    # -- building blocks -------------------------------------------------------------
+    def _rate_gain(self, table: torch.Tensor, rate_index: int | torch.Tensor) -> torch.Tensor:
+        if isinstance(rate_index, int):
+            if not 0 <= rate_index < self.num_rates:
+                raise ValueError(f"rate index {rate_index} out of range 0..{self.num_rates - 1}")
+            return table[rate_index : rate_index + 1]
+        return table[rate_index]
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] image -> [-1, 1], replicate-padded right/bottom to a multiple of 64."""
+        height, width = x.shape[-2:]
+        padded_h, padded_w = self.padded_size(height, width)
+        x = (x - 0.5) * 2.0
+        if (padded_h, padded_w) != (height, width):
+            x = F.pad(x, (0, padded_w - width, 0, padded_h - height), mode="replicate")
+        return x.contiguous(memory_format=self.memory_format)
+
+    def masks(self, latent_like: torch.Tensor) -> torch.Tensor:
+        _, c, h, w = latent_like.shape
+        return quadtree_masks(c, h, w, device=latent_like.device)
+
+    def prior_from_z_hat(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hyper_params = self.hyper_dec(z_hat)
+        return hyper_params, self.y_prior_fusion(hyper_params)
+
+    def context_fn(self, prior_params: torch.Tensor):
+        """The step k >= 1 context network, bound to this image's prior parameters."""
+        common = self.y_spatial_prior_reduction(prior_params)
+        adaptors = (None, self.y_spatial_prior_adaptor_1, self.y_spatial_prior_adaptor_2, self.y_spatial_prior_adaptor_3)
+
+        def context(step: int, y_hat_so_far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            params = self.y_spatial_prior(adaptors[step](torch.cat((y_hat_so_far, common), dim=1)))
+            scales, means = params.chunk(2, 1)
+            return scales, means
+
+        return context
+
+    def z_bits_per_image(self, height: int, width: int) -> int:
+        return self.z_positions(height, width) * self.config.z_index_bits
+
+    # -- encoder side ------------------------------------------------------------------
+    def analyse(self, x_padded: torch.Tensor, rate_index: int | torch.Tensor, encoder=None) -> EncodedImage:
+        """Run the encoder side on a padded [-1, 1] image; code y into ``encoder`` when given."""
+        latent = self.vqgan.encoder(x_padded)
+        y = self.enc(latent, self._rate_gain(self.q_enc, rate_index))
+        z = self.hyper_enc(y)
+        vq = self.z_vq(z)
+        hyper_params, prior_params = self.prior_from_z_hat(vq.quantized)
+        prior = split_prior(prior_params)
+        masks = self.masks(y)
+        context = self.context_fn(prior_params)
+        if encoder is None:
+            steps = quantize_masked(y, prior, masks, context)
+        else:
+            steps = encode_masked(y, prior, masks, context, encoder, DEFAULT_SCALE_TABLE)
+        latent_hat = self.dec(steps.y_hat, self._rate_gain(self.q_dec, rate_index))
+        return EncodedImage(latent, y, z, vq.indices, vq.quantized, hyper_params, prior_params, steps, latent_hat)
+
+    def forward(
+        self, x: torch.Tensor, rate_index: int | torch.Tensor = 0, decode_pixels: bool = True
+    ) -> GLCImageOutput:
+        """Training forward on a [0, 1] batch; rate_index may be an int or a (B,) tensor of rates."""
+        height, width = x.shape[-2:]
+        x_padded = self.pad(x)
+        latent = self.vqgan.encoder(x_padded)
+        gain_index = rate_index
+        y = self.enc(latent, self._rate_gain(self.q_enc, gain_index))
+        z = self.hyper_enc(y)
+        vq = self.z_vq(z)
+        _, prior_params = self.prior_from_z_hat(vq.quantized)
+        prior = split_prior(prior_params)
+        steps = quantize_masked(y, prior, self.masks(y), self.context_fn(prior_params))
+        latent_hat = self.dec(steps.y_hat, self._rate_gain(self.q_dec, gain_index))
+        y_bits = gaussian_residual_bits(steps.symbols, steps.scales)
+        z_bits = torch.full((x.shape[0],), float(self.z_bits_per_image(height, width)), device=x.device)
+        x_hat = self.vqgan.generator(latent_hat) if decode_pixels else None
+        code_logits = code_targets = None
+        if self.code_pred_loss is not None and latent_hat.shape[-2] * latent_hat.shape[-1] == (
+            self.config.code_predictor.sequence_length
+        ):
+            code_logits = self.code_pred_loss(latent_hat)
+            with torch.no_grad():
+                code_targets = self.vqgan.quantize.indices(latent).flatten(1)
+        return GLCImageOutput(
+            x_hat, latent, latent_hat, y_bits, z_bits, vq.loss, code_logits, code_targets, height * width
+        )
+
+    @torch.inference_mode()
+    def estimate_bits(self, x: torch.Tensor, rate_index: int = 0) -> float:
+        """The official rate estimate (Gaussian self-information of y + fixed z bits), no file written."""
+        height, width = x.shape[-2:]
+        encoded = self.analyse(self.pad(x), rate_index)
+        y_bits = gaussian_residual_bits(encoded.steps.symbols, encoded.steps.scales).sum().item()
+        return y_bits + self.z_bits_per_image(height, width)
+
+    # -- real coding -------------------------------------------------------------------
+    @torch.inference_mode()
+    def compress_with_latent(self, x: torch.Tensor, rate_index: int = 0) -> tuple[bytes, torch.Tensor]:
+        """[0, 1] image (1, 3, H, W) -> (file bytes, the decoded latent the decoder will reproduce)."""
+        if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+            raise ValueError(f"compress expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        encoder = EntropyEncoder(DEFAULT_SCALE_TABLE)
+        encoded = self.analyse(self.pad(x), rate_index, encoder=encoder)
+        z_section = pack_indices(encoded.z_indices.flatten().cpu(), self.config.z_index_bits)
+        header = ImageHeader(model_id=self.model_id, rate_index=rate_index, height=height, width=width)
+        data = write_image_file(header, [z_section, encoder.finish()], self.layout)
+        return data, encoded.latent_hat
+
+    def compress(self, x: torch.Tensor, rate_index: int = 0) -> bytes:
+        return self.compress_with_latent(x, rate_index)[0]
+
+    @torch.inference_mode()
+    def decode_latent(self, data: bytes) -> tuple[ImageHeader, torch.Tensor]:
+        """File bytes -> (header, decoded latent), without running the generator."""
+        parsed = read_image_file(data, self.layout, expected_model_id=self.model_id)
+        header = parsed.header
+        if header.rate_index >= self.num_rates:
+            raise BitstreamError(f"rate index {header.rate_index} is out of range for this model ({self.num_rates} rates)")
+        device = self.q_dec.device
+        padded_h, padded_w = self.padded_size(header.height, header.width)
+        m = self.config.pad_multiple
+        z_shape = (1, padded_h // m, padded_w // m)
+        indices = unpack_indices(parsed.sections[0], math.prod(z_shape), self.config.z_index_bits)
+        if int(indices.max()) >= self.config.z_codebook_size:
+            raise BitstreamError("corrupt z section: index beyond the codebook")
+        z_hat = self.z_vq.lookup(indices.view(z_shape).to(device))
+        _, prior_params = self.prior_from_z_hat(z_hat)
+        decoder = EntropyDecoder(parsed.sections[1], DEFAULT_SCALE_TABLE)
+        steps = decode_masked(split_prior(prior_params), self.masks(prior_params[:, : self.config.latent_channels]),
+                              self.context_fn(prior_params), decoder, DEFAULT_SCALE_TABLE)
+        decoder.finish()
+        latent_hat = self.dec(steps.y_hat, self._rate_gain(self.q_dec, header.rate_index))
+        return header, latent_hat
+
+    @torch.inference_mode()
+    def generate(self, latent_hat: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Decoded latent -> [0, 1] image cropped to (height, width)."""
+        x_hat = self.vqgan.generator(latent_hat)[..., :height, :width]
+        return (x_hat.clamp_(-1.0, 1.0) + 1.0) / 2.0
+
+    def decompress(self, data: bytes) -> torch.Tensor:
+        header, latent_hat = self.decode_latent(data)
+        return self.generate(latent_hat, header.height, header.width)
+
+    # -- official checkpoints ------------------------------------------------------------
+    @classmethod
+    def from_official_state_dict(
+        cls, state: dict[str, torch.Tensor], source: str = "state dict", with_training_modules: bool = False
+    ) -> "GLCImage":
+        model = cls(GLCImageConfig.official(), with_training_modules=with_training_modules)
+        model.load_state_dict_strict(state, source=source, ignored_prefixes=cls.optional_prefixes)
+        return model.eval()
+
+    @classmethod
+    def from_official(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", with_training_modules: bool = False
+    ) -> "GLCImage":
+        """Load an official GLC image checkpoint (.pth), strictly (SYSTEMS.md 2.7)."""
+        state = load_official_checkpoint(path)
+        return cls.from_official_state_dict(state, str(path), with_training_modules).to(device)
+
+    def state_dict_for_saving(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+
+
+def unwrap_official_state(obj: object, source: str) -> dict[str, torch.Tensor]:
+    """Unwrap nested checkpoint dicts (state_dict, then net, then net_g) and strip 'module.'."""
+    for key in ("state_dict", "net", "net_g"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{source}: not a state dict of tensors")
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} not found")
+    try:
+        # mmap keeps the 656 MB official file out of resident memory until tensors are copied.
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a foreign file
+            raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__})") from None
+    return unwrap_official_state(obj, str(path))

@@ -1,0 +1,201 @@
+"""The f16 VQGAN used by GLC (SYSTEMS.md 2.3): encoder, generator and (training-only) codebook.
+
+Layer order and names follow the official layout (``encoder.blocks.i``, ``generator.blocks.i``)
+so official checkpoints load 1:1. Attention exists only at the latent resolution; in eval mode it
+is restricted to non-overlapping windows of the latent (32x32 in the official model), which keeps
+memory linear in image area, and in training mode it is global, as in the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentcodec.nn.vq import VectorQuantizer
+
+
+@dataclass(frozen=True)
+class VQGANConfig:
+    base_channels: int = 128
+    channel_multipliers: tuple[int, ...] = (1, 1, 2, 2, 4)
+    encoder_res_blocks: int = 2
+    generator_res_blocks: int = 3
+    latent_channels: int = 256
+    codebook_size: int = 16384
+    norm_groups: int = 32
+    attention_window: int = 32  # latent positions per window side at inference
+
+    @property
+    def downsampling_factor(self) -> int:
+        return 2 ** (len(self.channel_multipliers) - 1)
+
+
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
+
+
+class Swish(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, groups: int):
+        super().__init__()
+        self.norm1 = group_norm(in_channels, groups)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = group_norm(out_channels, groups)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        skip = x if self.conv_out is None else self.conv_out(x)
+        if not torch.is_grad_enabled():
+            # In-place add: at 4K a full-resolution 128-channel map is 4 GB, so one fewer copy matters.
+            return h.add_(skip)
+        return h + skip
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all channels, scale c^-1/2."""
+
+    def __init__(self, channels: int, groups: int, window: int):
+        super().__init__()
+        self.window = window
+        self.norm = group_norm(channels, groups)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    @staticmethod
+    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) maps -> attention output of the same shape, over all H*W positions."""
+        b, c, h, w = q.shape
+        q_, k_, v_ = (t.reshape(b, 1, c, h * w).transpose(2, 3) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q_, k_, v_)
+        return out.transpose(2, 3).reshape(b, c, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        if self.training:
+            out = self._attend(q, k, v)
+        else:
+            out = torch.empty_like(v)
+            size = self.window
+            for top in range(0, x.shape[2], size):
+                for left in range(0, x.shape[3], size):
+                    window = (slice(None), slice(None), slice(top, top + size), slice(left, left + size))
+                    out[window] = self._attend(q[window], k[window], v[window])
+        return x + self.proj_out(out)
+
+
+class Downsample(nn.Module):
+    """Zero-pad right/bottom by one, then a stride-2 3x3 conv without padding."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class VQGANEncoder(nn.Module):
+    """Image in [-1, 1] -> continuous latent at 1/f (never vector-quantised on the coding path)."""
+
+    def __init__(self, config: VQGANConfig):
+        super().__init__()
+        nf, mult, groups = config.base_channels, config.channel_multipliers, config.norm_groups
+        levels = len(mult)
+        blocks: list[nn.Module] = [nn.Conv2d(3, nf, 3, padding=1)]
+        channels = nf
+        for level in range(levels):
+            out_channels = nf * mult[level]
+            for _ in range(config.encoder_res_blocks):
+                blocks.append(ResBlock(channels, out_channels, groups))
+                channels = out_channels
+                if level == levels - 1:
+                    blocks.append(AttnBlock(channels, groups, config.attention_window))
+            if level != levels - 1:
+                blocks.append(Downsample(channels))
+        blocks += [
+            ResBlock(channels, channels, groups),
+            AttnBlock(channels, groups, config.attention_window),
+            ResBlock(channels, channels, groups),
+            group_norm(channels, groups),
+            Swish(),
+            nn.Conv2d(channels, config.latent_channels, 3, padding=1),
+        ]
+        self.blocks = nn.ModuleList(blocks)
+        self.quant_conv = nn.Conv2d(config.latent_channels, config.latent_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.quant_conv(x)
+
+
+class VQGANGenerator(nn.Module):
+    """Latent -> image (nominal range [-1, 1]; no output tanh, callers clamp)."""
+
+    def __init__(self, config: VQGANConfig):
+        super().__init__()
+        nf, mult, groups = config.base_channels, config.channel_multipliers, config.norm_groups
+        levels = len(mult)
+        channels = nf * mult[-1]
+        self.post_quant_conv = nn.Conv2d(config.latent_channels, config.latent_channels, 1)
+        blocks: list[nn.Module] = [
+            nn.Conv2d(config.latent_channels, channels, 3, padding=1),
+            ResBlock(channels, channels, groups),
+            AttnBlock(channels, groups, config.attention_window),
+            ResBlock(channels, channels, groups),
+        ]
+        for level in reversed(range(levels)):
+            out_channels = nf * mult[level]
+            for _ in range(config.generator_res_blocks):
+                blocks.append(ResBlock(channels, out_channels, groups))
+                channels = out_channels
+                if level == levels - 1:
+                    blocks.append(AttnBlock(channels, groups, config.attention_window))
+            if level != 0:
+                blocks.append(Upsample(channels))
+        blocks += [group_norm(channels, groups), Swish(), nn.Conv2d(channels, 3, 3, padding=1)]
+        self.blocks = nn.ModuleList(blocks)
+
+    @property
+    def last_layer(self) -> nn.Conv2d:
+        """The final conv, on whose weights the adaptive GAN weight is computed."""
+        return self.blocks[-1]
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        x = self.post_quant_conv(latent)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class VQGAN(nn.Module):
+    """Encoder + generator, with the codebook only when training (it is unused at test)."""
+
+    def __init__(self, config: VQGANConfig, with_codebook: bool = False):
+        super().__init__()
+        self.config = config
+        self.encoder = VQGANEncoder(config)
+        self.quantize = VectorQuantizer(config.codebook_size, config.latent_channels) if with_codebook else None
+        self.generator = VQGANGenerator(config)

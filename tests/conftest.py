@@ -1,0 +1,29 @@
+"""Shared fixtures: the read-only data and reference folder beside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("LATENTCODEC_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def pytest_configure(config):
+    # Tests run two workers on two cores; more intra-op threads would only oversubscribe.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED_DIR / "reference").is_dir():
+        raise RuntimeError(f"shared data folder not found at {SHARED_DIR} (set LATENTCODEC_SHARED)")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def kodak_dir(shared_dir) -> Path:
+    return shared_dir / "data" / "kodak"

@@ -1,0 +1,167 @@
+"""GLC-image against the official implementation's tensors (../shared/reference/glc).
+
+Deterministic synthetic weights (make_weights.py) loaded strictly into our model must reproduce
+image_vectors.safetensors under the README's comparison protocol: float tensors within
+1e-3 * std(reference), z indices exactly, y symbols exactly (the README allows rare near-boundary
+flips; none occur here, so none are allowed), and the decoder side teacher-forced from the stored
+indices and symbols.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from latentcodec.entropy import gaussian_residual_bits
+from latentcodec.entropy.masked_gaussian import run_masked_steps, split_prior
+from latentcodec.errors import WeightsError
+from latentcodec.models.glc_image import GLCImage
+
+CASES = {
+    "kodim23_192x128": (0, 1, 2, 3),
+    "kodim01_150x100": (0, 1, 2, 3),
+    "kodim23_576x64": (0,),
+}
+TOLERANCE = 1e-3
+
+
+def _make_weights_module(shared_dir):
+    path = shared_dir / "reference" / "glc" / "make_weights.py"
+    spec = importlib.util.spec_from_file_location("glc_make_weights", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def official_state(shared_dir):
+    make_weights = _make_weights_module(shared_dir)
+    return make_weights.make_state_dict(make_weights.load_spec(shared_dir / "reference" / "glc" / "image_keys.tsv"))
+
+
+@pytest.fixture(scope="module")
+def model(official_state):
+    # NCHW, one thread: the conditions the vectors were made under, so symbols match exactly.
+    return GLCImage.from_official_state_dict(official_state).set_memory_format(torch.contiguous_format)
+
+
+@pytest.fixture(scope="module")
+def fast_model(official_state):
+    model = GLCImage.from_official_state_dict(official_state)
+    assert model.memory_format == torch.channels_last
+    return model
+
+
+@pytest.fixture(scope="module")
+def vectors(shared_dir):
+    return load_file(str(shared_dir / "reference" / "glc" / "image_vectors.safetensors"))
+
+
+def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((ours.double() - reference.double()).abs().max() / reference.double().std()).item()
+
+
+def image_of(vectors, case):
+    return vectors[f"{case}/x_u8"].permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+
+def teacher_forced_decode(model, z_index, y_q, rate_index):
+    """Decoder side driven by the stored indices and symbols instead of our own encoder."""
+    z_hat = model.z_vq.lookup(z_index)
+    hyper_params, prior_params = model.prior_from_z_hat(z_hat)
+    masks = model.masks(prior_params[:, : model.config.latent_channels])
+    symbols = y_q.float()
+
+    def stored_symbols(step, mask, scales_k, residual):
+        return symbols * mask
+
+    steps = run_masked_steps(split_prior(prior_params), masks, model.context_fn(prior_params), stored_symbols, None)
+    latent_hat = model.dec(steps.y_hat, model.q_dec[rate_index : rate_index + 1])
+    return hyper_params, prior_params, steps, latent_hat
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_encoder_side_matches_official(model, vectors, case):
+    x = image_of(vectors, case)
+    for q in CASES[case]:
+        prefix = f"{case}/q{q}/"
+        with torch.inference_mode():
+            encoded = model.analyse(model.pad(x), q)
+        assert relative_error(encoded.latent, vectors[f"{case}/latent_ori"]) <= TOLERANCE
+        for name, ours in (("y", encoded.y), ("z", encoded.z), ("hyper_params", encoded.hyper_params),
+                           ("prior_params", encoded.prior_params)):
+            if prefix + name in vectors:
+                assert relative_error(ours, vectors[prefix + name]) <= TOLERANCE, name
+        assert torch.equal(encoded.z_indices, vectors[prefix + "z_index"])
+        flips = (encoded.steps.symbols != vectors[prefix + "y_q"].float()).sum().item()
+        assert flips == 0, f"{case} q{q}: {flips} symbols differ"
+        bit_y = gaussian_residual_bits(encoded.steps.symbols, encoded.steps.scales).sum().item()
+        assert bit_y == pytest.approx(vectors[prefix + "bit_y"].item(), rel=1e-5)
+        height, width = x.shape[-2:]
+        assert model.z_bits_per_image(height, width) == vectors[prefix + "bit_z"].item()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_decoder_side_teacher_forced_matches_official(model, vectors, case):
+    height, width = vectors[f"{case}/x_u8"].shape[:2]
+    for q in CASES[case]:
+        prefix = f"{case}/q{q}/"
+        with torch.inference_mode():
+            hyper_params, prior_params, steps, latent_hat = teacher_forced_decode(
+                model, vectors[prefix + "z_index"], vectors[prefix + "y_q"], q
+            )
+            x_hat = model.vqgan.generator(latent_hat) if prefix + "x_hat" in vectors or q == 0 else None
+        checks = {"hyper_params": hyper_params, "prior_params": prior_params, "scales_hat": steps.scales,
+                  "means_hat": steps.means, "quant_step": steps.quant_step, "y_hat": steps.y_hat, "l_hat": latent_hat}
+        for name, ours in checks.items():
+            if prefix + name in vectors:
+                assert relative_error(ours, vectors[prefix + name]) <= TOLERANCE, name
+        if prefix + "x_hat" in vectors:
+            assert relative_error(x_hat, vectors[prefix + "x_hat"]) <= TOLERANCE
+        if x_hat is not None:
+            u8 = torch.round((x_hat[0, :, :height, :width].clamp(-1, 1) / 2 + 0.5) * 255).clamp(0, 255).to(torch.uint8)
+            mismatched = (u8.permute(1, 2, 0).int() - vectors[prefix + "x_hat_u8"].int()).abs()
+            assert mismatched.max() <= 1 and (mismatched > 0).float().mean() < 1e-3
+        bit_y = gaussian_residual_bits(steps.symbols, steps.scales).sum().item()
+        assert bit_y == pytest.approx(vectors[prefix + "bit_y"].item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_default_nhwc_path_stays_within_tolerance(fast_model, vectors, case):
+    """The fast NHWC path reorders float sums, so symbols may flip near rounding boundaries and
+    cascade through the context model (README section 5); the continuous encoder tensors and the
+    z indices must still match."""
+    x = image_of(vectors, case)
+    prefix = f"{case}/q0/"
+    with torch.inference_mode():
+        encoded = fast_model.analyse(fast_model.pad(x), 0)
+    assert relative_error(encoded.latent, vectors[f"{case}/latent_ori"]) <= TOLERANCE
+    assert torch.equal(encoded.z_indices, vectors[prefix + "z_index"])
+    if prefix + "prior_params" in vectors:
+        assert relative_error(encoded.prior_params, vectors[prefix + "prior_params"]) <= TOLERANCE
+        assert relative_error(encoded.y, vectors[prefix + "y"]) <= TOLERANCE
+
+
+def test_strict_loading_names_the_offending_key(official_state):
+    broken = dict(official_state)
+    del broken["hyper_dec.2.block.1.conv_out.bias"]
+    with pytest.raises(WeightsError, match="hyper_dec.2.block.1.conv_out.bias"):
+        GLCImage.from_official_state_dict(broken)
+    extra = dict(official_state)
+    extra["hyper_dec.9.weight"] = torch.zeros(1)
+    with pytest.raises(WeightsError, match="hyper_dec.9.weight"):
+        GLCImage.from_official_state_dict(extra)
+
+
+def test_nested_official_checkpoint_file_loads(official_state, tmp_path, vectors):
+    subset = {k: v for k, v in official_state.items()}
+    path = tmp_path / "glc_image.pth"
+    torch.save({"state_dict": {"net": {f"module.{k}": v for k, v in subset.items()}}}, path)
+    model = GLCImage.from_official(path)
+    x = image_of(vectors, "kodim01_150x100")
+    with torch.inference_mode():
+        encoded = model.analyse(model.pad(x), 1)
+    assert torch.equal(encoded.z_indices, vectors["kodim01_150x100/q1/z_index"])
