@@ -3,7 +3,225 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from latentcodec.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Filled in by the evaluation harness."""
+    _register_eval(subparsers)
+    _register_bdrate(subparsers)
+    _register_plot(subparsers)
+    _register_report(subparsers)
+
+
+# -- eval ----------------------------------------------------------------------------------
+
+
+def _register_eval(subparsers: argparse._SubParsersAction) -> None:
+    from latentcodec.evaluation.baselines import BASELINES
+
+    parser = subparsers.add_parser(
+        "eval",
+        help="rate-distortion evaluation of a codec and classical baselines on real files",
+        description=(
+            "Compress every image to a real file (OUT/bitstreams/), count bpp = 8 x file bytes / (H x W), "
+            "decompress from the file and score the 8-bit reconstruction. Writes OUT/results/<curve>.json "
+            "(CompressAI layout), OUT/per_image.json and .csv. An interrupted run resumes where it stopped. "
+            "Runs under torchrun too (images sharded by rank)."
+        ),
+    )
+    parser.add_argument("--model", help=f"codec to evaluate: a registered model (glc-image), a baseline ({', '.join(BASELINES)}) or module:factory")
+    parser.add_argument("--weights", help="weights folder (save_pretrained) or official checkpoint of --model")
+    parser.add_argument("--qualities", type=_floats, help="model quality indices (e.g. 0,1,2,3), or a baseline's parameter values; default: all / the baseline's grid")
+    parser.add_argument("--data", required=True, help="folder of images (not recursive) or one image file")
+    parser.add_argument("--out", required=True, help="output folder (reused to resume)")
+    parser.add_argument("--baselines", type=_names, default=(), help=f"comma-separated classical codecs: {','.join(BASELINES)} or 'all'")
+    parser.add_argument("--baseline-values", action="append", default=[], metavar="CODEC=V1,V2,...",
+                        help="parameter grid of one baseline (repeatable), e.g. jpeg=1,5,10 or hevc=51,45,40")  # fmt: skip
+    parser.add_argument("--scales", type=_ints, default=(1, 2, 4, 8), help="baseline downscale factors (default 1,2,4,8)")
+    parser.add_argument("--target-bpp", type=_floats, default=(), help="baseline target rates: per image the largest file not above each")
+    parser.add_argument("--no-matched", action="store_true", help="skip the baselines at the model's file sizes")
+    parser.add_argument("--metrics", type=_names, default=None, help="comma-separated metric names (default: every available standard metric)")
+    parser.add_argument("--patch-size", type=int, default=256, help="patch size of patch FID/KID (default 256; GLC used 64 on Kodak)")
+    parser.add_argument("--workers", type=int, default=0, help="processes (image shards); 0 = one per available core on CPU, 1 on GPU")
+    parser.add_argument("--device", default="cpu", help="torch device of the model and metrics (cpu, cuda, cuda:1)")
+    parser.add_argument("--keep-reconstructions", choices=("none", "model", "all"), default="model",
+                        help="which decoded images to keep as PNG (the report shows the model's)")  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_eval_command)
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    from latentcodec.evaluation.baselines import BASELINES
+    from latentcodec.evaluation.runner import EvalConfig, run_evaluation
+
+    baselines = tuple(BASELINES) if args.baselines == ("all",) else tuple(args.baselines)
+    if args.workers < 0:
+        raise InputError("--workers must be 0 (auto) or positive")
+    if args.patch_size < 8:
+        raise InputError("--patch-size must be at least 8")
+    if args.weights is not None and not Path(args.weights).exists():
+        raise InputError(f"--weights {args.weights}: no such file or directory")
+    config = EvalConfig(
+        data=args.data,
+        out=args.out,
+        model=args.model,
+        weights=args.weights,
+        qualities=args.qualities,
+        baselines=baselines,
+        scales=args.scales,
+        baseline_values=_baseline_values(args.baseline_values),
+        target_bpp=args.target_bpp,
+        matched=not args.no_matched,
+        metrics=args.metrics,
+        patch_size=args.patch_size,
+        workers=args.workers,
+        device=args.device,
+        keep_reconstructions=args.keep_reconstructions,
+        progress=not args.no_progress,
+    )
+    summary = run_evaluation(config)
+    if not summary.curves:  # a torchrun rank other than 0
+        return 0
+    print(f"{summary.new_items} items evaluated, {summary.resumed_items} resumed from {summary.out_dir}")
+    for curve in summary.curves:
+        print(f"{curve.name}:")
+        for point in curve.points:
+            values = "  ".join(
+                f"{k}={v:.4g}" for k, v in point.values.items() if k not in _QUIET_KEYS
+            )
+            print(f"  {point.point:>14}  {values}")
+        if curve.incomplete_points:
+            print(f"  (not on every image: {', '.join(curve.incomplete_points)})")
+    print(f"results: {summary.out_dir / 'results'}")
+    return 0
+
+
+_QUIET_KEYS = ("encoding_time", "decoding_time", "metrics_time", "search_time", "quality", "qp", "distance", "target_bpp")
+
+
+def _baseline_values(entries: list[str]) -> dict[str, tuple[float, ...]]:
+    from latentcodec.evaluation.baselines import get_baseline
+
+    values: dict[str, tuple[float, ...]] = {}
+    for entry in entries:
+        name, sep, numbers = entry.partition("=")
+        if not sep:
+            raise InputError(f"--baseline-values {entry!r}: expected CODEC=V1,V2,...")
+        get_baseline(name.strip())
+        values[name.strip()] = _floats(numbers)
+    return values
+
+
+# -- bdrate --------------------------------------------------------------------------------
+
+
+def _register_bdrate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bdrate",
+        help="Bjontegaard delta rate of B against anchor A (PCHIP on log-rate)",
+        description="BD-rate of results B against anchor A on one metric: negative means B needs fewer bits.",
+    )
+    parser.add_argument("anchor", help="anchor results JSON (CompressAI layout)")
+    parser.add_argument("test", help="test results JSON")
+    parser.add_argument("--metric", required=True, help="metric key in the results (psnr, lpips-alex, dists, ...)")
+    parser.add_argument("--rate", default="bpp", help="rate key (default bpp; estimated_bpp for GLC's own accounting)")
+    parser.set_defaults(func=run_bdrate_command)
+
+
+def run_bdrate_command(args: argparse.Namespace) -> int:
+    from latentcodec.evaluation.bdrate import bd_rate_curves
+    from latentcodec.evaluation.results import load_results
+
+    anchor, test = load_results(args.anchor), load_results(args.test)
+    result = bd_rate_curves(anchor, test, args.metric, rate_key=args.rate)
+    print(
+        f"BD-rate of {test.name} against {anchor.name} on {args.metric}: {result.percent:+.2f} % "
+        f"(over {args.metric} {result.low:.6g}..{result.high:.6g}; {result.anchor_points} and {result.test_points} points)"
+    )
+    return 0
+
+
+# -- plot ----------------------------------------------------------------------------------
+
+
+def _register_plot(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("plot", help="RD curves of results JSON files as a PNG")
+    parser.add_argument("results", nargs="+", help="results JSON files (or folders of them)")
+    parser.add_argument("--metric", required=True, help="metric on the y axis")
+    parser.add_argument("--rate", default="bpp", help="rate key on the x axis (default bpp)")
+    parser.add_argument("--logx", action="store_true", help="logarithmic rate axis")
+    parser.add_argument("-o", "--output", default="rd.png", help="PNG to write (default rd.png)")
+    parser.set_defaults(func=run_plot_command)
+
+
+def run_plot_command(args: argparse.Namespace) -> int:
+    from latentcodec.evaluation.plots import write_plot
+    from latentcodec.evaluation.results import load_results
+
+    files: list[Path] = []
+    for entry in args.results:
+        path = Path(entry)
+        if path.is_dir():
+            found = sorted(path.glob("*.json"))
+            if not found:
+                raise InputError(f"{path}: no results JSON files in this folder")
+            files += found
+        else:
+            files.append(path)
+    curves = [load_results(path) for path in files]
+    output = write_plot(curves, args.metric, args.output, rate_key=args.rate, log_rate=args.logx)
+    print(f"wrote {output}")
+    return 0
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def _register_report(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("report", help="self-contained offline HTML report of an evaluation folder")
+    parser.add_argument("results_dir", help="the --out folder of latentcodec eval")
+    parser.add_argument("-o", "--output", help="HTML file to write (default RESULTS_DIR/report.html)")
+    parser.add_argument("--images", type=_names, default=None, help="image ids to compare side by side (default: the first two)")
+    parser.add_argument("--crop", type=int, default=256, help="side of the centre crops in pixels (default 256)")
+    parser.set_defaults(func=run_report_command)
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from latentcodec.evaluation.report import build_report
+
+    output = build_report(args.results_dir, args.output, images=args.images, crop=args.crop)
+    print(f"wrote {output}")
+    return 0
+
+
+# -- argument types ------------------------------------------------------------------------
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return names
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+

@@ -1,0 +1,576 @@
+"""``latentcodec eval``: rate-distortion evaluation of a codec and classical baselines.
+
+Every (curve, operating point, image) item is compressed to a real file under
+``OUT/bitstreams/``, its rate is ``bpp = 8 * file bytes / (H * W)`` of the original, it is
+decompressed *from that file* and the 8-bit reconstruction is scored. Finished items are appended
+to a progress log (see :mod:`latentcodec.evaluation.results`), so a killed run restarts where it
+stopped.
+
+Curves (one ``results/<curve>.json`` each):
+
+* ``<model>``: the codec under test, one point per quality;
+* ``<baseline>`` and ``<baseline>-down<s>``: a classical codec over its parameter grid, on the
+  image downscaled by ``s`` and upscaled back (see :mod:`latentcodec.evaluation.baselines`);
+* ``<baseline>-target``: per image and target bpp, the largest file not above the target, searched
+  over the parameter and all scales;
+* ``<baseline>-matched``: per image and model quality, the largest baseline file not above the
+  model's file (the comparison the report shows side by side).
+
+Parallelism: a process pool sharded by image (``--workers``), and under ``torchrun`` the images
+are further sharded by ``torch.distributed`` rank; rank 0 gathers the records and writes the
+results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from PIL import Image
+
+from latentcodec.errors import InputError
+from latentcodec.evaluation import baselines as classical
+from latentcodec.evaluation.images import ImageRef, discover_images, load_rgb
+from latentcodec.evaluation.learned import LearnedCodec, load_learned, safe_name
+from latentcodec.evaluation.results import (
+    BITSTREAMS_DIR,
+    RECONSTRUCTIONS_DIR,
+    RUN_JSON,
+    STATUS_OK,
+    STATUS_UNREACHABLE,
+    Curve,
+    ItemRecord,
+    ProgressLog,
+    aggregate,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_finished,
+    read_log_lines,
+    write_outputs,
+)
+from latentcodec.evaluation.scoring import MetricSuite, build_suite, score_dataset_point
+
+MODE_QUALITY = "quality"
+MODE_TARGET = "target-bpp"
+MODE_MATCHED = "matched"
+KEEP_CHOICES = ("none", "model", "all")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything ``latentcodec eval`` needs; ``model=None`` evaluates the baselines only."""
+
+    data: str
+    out: str
+    model: str | None = None
+    weights: str | None = None
+    qualities: tuple[float, ...] | None = None
+    baselines: tuple[str, ...] = ()
+    scales: tuple[int, ...] = (1, 2, 4, 8)
+    baseline_values: dict[str, tuple[float, ...]] | None = None
+    target_bpp: tuple[float, ...] = ()
+    matched: bool = True
+    metrics: tuple[str, ...] | None = None
+    patch_size: int = 256
+    workers: int = 0
+    device: str = "cpu"
+    keep_reconstructions: str = "model"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One point of one curve: a codec at a parameter and scale, or a size-limited search."""
+
+    curve: str
+    point: str
+    codec: str
+    mode: str
+    learned: bool = False
+    value: float | None = None
+    scale: int = 1
+    target_bpp: float | None = None
+    matched_point: str | None = None
+
+
+class ImageTask(NamedTuple):
+    image: ImageRef
+    points: tuple[OperatingPoint, ...]
+    model_bytes: dict[str, int]  # model point -> file bytes, for matched points finished earlier
+
+
+class EvalSummary(NamedTuple):
+    out_dir: Path
+    curves: list[Curve]
+    records: list[ItemRecord]
+    result_files: list[Path]
+    skipped: dict[str, str]  # baseline or metric -> one-line reason
+    new_items: int
+    resumed_items: int
+
+
+# -- planning ------------------------------------------------------------------------------
+
+
+def plan_points(
+    config: EvalConfig, learned: LearnedCodec | None, baseline_names: Sequence[str]
+) -> list[OperatingPoint]:
+    """All operating points in curve order: model first, then each baseline's modes."""
+    points: list[OperatingPoint] = []
+    model_points: list[OperatingPoint] = []
+    if learned is not None:
+        qualities = config.qualities if config.qualities is not None else tuple(range(learned.num_qualities))
+        for quality in qualities:
+            q = learned.check_quality(quality)
+            model_points.append(
+                OperatingPoint(learned.name, f"q{q}", learned.name, MODE_QUALITY, learned=True, value=q)
+            )
+        points += model_points
+    for name in baseline_names:
+        codec = classical.get_baseline(name)
+        values = (config.baseline_values or {}).get(name) or codec.default_values
+        values = tuple(codec.check_value(v) for v in values)
+        for scale in config.scales:
+            curve = name if scale == 1 else f"{name}-down{scale}"
+            for value in values:
+                label = codec.format_value(value)
+                points.append(OperatingPoint(curve, label, name, MODE_QUALITY, value=value, scale=scale))
+        for target in config.target_bpp:
+            points.append(OperatingPoint(f"{name}-target", f"bpp-{target:g}", name, MODE_TARGET, target_bpp=target))
+        if config.matched:
+            for model_point in model_points:
+                points.append(
+                    OperatingPoint(
+                        f"{name}-matched", model_point.point, name, MODE_MATCHED, matched_point=model_point.point
+                    )
+                )
+    return points
+
+
+def describe_curves(points: Sequence[OperatingPoint], learned: LearnedCodec | None, data: str) -> dict[str, str]:
+    rate = "bpp = 8 x whole-file bytes / original H x W"
+    descriptions: dict[str, str] = {}
+    for point in points:
+        if point.curve in descriptions:
+            continue
+        if point.learned:
+            text = f"{point.codec} (weights: see run.json)"
+        else:
+            codec = classical.get_baseline(point.codec)
+            text = codec.description
+            if point.mode == MODE_QUALITY and point.scale != 1:
+                text += f", downscaled x{point.scale} (bicubic) and upscaled back (bicubic)"
+            elif point.mode == MODE_TARGET:
+                text += ", per image the largest file not above the target bpp (any parameter and scale)"
+            elif point.mode == MODE_MATCHED:
+                text += f", per image the largest file not above {learned.name if learned else 'the model'}'s file"
+        descriptions[point.curve] = f"{text}; {rate}; images: {data}"
+    return descriptions
+
+
+# -- evaluating one image ------------------------------------------------------------------
+
+
+class _Worker:
+    """Per-process state: the loaded codec, the metrics and this process's progress log."""
+
+    def __init__(self, config: EvalConfig, learned: LearnedCodec | None = None, suite: MetricSuite | None = None):
+        self.config = config
+        self.out_dir = Path(config.out)
+        self.learned = learned
+        if learned is None and config.model is not None and config.model not in classical.BASELINES:
+            self.learned = load_learned(config.model, config.weights, config.device)
+        self.suite = suite if suite is not None else build_suite(config.metrics, config.device, config.patch_size)
+        self.log = ProgressLog(self.out_dir)
+
+    def run(self, task: ImageTask, on_item: Callable[[ItemRecord], None] | None = None) -> list[ItemRecord]:
+        original = load_rgb(task.image.path)
+        model_bytes = dict(task.model_bytes)
+        records = []
+        for point in task.points:
+            record = self._evaluate(point, task.image, original, model_bytes)
+            self.log.append(record)
+            if point.learned and record.bytes is not None:
+                model_bytes[point.point] = record.bytes
+            records.append(record)
+            if on_item is not None:
+                on_item(record)
+        return records
+
+    def _evaluate(
+        self, point: OperatingPoint, ref: ImageRef, original: Image.Image, model_bytes: dict[str, int]
+    ) -> ItemRecord:
+        width, height = original.size
+        base = ItemRecord(
+            curve=point.curve, point=point.point, image=ref.image_id, codec=point.codec, mode=point.mode,
+            height=height, width=width, value=point.value, scale=point.scale, target_bpp=point.target_bpp,
+            matched_point=point.matched_point,
+        )  # fmt: skip
+        search_s = 0.0
+        if point.learned:
+            assert self.learned is not None
+            start = time.perf_counter()
+            data = self.learned.encode(original, int(point.value))
+            compress_s = time.perf_counter() - start
+            extension = self.learned.extension
+            base = replace(base, parameter="quality", estimated_bpp=self.learned.estimated_bpp(original, int(point.value)))
+        else:
+            codec = classical.get_baseline(point.codec)
+            extension = codec.extension
+            if point.mode == MODE_QUALITY:
+                start = time.perf_counter()
+                data = classical.encode_scaled(codec, original, point.value, point.scale)
+                compress_s = time.perf_counter() - start
+            else:
+                if point.mode == MODE_TARGET:
+                    max_bytes = math.floor(point.target_bpp * width * height / 8)
+                else:
+                    if point.matched_point not in model_bytes:
+                        raise RuntimeError(f"matched point {point.point} scheduled before its model item")
+                    max_bytes = model_bytes[point.matched_point]
+                search = classical.encode_at_most(codec, original, max_bytes, tuple(self.config.scales))
+                search_s = search.search_s
+                if search.best is None:
+                    return replace(
+                        base, status=STATUS_UNREACHABLE, parameter=codec.parameter, search_s=search_s,
+                        note=f"limit {max_bytes} B; smallest {point.codec} file is {search.smallest_bytes} B",
+                    )  # fmt: skip
+                data, compress_s = search.best.data, search.best.encode_s
+                base = replace(base, value=search.best.value, scale=search.best.scale)
+            base = replace(base, parameter=codec.parameter)
+        relative = Path(BITSTREAMS_DIR) / point.curve / point.point / f"{ref.image_id}.{extension}"
+        atomic_write_bytes(self.out_dir / relative, data)
+
+        start = time.perf_counter()
+        stored = (self.out_dir / relative).read_bytes()
+        if point.learned:
+            reconstruction = self.learned.decode(stored, original.size)
+        else:
+            reconstruction = classical.decode_scaled(classical.get_baseline(point.codec), stored, base.scale, original.size)
+        decompress_s = time.perf_counter() - start
+
+        start = time.perf_counter()
+        scores = self.suite.score(original, reconstruction)
+        metrics_s = time.perf_counter() - start
+
+        kept = None
+        keep = self.config.keep_reconstructions
+        if keep == "all" or (keep == "model" and point.learned):
+            kept_path = Path(RECONSTRUCTIONS_DIR) / point.curve / point.point / f"{ref.image_id}.png"
+            (self.out_dir / kept_path).parent.mkdir(parents=True, exist_ok=True)
+            reconstruction.save(self.out_dir / kept_path, "PNG")
+            kept = str(kept_path)
+        return replace(
+            base, bytes=len(stored), bpp=8.0 * len(stored) / (width * height), bitstream=str(relative),
+            reconstruction=kept, metrics=scores, compress_s=compress_s, decompress_s=decompress_s,
+            metrics_s=metrics_s, search_s=search_s,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.log.close()
+
+
+_WORKER: _Worker | None = None
+
+
+def _init_pool_worker(config: EvalConfig, threads: int) -> None:
+    global _WORKER
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER = _Worker(config)
+
+
+def _run_pool_task(task: ImageTask) -> list[ItemRecord]:
+    assert _WORKER is not None
+    return _WORKER.run(task)
+
+
+# -- the whole run -------------------------------------------------------------------------
+
+
+class _Distributed(NamedTuple):
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def _distributed_from_env() -> _Distributed:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return _Distributed(int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> EvalSummary:
+    """Run (or resume) an evaluation; returns what it wrote. ``learned`` bypasses ``--model`` loading."""
+    if config.keep_reconstructions not in KEEP_CHOICES:
+        raise InputError(f"--keep-reconstructions must be one of {', '.join(KEEP_CHOICES)}")
+    if any(s < 1 for s in config.scales) or not config.scales:
+        raise InputError("--scales must be positive integers")
+    if any(not (t > 0 and math.isfinite(t)) for t in config.target_bpp):
+        raise InputError("--target-bpp values must be positive")
+    images = discover_images(config.data)
+    dist = _distributed_from_env()
+    device = config.device
+    if dist.world_size > 1 and device.startswith("cuda") and ":" not in device:
+        device = f"cuda:{dist.local_rank}"
+    config = replace(config, device=device)
+    _init_distributed(dist)
+
+    skipped: dict[str, str] = {}
+    baseline_names: list[str] = []
+    requested = list(config.baselines)
+    if config.model is not None and config.model in classical.BASELINES:
+        requested = [config.model] + [b for b in requested if b != config.model]
+        values = dict(config.baseline_values or {})
+        if config.qualities is not None:
+            values[config.model] = tuple(config.qualities)
+        config = replace(config, baseline_values=values)
+    for name in requested:
+        reason = classical.get_baseline(name).unavailable_reason()
+        if reason is None:
+            baseline_names.append(name)
+        else:
+            skipped[name] = reason
+            if dist.rank == 0:
+                print(f"latentcodec eval: skipping {name}: {reason}", file=sys.stderr)
+    if config.model is not None and config.model in skipped:
+        raise InputError(f"--model {config.model}: {skipped[config.model]}")
+
+    if learned is None and config.model is not None and config.model not in classical.BASELINES:
+        learned = load_learned(config.model, config.weights, config.device)
+    points = plan_points(config, learned, baseline_names)
+    if not points:
+        raise InputError("nothing to evaluate: give --model and/or --baselines (with at least one available)")
+    suite = build_suite(config.metrics, config.device, config.patch_size)  # fails early on a bad --metrics
+    skipped.update(suite.unavailable)
+    if dist.rank == 0:
+        for name, reason in suite.unavailable.items():
+            print(f"latentcodec eval: skipping metric {name}: {reason}", file=sys.stderr)
+    config = replace(config, metrics=suite.image_metric_names + suite.dataset_metric_names)
+
+    out_dir = Path(config.out)
+    _check_or_write_run_file(out_dir, config, images, dist.rank, learned.name if learned else config.model)
+    finished = load_finished(out_dir)
+    required = set(suite.image_metric_names)
+
+    def done(point: OperatingPoint, image: ImageRef) -> ItemRecord | None:
+        record = finished.get((point.curve, point.point, image.image_id))
+        if record is None or (record.status == STATUS_OK and not required <= set(record.metrics)):
+            return None
+        return record
+
+    my_images = images[dist.rank :: dist.world_size]
+    tasks: list[ImageTask] = []
+    kept: list[ItemRecord] = []
+    for image in my_images:
+        pending = []
+        model_bytes = {}
+        for point in points:
+            record = done(point, image)
+            if record is None:
+                pending.append(point)
+            else:
+                kept.append(record)
+                if point.learned and record.bytes is not None:
+                    model_bytes[point.point] = record.bytes
+        if pending:
+            tasks.append(ImageTask(image, tuple(pending), model_bytes))
+
+    new_records = _execute(config, tasks, learned, suite, dist)
+    my_records = kept + new_records
+    all_records = _gather(my_records, dist)
+    if dist.rank != 0:
+        return EvalSummary(out_dir, [], my_records, [], skipped, len(new_records), len(kept))
+
+    point_order = [(p.curve, p.point) for p in points]
+    descriptions = describe_curves(points, learned, config.data)
+    dataset_scores = _dataset_pass(config, suite, images, all_records, point_order, learned)
+    curves = aggregate(all_records, [i.image_id for i in images], point_order, descriptions, dataset_scores)
+    wanted = {(p.curve, p.point) for p in points}
+    current = [r for r in all_records if (r.curve, r.point) in wanted]
+    files = write_outputs(out_dir, curves, current)
+    return EvalSummary(out_dir, curves, current, files, skipped, len(new_records), len(kept))
+
+
+def _execute(
+    config: EvalConfig, tasks: list[ImageTask], learned: LearnedCodec | None, suite: MetricSuite, dist: _Distributed
+) -> list[ItemRecord]:
+    from tqdm import tqdm
+
+    total = sum(len(t.points) for t in tasks)
+    workers = _worker_count(config, len(tasks))
+    records: list[ItemRecord] = []
+    bar = tqdm(total=total, desc="eval", unit="item", disable=not config.progress or dist.rank != 0, file=sys.stderr)
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            worker = _Worker(config, learned, suite)
+            try:
+                for task in tasks:
+                    records += worker.run(task, on_item=lambda _record: bar.update(1))
+            finally:
+                worker.close()
+            return records
+        threads = max(1, _available_cores() // workers)
+        context = multiprocessing.get_context("spawn")  # fork after torch's thread pools is unsafe
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_init_pool_worker, initargs=(config, threads)
+        ) as pool:
+            pending = {pool.submit(_run_pool_task, task) for task in tasks}
+            while pending:
+                completed, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in completed:
+                    result = future.result()
+                    records += result
+                    bar.update(len(result))
+        return records
+    finally:
+        bar.close()
+
+
+def _dataset_pass(
+    config: EvalConfig,
+    suite: MetricSuite,
+    images: list[ImageRef],
+    records: list[ItemRecord],
+    point_order: list[tuple[str, str]],
+    learned: LearnedCodec | None,
+) -> dict[tuple[str, str], dict[str, float]]:
+    """Set-level metrics (patch FID/KID) of every complete point, cached per point in the logs."""
+    if not suite.dataset_metrics:
+        return {}
+    from tqdm import tqdm
+
+    out_dir = Path(config.out)
+    names = set(suite.dataset_metric_names)
+    signature = hashlib.sha1("\n".join(i.image_id for i in images).encode()).hexdigest()[:16]
+    cached: dict[tuple[str, str], dict[str, float]] = {}
+    for line in read_log_lines(out_dir, "dataset"):
+        if line.get("images") == signature and line.get("patch_size") == suite.patch_size:
+            scores = line.get("scores") or {}
+            if names <= set(scores):
+                cached[(line.get("curve"), line.get("point"))] = {k: float(v) for k, v in scores.items()}
+    by_key = {r.key: r for r in records if r.status == STATUS_OK}
+    originals = [lambda ref=ref: load_rgb(ref.path) for ref in images]
+    log = ProgressLog(out_dir, kind="dataset")
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    reference_ready = False
+    try:
+        for curve, point in tqdm(point_order, desc="set-level metrics", unit="point", disable=not config.progress, file=sys.stderr):
+            if (curve, point) in cached:
+                results[(curve, point)] = cached[(curve, point)]
+                continue
+            items = [by_key.get((curve, point, ref.image_id)) for ref in images]
+            if any(item is None for item in items):
+                continue
+            loaders = [lambda item=item: _reconstruction(out_dir, item, learned) for item in items]
+            scores = score_dataset_point(suite, originals, loaders, reference_ready)
+            reference_ready = True
+            results[(curve, point)] = scores
+            payload = {"curve": curve, "point": point, "images": signature, "patch_size": suite.patch_size, "scores": scores}
+            log.append_line(json.dumps(payload))
+    finally:
+        log.close()
+    return results
+
+
+def _reconstruction(out_dir: Path, record: ItemRecord, learned: LearnedCodec | None) -> Image.Image:
+    """An item's 8-bit reconstruction: the kept PNG, else decoded again from its file."""
+    if record.reconstruction and (out_dir / record.reconstruction).is_file():
+        return load_rgb(out_dir / record.reconstruction)
+    data = (out_dir / record.bitstream).read_bytes()
+    size = (record.width, record.height)
+    if record.codec in classical.BASELINES:
+        return classical.decode_scaled(classical.get_baseline(record.codec), data, record.scale, size)
+    if learned is None:
+        raise InputError(f"{record.bitstream}: decoding it needs --model {record.codec}")
+    return learned.decode(data, size)
+
+
+def _worker_count(config: EvalConfig, num_tasks: int) -> int:
+    if config.workers > 0:
+        return min(config.workers, max(1, num_tasks))
+    if config.device.startswith("cuda"):
+        return 1
+    return max(1, min(_available_cores(), num_tasks))
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _gather(records: list[ItemRecord], dist: _Distributed) -> list[ItemRecord]:
+    """Rank 0 receives every rank's records; other ranks get their own back."""
+    if dist.world_size <= 1:
+        return records
+    import torch.distributed as torch_dist
+
+    gathered: list[list[ItemRecord]] | None = [[] for _ in range(dist.world_size)] if dist.rank == 0 else None
+    torch_dist.gather_object(records, gathered, dst=0)
+    return [r for part in gathered for r in part] if gathered is not None else records
+
+
+def _init_distributed(dist: _Distributed) -> None:
+    if dist.world_size <= 1:
+        return
+    import torch.distributed as torch_dist
+
+    if not torch_dist.is_initialized():
+        # Only Python objects (the records) travel between ranks, so gloo serves CPU and GPU runs alike.
+        torch_dist.init_process_group(backend="gloo")
+
+
+def _check_or_write_run_file(
+    out_dir: Path, config: EvalConfig, images: list[ImageRef], rank: int, model_curve: str | None
+) -> None:
+    """Refuse to mix two models, weights or data sets in one ``OUT`` (items are keyed by name only)."""
+    identity = {
+        "model": config.model,
+        "weights": str(Path(config.weights).resolve()) if config.weights else None,
+        "data": str(Path(config.data).resolve()),
+    }
+    path = out_dir / RUN_JSON
+    previous: dict = {}
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError:
+            previous = {}
+        for key, value in identity.items():
+            old = previous.get(key)
+            if key in ("model", "weights") and (previous.get("model") is None or config.model is None):
+                continue  # adding or dropping the model beside the same baselines is fine
+            if old != value:
+                raise InputError(
+                    f"{out_dir} holds an evaluation with {key} {old!r}, not {value!r}; use another --out"
+                )
+    if rank == 0:
+        payload = dict(identity)
+        if config.model is None and previous.get("model") is not None:
+            # A baselines-only run into a folder that holds a model's items keeps naming that model.
+            for key in ("model", "weights", "model_curve"):
+                payload[key] = previous.get(key)
+            model_curve = previous.get("model_curve")
+        payload.update(
+            model_curve=model_curve,
+            images=[i.image_id for i in images],
+            baselines=list(config.baselines),
+            scales=list(config.scales),
+            target_bpp=list(config.target_bpp),
+            metrics=list(config.metrics or ()),
+            patch_size=config.patch_size,
+            device=config.device,
+        )
+        atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
