@@ -1,3 +1,7 @@
 """latentcodec: ultra-low-bitrate image and video compression in generative latent spaces."""
 
 __version__ = "0.1.0"
+
+from latentcodec.api import ImageCodec, load  # noqa: E402
+
+__all__ = ["ImageCodec", "load", "__version__"]

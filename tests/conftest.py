@@ -25,5 +25,17 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def make_weights(shared_dir):
+    """The reference folder's deterministic-weights generator (key + shape -> tensor)."""
+    import importlib.util
+
+    path = shared_dir / "reference" / "glc" / "make_weights.py"
+    spec = importlib.util.spec_from_file_location("glc_make_weights", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
 def kodak_dir(shared_dir) -> Path:
     return shared_dir / "data" / "kodak"

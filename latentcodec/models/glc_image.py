@@ -84,7 +84,7 @@ class GLCImageConfig:
                 attention_window=32,
             ),
             num_rates=4,
-            z_codebook_size=256,
+            z_codebook_size=16384,
             code_predictor=CodePredictorConfig(dim=32, layers=1, heads=2, mlp_dim=64, sequence_length=16),
         )
 

@@ -9,8 +9,6 @@ indices and symbols.
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -28,17 +26,8 @@ CASES = {
 TOLERANCE = 1e-3
 
 
-def _make_weights_module(shared_dir):
-    path = shared_dir / "reference" / "glc" / "make_weights.py"
-    spec = importlib.util.spec_from_file_location("glc_make_weights", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def official_state(shared_dir):
-    make_weights = _make_weights_module(shared_dir)
+def official_state(shared_dir, make_weights):
     return make_weights.make_state_dict(make_weights.load_spec(shared_dir / "reference" / "glc" / "image_keys.tsv"))
 
 
