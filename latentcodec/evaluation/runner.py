@@ -324,7 +324,7 @@ def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> E
     if dist.world_size > 1 and device.startswith("cuda") and ":" not in device:
         device = f"cuda:{dist.local_rank}"
     config = replace(config, device=device)
-    _init_distributed(dist)
+    started_group = _init_distributed(dist)
 
     skipped: dict[str, str] = {}
     baseline_names: list[str] = []
@@ -388,9 +388,15 @@ def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> E
 
     new_records = _execute(config, tasks, learned, suite, dist)
     my_records = kept + new_records
-    all_records = _gather(my_records, dist)
+    parts = _gather((my_records, len(new_records), len(kept)), dist)
+    if started_group:
+        import torch.distributed as torch_dist
+
+        torch_dist.destroy_process_group()
     if dist.rank != 0:
         return EvalSummary(out_dir, [], my_records, [], skipped, len(new_records), len(kept))
+    all_records = [r for records, _, _ in parts for r in records]
+    new_count, kept_count = sum(p[1] for p in parts), sum(p[2] for p in parts)
 
     point_order = [(p.curve, p.point) for p in points]
     descriptions = describe_curves(points, learned, config.data)
@@ -399,7 +405,7 @@ def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> E
     wanted = {(p.curve, p.point) for p in points}
     current = [r for r in all_records if (r.curve, r.point) in wanted]
     files = write_outputs(out_dir, curves, current)
-    return EvalSummary(out_dir, curves, current, files, skipped, len(new_records), len(kept))
+    return EvalSummary(out_dir, curves, current, files, skipped, new_count, kept_count)
 
 
 def _execute(
@@ -511,25 +517,28 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _gather(records: list[ItemRecord], dist: _Distributed) -> list[ItemRecord]:
-    """Rank 0 receives every rank's records; other ranks get their own back."""
+def _gather(part: Any, dist: _Distributed) -> list[Any]:
+    """Rank 0 receives every rank's ``part`` (in rank order); other ranks get their own back."""
     if dist.world_size <= 1:
-        return records
+        return [part]
     import torch.distributed as torch_dist
 
-    gathered: list[list[ItemRecord]] | None = [[] for _ in range(dist.world_size)] if dist.rank == 0 else None
-    torch_dist.gather_object(records, gathered, dst=0)
-    return [r for part in gathered for r in part] if gathered is not None else records
+    gathered: list[Any] | None = [None] * dist.world_size if dist.rank == 0 else None
+    torch_dist.gather_object(part, gathered, dst=0)
+    return gathered if gathered is not None else [part]
 
 
-def _init_distributed(dist: _Distributed) -> None:
+def _init_distributed(dist: _Distributed) -> bool:
+    """Join the torchrun process group; True when this call created it (and must destroy it)."""
     if dist.world_size <= 1:
-        return
+        return False
     import torch.distributed as torch_dist
 
-    if not torch_dist.is_initialized():
-        # Only Python objects (the records) travel between ranks, so gloo serves CPU and GPU runs alike.
-        torch_dist.init_process_group(backend="gloo")
+    if torch_dist.is_initialized():
+        return False
+    # Only Python objects (the records) travel between ranks, so gloo serves CPU and GPU runs alike.
+    torch_dist.init_process_group(backend="gloo")
+    return True
 
 
 def _check_or_write_run_file(
