@@ -39,3 +39,7 @@ def make_weights(shared_dir):
 @pytest.fixture(scope="session")
 def kodak_dir(shared_dir) -> Path:
     return shared_dir / "data" / "kodak"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--rewrite-golden", action="store_true", help="regenerate committed golden files")

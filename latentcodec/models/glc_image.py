@@ -88,8 +88,32 @@ class GLCImageConfig:
             code_predictor=CodePredictorConfig(dim=32, layers=1, heads=2, mlp_dim=64, sequence_length=16),
         )
 
+    @classmethod
+    def small(cls) -> "GLCImageConfig":
+        """The CPU-trainable shipped default: a 32-channel VQGAN with a 64-channel latent.
 
-PRESETS = {"official": GLCImageConfig.official, "tiny": GLCImageConfig.tiny}
+        The z codebook keeps the official 16384 entries (14-bit indices), so files share the
+        official container layout; the VQGAN codebook (training targets only) is smaller.
+        The code heads see 128x128 training crops (8x8 latent positions).
+        """
+        return cls(
+            vqgan=VQGANConfig(
+                base_channels=32,
+                channel_multipliers=(1, 1, 2, 2, 4),
+                encoder_res_blocks=1,
+                generator_res_blocks=1,
+                latent_channels=64,
+                codebook_size=1024,
+                norm_groups=16,
+                attention_window=32,
+            ),
+            num_rates=4,
+            z_codebook_size=16384,
+            code_predictor=CodePredictorConfig(dim=128, layers=2, heads=4, mlp_dim=256, sequence_length=64),
+        )
+
+
+PRESETS = {"official": GLCImageConfig.official, "small": GLCImageConfig.small, "tiny": GLCImageConfig.tiny}
 
 
 class LatentTransform(nn.Module):
@@ -132,6 +156,12 @@ class EncodedImage(NamedTuple):
     prior_params: torch.Tensor
     steps: MaskedStepsResult
     latent_hat: torch.Tensor
+
+
+class EncodeResult(NamedTuple):
+    data: bytes  # the whole file
+    latent_hat: torch.Tensor  # what decode_latent(data) reproduces exactly
+    estimated_bits: float  # official estimate: Gaussian self-information of y + fixed z bits
 
 
 class GLCImage(LatentCodec):
@@ -307,8 +337,9 @@ class GLCImage(LatentCodec):
 
     # -- real coding -------------------------------------------------------------------
     @torch.inference_mode()
-    def compress_with_latent(self, x: torch.Tensor, rate_index: int = 0) -> tuple[bytes, torch.Tensor]:
-        """[0, 1] image (1, 3, H, W) -> (file bytes, the decoded latent the decoder will reproduce)."""
+    def encode(self, x: torch.Tensor, rate_index: int = 0) -> "EncodeResult":
+        """[0, 1] image (1, 3, H, W) -> the file, the decoded latent the decoder will reproduce,
+        and the official rate estimate of the same symbols (one analysis pass for all three)."""
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise ValueError(f"compress expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
         height, width = x.shape[-2:]
@@ -317,10 +348,15 @@ class GLCImage(LatentCodec):
         z_section = pack_indices(encoded.z_indices.flatten().cpu(), self.config.z_index_bits)
         header = ImageHeader(model_id=self.model_id, rate_index=rate_index, height=height, width=width)
         data = write_image_file(header, [z_section, encoder.finish()], self.layout)
-        return data, encoded.latent_hat
+        y_bits = gaussian_residual_bits(encoded.steps.symbols, encoded.steps.scales).sum().item()
+        return EncodeResult(data, encoded.latent_hat, y_bits + self.z_bits_per_image(height, width))
+
+    def compress_with_latent(self, x: torch.Tensor, rate_index: int = 0) -> tuple[bytes, torch.Tensor]:
+        result = self.encode(x, rate_index)
+        return result.data, result.latent_hat
 
     def compress(self, x: torch.Tensor, rate_index: int = 0) -> bytes:
-        return self.compress_with_latent(x, rate_index)[0]
+        return self.encode(x, rate_index).data
 
     @torch.inference_mode()
     def decode_latent(self, data: bytes) -> tuple[ImageHeader, torch.Tensor]:
