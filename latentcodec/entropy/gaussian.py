@@ -34,7 +34,6 @@ grouping and scatters the values back.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -42,7 +41,7 @@ import constriction
 import numpy as np
 
 from latentcodec.entropy._exact_math import gaussian_upper_tail
-from latentcodec.entropy.scale_table import ScaleTable
+from latentcodec.entropy.scale_table import DEFAULT_SCALE_TABLE, ScaleTable
 from latentcodec.errors import BitstreamError
 
 PRECISION = 24  # constriction's default (and only Python-exposed) coder precision
@@ -220,8 +219,8 @@ def decode_gaussian_flat(decoder, tables: GaussianTables, scale_index: np.ndarra
     return result
 
 
-def gaussian_code_bits(tables: GaussianTables, symbols: np.ndarray, scale_index: np.ndarray) -> float:
-    """Exact information content (bits) of ``symbols`` under the integer tables, escapes included."""
+def table_code_bits(tables: GaussianTables, symbols: np.ndarray, scale_index: np.ndarray) -> float:
+    """Information content (bits) of 1-D int64 ``symbols`` under ``tables``, escapes included."""
     if symbols.size == 0:
         return 0.0
     half_widths = tables.half_widths[scale_index]
@@ -237,6 +236,14 @@ def gaussian_code_bits(tables: GaussianTables, symbols: np.ndarray, scale_index:
     return total
 
 
-def max_half_width(table: ScaleTable) -> int:
-    """Largest in-support |r| of any scale index (symbols beyond it always escape)."""
-    return int(math.ceil(TAIL_Z * float(table.max_scale) - 0.5))
+def gaussian_code_bits(symbols, scale_index, table: ScaleTable = DEFAULT_SCALE_TABLE) -> float:
+    """Exact bits that :meth:`EntropyEncoder.encode_gaussian` spends on these residuals, before the
+    stream's termination (about a byte at most) and the range coder's rounding (~1e-4 bit/symbol).
+
+    The real-coder counterpart of :func:`gaussian_residual_bits`: table-rounded sigma, the 0.11
+    floor, 24-bit counts, escapes. ``symbols`` and ``scale_index`` are same-shape integer tensors
+    or arrays.
+    """
+    values = np.asarray(symbols.detach().cpu() if hasattr(symbols, "detach") else symbols).astype(np.int64)
+    indices = np.asarray(scale_index.detach().cpu() if hasattr(scale_index, "detach") else scale_index)
+    return table_code_bits(gaussian_tables(table), values.reshape(-1), indices.astype(np.int64).reshape(-1))

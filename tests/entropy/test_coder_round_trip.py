@@ -183,7 +183,7 @@ def test_coded_size_is_within_a_byte_of_the_information_content(count):
     encoder = EntropyEncoder()
     encoder.encode_gaussian(torch.from_numpy(symbols), torch.from_numpy(scale_index))
     data = encoder.finish()
-    information = gaussian_code_bits(TABLES, symbols, scale_index)
+    information = gaussian_code_bits(symbols, scale_index)
     assert 8 * len(data) - information <= 10 + 2e-4 * count
 
 
@@ -191,7 +191,7 @@ def test_escape_cost_is_bounded():
     """A residual of 2**20 at sigma = 0.11: escape bin (16 bits) + Exp-Golomb length and mantissa."""
     scale_index = torch.zeros(1, dtype=torch.int64)
     for value in (2**20, -(2**20), 10**6, INT64_MAX):
-        bits = gaussian_code_bits(TABLES, np.array([value]), scale_index.numpy())
+        bits = gaussian_code_bits(np.array([value]), scale_index.numpy())
         magnitude_bits = int(abs(value)).bit_length()
         assert bits <= 17 + 2 * magnitude_bits
         encoder = EntropyEncoder()
@@ -202,8 +202,8 @@ def test_escape_cost_is_bounded():
 def test_outliers_cost_about_the_escape_floor_and_the_mode_leaks_little():
     """The 2**-16 escape floor: an outlier just past R costs ~17 bits; r = 0 at sigma = 0.11 ~5e-5 bit."""
     level0 = np.zeros(1, dtype=np.int64)
-    assert 16.0 <= gaussian_code_bits(TABLES, np.array([2]), level0) <= 17.1
-    assert gaussian_code_bits(TABLES, np.array([0]), level0) <= 6e-5
+    assert 16.0 <= gaussian_code_bits(np.array([2]), level0) <= 17.1
+    assert gaussian_code_bits(np.array([0]), level0) <= 6e-5
 
 
 def test_decoder_without_verification_skips_the_check():
