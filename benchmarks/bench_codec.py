@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from latentcodec.errors import LatentCodecError
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED = REPO.parent / "shared"
 
@@ -134,7 +136,7 @@ def main() -> int:
     parser.add_argument("--baseline", action="store_true", help="also time the NCHW reference-arithmetic path")
     parser.add_argument("--json", type=Path, default=Path("bench_codec.json"))
     args = parser.parse_args()
-
+    sys.stdout.reconfigure(line_buffering=True)
     torch.set_num_threads(args.threads)
     model, source = load_model(args.weights, args.shared)
     rss_after_load = current_rss_mib()
@@ -147,7 +149,12 @@ def main() -> int:
     for name, x in images_to_run(args):
         for quality in qualities:
             row = {"image": name, "quality": quality, "height": x.shape[-2], "width": x.shape[-1]}
-            row.update(measure(model, x, quality, args.repeats, args.warmup, decode=not args.no_decode))
+            try:
+                row.update(measure(model, x, quality, args.repeats, args.warmup, decode=not args.no_decode))
+            except LatentCodecError as exc:
+                print(f"{name:<24}{quality:>2}  not codable: {exc}")
+                rows.append({**row, "error": str(exc)})
+                continue
             if args.baseline:
                 model.set_memory_format(torch.contiguous_format)
                 base = measure(model, x, quality, args.repeats, args.warmup)
@@ -160,8 +167,10 @@ def main() -> int:
                 print(f"{'  NCHW baseline':<26}{row['baseline_encode_s']:>10.2f}{row['baseline_decode_s']:>10.2f}"
                       f"   speed-up encode x{row['baseline_encode_s'] / row['encode_s']:.2f}, "
                       f"decode x{row['baseline_decode_s'] / row['decode_s']:.2f}")
-    summary = {key: float(np.mean([r[key] for r in rows])) for key in
+    coded = [r for r in rows if "error" not in r]
+    summary = {key: float(np.mean([r[key] for r in coded])) for key in
                ("encode_s", "decode_s", "bpp", "estimated_bpp", "file_minus_estimate_bits", "psnr")}
+    summary["not_codable"] = len(rows) - len(coded)
     summary["peak_rss_mib"] = peak_rss_mib()
     summary["rss_after_load_mib"] = rss_after_load
     print("mean: " + ", ".join(f"{k} {v:.5g}" for k, v in summary.items()))

@@ -16,9 +16,12 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from latentcodec.errors import LatentCodecError
 from latentcodec.nn.functional import lower_bound, round_straight_through
 
 MIN_QUANT_STEP = 0.5
+# Far beyond anything a trained model produces, and safely inside int64 after float rounding.
+MAX_CODABLE_SYMBOL = 2.0**52
 
 # (step k >= 1, y_hat so far in the step-normalised domain) -> (scales, means)
 ContextFn = Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -121,7 +124,13 @@ def encode_masked(
 
     def round_and_code(k, mask, scales_k, residual):
         symbols_k = torch.round(residual)
-        encoder.encode_gaussian(symbols_k[mask], table.index(scales_k[mask]))
+        coded = symbols_k[mask]
+        if coded.numel() and not (torch.isfinite(coded).all() and coded.abs().max() < MAX_CODABLE_SYMBOL):
+            raise LatentCodecError(
+                f"cannot code step {k}: the model produced non-finite or astronomically large latent symbols "
+                f"(max |r| = {coded.abs().max().item():.3g}); the weights do not form a working codec for this input"
+            )
+        encoder.encode_gaussian(coded, table.index(scales_k[mask]))
         return symbols_k
 
     return run_masked_steps(prior, masks, context, round_and_code, y * (1.0 / prior.quant_step))
