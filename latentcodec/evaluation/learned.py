@@ -21,7 +21,7 @@ from latentcodec.errors import BitstreamError, InputError, LatentCodecError
 class LearnedCodec:
     """One loaded codec at all of its qualities (``at_quality`` views share the model)."""
 
-    extension = "lcf"
+    extension = "lci"  # the library's image-file suffix
 
     def __init__(self, name: str, codec: Any):
         for attribute in ("num_qualities", "at_quality", "compress", "decompress"):

@@ -32,13 +32,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from PIL import Image
 
-from latentcodec.errors import InputError
+from latentcodec.errors import InputError, LatentCodecError
 from latentcodec.evaluation import baselines as classical
 from latentcodec.evaluation.images import ImageRef, discover_images, load_rgb
 from latentcodec.evaluation.learned import LearnedCodec, load_learned, safe_name
@@ -428,9 +429,10 @@ def _execute(
             return records
         threads = max(1, _available_cores() // workers)
         context = multiprocessing.get_context("spawn")  # fork after torch's thread pools is unsafe
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=workers, mp_context=context, initializer=_init_pool_worker, initargs=(config, threads)
-        ) as pool:
+        )
+        try:
             pending = {pool.submit(_run_pool_task, task) for task in tasks}
             while pending:
                 completed, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -438,6 +440,13 @@ def _execute(
                     result = future.result()
                     records += result
                     bar.update(len(result))
+        except BrokenProcessPool:
+            raise LatentCodecError(
+                "an evaluation worker process died (out of memory?); finished items are kept, run again to resume"
+            ) from None
+        finally:
+            # On an error, drop the queued images instead of finishing them first.
+            pool.shutdown(wait=True, cancel_futures=True)
         return records
     finally:
         bar.close()
