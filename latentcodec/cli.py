@@ -15,6 +15,7 @@ from latentcodec.errors import LatentCodecError
 COMMAND_MODULES = (
     "latentcodec.commands",
     "latentcodec.evaluation.commands",
+    "latentcodec.training.commands",
 )
 
 

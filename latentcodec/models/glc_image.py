@@ -7,6 +7,7 @@ the VQGAN generator as decoder. Module names follow the official state-dict layo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field

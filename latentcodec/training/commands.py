@@ -1,0 +1,44 @@
+"""``latentcodec train CONFIG [--override key=value ...] [--resume]`` and ``latentcodec export-weights``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train a GLC-image stage from a YAML config",
+        description="Train one GLC-image stage (vqgan, latent or joint) from a YAML config. "
+        "For several processes use: torchrun --nproc_per_node N -m latentcodec.train CONFIG",
+    )
+    train.add_argument("config", help="YAML training config (see latentcodec/training/configs/)")
+    train.add_argument("--override", "-o", action="append", default=[], metavar="KEY=VALUE",
+                       help="change a config value, e.g. --override optim.lr=2e-4 (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    train.set_defaults(func=run_train)
+
+    export = subparsers.add_parser(
+        "export-weights",
+        help="write an inference model (config.json + model.safetensors) from a training checkpoint",
+    )
+    export.add_argument("checkpoint", help="a run folder or its checkpoint.pt")
+    export.add_argument("output", help="folder to write")
+    export.set_defaults(func=run_export)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from latentcodec.training.config import load_config
+    from latentcodec.training.trainer import run_training
+
+    config = load_config(args.config, args.override)
+    run_training(config, resume=args.resume)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from latentcodec.training.trainer import export_inference_model
+
+    path = export_inference_model(args.checkpoint, args.output)
+    print(path)
+    return 0

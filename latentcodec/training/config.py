@@ -1,0 +1,178 @@
+"""Typed training configuration, read from YAML (unknown keys are errors)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from latentcodec.config import config_from_dict, config_to_dict, override_config
+from latentcodec.errors import ConfigError
+from latentcodec.nn.patchgan import PatchGANConfig
+
+Stage = Literal["vqgan", "latent", "joint"]
+PerceptualChoice = Literal["auto", "lpips_vgg", "fallback", "none"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_dirs: tuple[str, ...] = ("../shared/data/train",)
+    crop_size: int = 256
+    batch_size: int = 8  # per process and per micro-batch
+    num_workers: int = 2
+    min_side: int = 0  # skip images whose short side is below this (0: upscale them instead)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    every: int = 1000  # steps; 0 disables
+    image_dir: str = "../shared/data/kodak"
+    images: int = 4  # the first N files of the folder, sorted
+    crop: int = 0  # centre crop side in pixels (0: whole image)
+    rate_indices: tuple[int, ...] = (0, 1, 2, 3)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-4
+    disc_lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio at the last step
+    grad_clip: float = 1.0  # 0 disables
+    grad_accum: int = 1
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    l1: float = 1.0
+    mse: float = 0.0
+    perceptual: float = 1.0
+    gan: float = 0.1  # times the adaptive weight
+    codebook: float = 1.0  # VQ codebook + commitment terms (VQGAN codebook in stage I, z_vq otherwise)
+    latent_mse: float = 1.0
+    code_ce: float = 0.1
+    code_pix_ce: float = 0.0
+    feature_matching: float = 1.0  # share of the perceptual fallback
+    ms_ssim: float = 1.0  # share of the perceptual fallback
+
+
+@dataclass(frozen=True)
+class RateConfig:
+    """Stage II/III rate-distortion trade-off: loss = bpp + lambda[q] * distortion, per sample.
+
+    With ``target_bpp`` set, each lambda follows a multiplicative controller towards its target
+    estimated bpp (so the operating points of a short run land where they are wanted); the
+    current lambdas are logged and checkpointed.
+    """
+
+    lambdas: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0)
+    target_bpp: tuple[float, ...] | None = None
+    adapt_rate: float = 0.02  # log-lambda step per unit relative bpp error
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    start_step: int = 0  # GAN terms (generator and discriminator) are off before this step
+    adaptive_weight: bool = True
+    max_weight: float = 1.0
+    discriminator: PatchGANConfig = field(default_factory=PatchGANConfig)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = "auto"  # auto: cuda when available
+    threads: int = 0  # torch intra-op threads on CPU (0: leave torch's default)
+    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    checkpoint_every: int = 500
+    log_every: int = 10
+    run_root: str = "~/.cache/latentcodec/runs"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str
+    stage: Stage
+    steps: int
+    preset: str = "tiny"  # a key of latentcodec.models.glc_image.PRESETS
+    init_from: str | None = None  # a previous run's directory, a checkpoint file or a save_pretrained dir
+    seed: int = 0
+    freeze_vqgan_encoder: bool = True  # stage III: keep E fixed so the latent and code targets stay put
+    quantize_generator_input: bool = True  # stage I: decode VQ codewords (True) or the continuous latent
+    codebook_init_from_data: bool = True  # stage I: start the VQGAN codebook from encoder outputs
+    perceptual: PerceptualChoice = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    losses: LossWeights = field(default_factory=LossWeights)
+    rates: RateConfig = field(default_factory=RateConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def run_dir(self) -> Path:
+        return Path(os.path.expanduser(os.path.expandvars(self.runtime.run_root))) / self.name
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'a.b=value' -> ('a.b', YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: bad value ({exc})") from None
+    if isinstance(parsed, str):
+        # YAML 1.1 reads "2e-4" (no dot) as a string; a number is what anyone typing it means.
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return key.strip(), parsed
+
+
+def check_config(config: TrainConfig) -> TrainConfig:
+    from latentcodec.models.glc_image import PRESETS
+
+    if config.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {config.preset!r} (one of {', '.join(PRESETS)})")
+    if config.steps <= 0 or config.optim.grad_accum <= 0 or config.data.batch_size <= 0:
+        raise ConfigError("steps, optim.grad_accum and data.batch_size must be positive")
+    model_config = PRESETS[config.preset]()
+    if config.data.crop_size % model_config.pad_multiple:
+        raise ConfigError(f"data.crop_size must be a multiple of {model_config.pad_multiple}")
+    needs_code_head = config.stage != "vqgan" and (config.losses.code_ce > 0 or config.losses.code_pix_ce > 0)
+    positions = (config.data.crop_size // model_config.vqgan.downsampling_factor) ** 2
+    if needs_code_head and positions != model_config.code_predictor.sequence_length:
+        side = int(model_config.code_predictor.sequence_length**0.5) * model_config.vqgan.downsampling_factor
+        raise ConfigError(f"the code-prediction loss of preset {config.preset!r} needs {side}x{side} crops")
+    if len(config.rates.lambdas) != model_config.num_rates:
+        raise ConfigError(f"rates.lambdas needs {model_config.num_rates} values, one per rate index")
+    if config.rates.target_bpp is not None and len(config.rates.target_bpp) != model_config.num_rates:
+        raise ConfigError(f"rates.target_bpp needs {model_config.num_rates} values")
+    if any(not 0 <= q < model_config.num_rates for q in config.validation.rate_indices):
+        raise ConfigError("validation.rate_indices out of range")
+    return config
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    config = config_from_dict(TrainConfig, data or {}, where=path.name)
+    if overrides:
+        config = override_config(config, dict(parse_override(o) for o in overrides))
+    return check_config(config)
+
+
+def dump_config(config: TrainConfig) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

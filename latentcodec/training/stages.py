@@ -1,0 +1,167 @@
+"""The three GLC-image training objectives (SYSTEMS.md 2.8), as one module DDP can wrap.
+
+Everything that needs gradients goes through ``StageObjective.forward`` so that
+DistributedDataParallel sees one forward per backward. The discriminator is passed in per call
+(not registered as a sub-module): its parameters belong to its own optimiser and DDP wrapper.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentcodec.models.glc_image import GLCImage
+from latentcodec.nn.patchgan import PatchGANDiscriminator
+from latentcodec.training.config import TrainConfig
+from latentcodec.training.losses import (
+    PerceptualLoss,
+    adaptive_gan_weight,
+    hinge_generator_loss,
+    per_sample_mean,
+)
+
+
+class StageLosses(NamedTuple):
+    """The generator-side loss and its parts (detached scalars except ``total``)."""
+
+    total: torch.Tensor
+    x_hat: torch.Tensor | None  # [-1, 1] reconstruction, for the discriminator step
+    x: torch.Tensor  # the [-1, 1] target
+    rates: torch.Tensor  # (B,) rate index per sample
+    bpp: torch.Tensor  # (B,) estimated bits per pixel (zeros in stage I)
+    l1: torch.Tensor
+    perceptual: torch.Tensor
+    ms_ssim: torch.Tensor
+    gan: torch.Tensor
+    gan_weight: torch.Tensor
+    codebook: torch.Tensor
+    latent_mse: torch.Tensor
+    code_ce: torch.Tensor
+    code_pix_ce: torch.Tensor
+
+
+def trainable_prefixes(config: TrainConfig) -> tuple[str, ...]:
+    """State-dict prefixes of the parameters each stage optimises."""
+    codec = ("q_enc", "q_dec", "enc.", "dec.", "hyper_enc.", "hyper_dec.", "z_vq.", "y_prior_fusion.",
+             "y_spatial_prior", "code_pred_loss.")
+    if config.stage == "vqgan":
+        return ("vqgan.encoder.", "vqgan.generator.", "vqgan.quantize.")
+    if config.stage == "latent":
+        return codec
+    joint = codec + ("vqgan.generator.",)
+    if not config.freeze_vqgan_encoder:
+        joint += ("vqgan.encoder.",)
+    if config.losses.code_pix_ce > 0:
+        joint += ("code_pred_pix_loss.",)
+    return joint
+
+
+def set_trainable(model: GLCImage, config: TrainConfig) -> list[nn.Parameter]:
+    prefixes = trainable_prefixes(config)
+    chosen = []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(prefixes))
+        if parameter.requires_grad:
+            chosen.append(parameter)
+    return chosen
+
+
+def cross_entropy(logits: torch.Tensor | None, targets: torch.Tensor | None) -> torch.Tensor:
+    if logits is None or targets is None:
+        raise RuntimeError("code-prediction logits missing: the crop does not match the code head's length")
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+
+class StageObjective(nn.Module):
+    def __init__(self, model: GLCImage, config: TrainConfig, perceptual: PerceptualLoss | None):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.perceptual = perceptual
+        self.gan_enabled = True  # the trainer turns the GAN term off before gan.start_step
+
+    def _pixel_terms(self, x_hat: torch.Tensor, x: torch.Tensor, discriminator: PatchGANDiscriminator | None):
+        weights = self.config.losses
+        l1 = per_sample_mean((x_hat - x).abs())
+        distortion = weights.l1 * l1
+        if weights.mse:
+            distortion = distortion + weights.mse * per_sample_mean((x_hat - x) ** 2)
+        perceptual = ms_ssim = torch.zeros_like(l1)
+        if self.perceptual is not None and weights.perceptual:
+            terms = self.perceptual(x_hat, x, discriminator)
+            perceptual = terms.per_sample
+            if terms.ms_ssim is not None:
+                ms_ssim = terms.ms_ssim
+            distortion = distortion + weights.perceptual * perceptual
+        return distortion, l1, perceptual, ms_ssim
+
+    def _gan_terms(self, reconstruction: torch.Tensor, x_hat: torch.Tensor,
+                   discriminator: PatchGANDiscriminator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        zero = reconstruction.new_zeros(())
+        if discriminator is None or not self.config.losses.gan or not self.gan_enabled:
+            return zero, zero, zero
+        gan = hinge_generator_loss(discriminator(x_hat).logits.float())
+        if self.config.gan.adaptive_weight and torch.is_grad_enabled():
+            weight = adaptive_gan_weight(reconstruction, gan, self.model.vqgan.generator.last_layer.weight,
+                                         self.config.gan.max_weight)
+        else:
+            weight = reconstruction.new_ones(())
+        return self.config.losses.gan * weight * gan, gan.detach(), weight
+
+    def forward(self, x01: torch.Tensor, rates: torch.Tensor, lambdas: torch.Tensor,
+                discriminator: PatchGANDiscriminator | None = None) -> StageLosses:
+        stage = self.config.stage
+        if stage == "vqgan":
+            return self._vqgan(x01, rates, discriminator)
+        return self._codec(x01, rates, lambdas, discriminator, pixels=(stage == "joint"))
+
+    def _vqgan(self, x01, rates, discriminator) -> StageLosses:
+        model, weights = self.model, self.config.losses
+        x = model.pad(x01)
+        latent = model.vqgan.encoder(x)
+        if self.config.quantize_generator_input:
+            vq = model.vqgan.quantize(latent)
+            generator_input = vq.quantized
+        else:
+            # The generator sees the continuous latent (as it will behind the codec); the codebook
+            # is only fitted to the latents, for the code-prediction targets of stages II/III.
+            vq = model.vqgan.quantize(latent.detach())
+            generator_input = latent
+        x_hat = model.vqgan.generator(generator_input)
+        distortion, l1, perceptual, ms_ssim = self._pixel_terms(x_hat, x, discriminator)
+        reconstruction = distortion.mean()
+        gan_term, gan, gan_weight = self._gan_terms(reconstruction, x_hat, discriminator)
+        total = reconstruction + gan_term + weights.codebook * vq.loss
+        zero = reconstruction.new_zeros(())
+        return StageLosses(total, x_hat, x, rates, torch.zeros_like(l1), l1.mean().detach(), perceptual.mean().detach(),
+                           ms_ssim.mean().detach(), gan, gan_weight, vq.loss.detach(), zero, zero, zero)
+
+    def _codec(self, x01, rates, lambdas, discriminator, pixels: bool) -> StageLosses:
+        model, weights = self.model, self.config.losses
+        out = model(x01, rates, decode_pixels=pixels)
+        bpp = (out.y_bits.float().sum(dim=(1, 2, 3)) + out.z_bits) / out.num_pixels
+        latent_mse = per_sample_mean((out.latent_hat - out.latent.detach()) ** 2)
+        distortion = weights.latent_mse * latent_mse
+        zero = bpp.new_zeros(())
+        l1 = perceptual = ms_ssim = torch.zeros_like(bpp)
+        x = model.pad(x01)
+        gan_term = gan = gan_weight = zero
+        if pixels:
+            pixel_distortion, l1, perceptual, ms_ssim = self._pixel_terms(out.x_hat, x, discriminator)
+            distortion = distortion + pixel_distortion
+        weighted = (lambdas[rates] * distortion).mean()
+        if pixels:
+            gan_term, gan, gan_weight = self._gan_terms(weighted, out.x_hat, discriminator)
+        code_ce = cross_entropy(out.code_logits, out.code_targets) if weights.code_ce else zero
+        code_pix_ce = zero
+        if pixels and weights.code_pix_ce:
+            # The second head reads the latent re-encoded from the reconstruction (SYSTEMS.md 2.8 [U]).
+            code_pix_ce = cross_entropy(model.code_pred_pix_loss(model.vqgan.encoder(out.x_hat)), out.code_targets)
+        total = (bpp.mean() + weighted + gan_term + weights.code_ce * code_ce + weights.code_pix_ce * code_pix_ce
+                 + weights.codebook * out.vq_loss)
+        return StageLosses(total, out.x_hat, x, rates, bpp.detach(), l1.mean().detach(), perceptual.mean().detach(),
+                           ms_ssim.mean().detach(), gan, gan_weight, out.vq_loss.detach(), latent_mse.mean().detach(),
+                           code_ce.detach(), code_pix_ce.detach())

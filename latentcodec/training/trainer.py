@@ -1,0 +1,541 @@
+"""The training loop: DDP, gradient accumulation, bf16 autocast, validation, checkpoints, resume.
+
+One process per device. Under ``torchrun`` the process group comes from the environment (gloo on
+CPU, nccl on CUDA); a plain ``latentcodec train`` is a world of one.
+
+Determinism: the data order and crops are functions of (seed, epoch, position), the rate index
+of every sample is drawn from a generator seeded by (seed, step, micro-batch, rank), and every
+checkpoint stores optimiser, scheduler, scaler, per-rank RNG and data positions. A run killed at
+any moment and resumed therefore repeats exactly what it lost since the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from latentcodec.config import config_to_dict
+from latentcodec.data.crops import BatchStream, RandomCropDataset, find_images
+from latentcodec.errors import ConfigError, WeightsError
+from latentcodec.models.glc_image import PRESETS, GLCImage
+from latentcodec.nn.patchgan import PatchGANDiscriminator
+from latentcodec.training.config import TrainConfig, dump_config
+from latentcodec.training.losses import PerceptualLoss, hinge_discriminator_loss, lpips_vgg_status
+from latentcodec.training.stages import StageLosses, StageObjective, set_trainable
+
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+
+
+@dataclass
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_kind: str) -> DistributedContext:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+        return DistributedContext(rank, world_size, local_rank, True)
+    return DistributedContext(rank, world_size, local_rank, False)
+
+
+def choose_device(config: TrainConfig, local_rank: int) -> torch.device:
+    wanted = config.runtime.device
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("runtime.device asks for CUDA but no GPU is available")
+        device = torch.device("cuda", local_rank if wanted == "cuda" else torch.device(wanted).index)
+        torch.cuda.set_device(device)
+        return device
+    return torch.device(wanted)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_model_weights(model: GLCImage, source: str) -> str:
+    """Initialise ``model`` from a run folder, a trainer checkpoint or a save_pretrained folder."""
+    path = Path(os.path.expanduser(os.path.expandvars(source)))
+    if path.is_dir() and (path / CHECKPOINT_FILE).is_file():
+        path = path / CHECKPOINT_FILE
+    if path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    elif path.is_dir() and (path / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(path / "model.safetensors"))
+    else:
+        raise WeightsError(f"init_from {path}: no {CHECKPOINT_FILE} or model.safetensors there")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if unexpected or any(not k.startswith(GLCImage.optional_prefixes) for k in missing):
+        raise WeightsError(f"init_from {path}: layout differs (missing {missing[:2]}, unexpected {unexpected[:2]})")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise WeightsError(f"init_from {path}: {key} has shape {tuple(tensor.shape)}, expected {tuple(own[key].shape)}")
+    model.load_state_dict(state, strict=False)
+    return f"initialised from {path}" + (f" ({len(missing)} training-only tensors fresh)" if missing else "")
+
+
+def export_inference_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
+                           metadata: dict[str, Any] | None = None) -> Path:
+    """A trainer checkpoint (or run folder) -> save_pretrained folder without training-only modules."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    config = PRESETS[payload["preset"]]()
+    model = GLCImage(config, with_training_modules=False)
+    state = {k: v for k, v in payload["model"].items() if not k.startswith(GLCImage.optional_prefixes)}
+    model.load_state_dict_strict(state, source=str(path))
+    return model.save_pretrained(out_dir, metadata=metadata)
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up, then cosine decay to ``min_ratio``."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, resume: bool = False):
+        self.config = config
+        device_kind = "cuda" if config.runtime.device.startswith("cuda") or (
+            config.runtime.device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.dist = init_distributed(device_kind)
+        self.device = choose_device(config, self.dist.local_rank)
+        if config.runtime.threads and self.device.type == "cpu":
+            torch.set_num_threads(config.runtime.threads)
+        # Adam's second moments decay into denormal floats, which x86 CPUs process ~100x slower.
+        torch.set_flush_denormal(True)
+        self.run_dir = config.run_dir()
+        self.checkpoint_path = self.run_dir / CHECKPOINT_FILE
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.checkpoint_path.exists() and not resume:
+                raise ConfigError(f"{self.run_dir} already holds a checkpoint: pass --resume, or pick another name")
+        self._barrier()
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        random.seed(config.seed)
+
+        self.model = GLCImage(PRESETS[config.preset](), with_training_modules=True)
+        init_note = load_model_weights(self.model, config.init_from) if config.init_from else "fresh initialisation"
+        self.model.to(self.device)
+        parameters = set_trainable(self.model, config)
+
+        perceptual_kind, self.perceptual_note = self._perceptual_choice()
+        needs_pixels = config.stage in ("vqgan", "joint")
+        self.perceptual = None
+        if needs_pixels and perceptual_kind != "none" and config.losses.perceptual:
+            self.perceptual = PerceptualLoss(perceptual_kind, config.losses.feature_matching, config.losses.ms_ssim)
+            self.perceptual.to(self.device)
+        self.uses_discriminator = needs_pixels and (
+            config.losses.gan > 0 or (perceptual_kind == "fallback" and config.losses.feature_matching > 0))
+        self.discriminator = (PatchGANDiscriminator(config.gan.discriminator).to(self.device)
+                              if self.uses_discriminator else None)
+
+        self.objective = StageObjective(self.model, config, self.perceptual)
+        self.lambdas = torch.tensor(config.rates.lambdas, dtype=torch.float32, device=self.device)
+
+        optim = config.optim
+        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
+        self.optimizer = torch.optim.AdamW(parameters, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
+                                           **fused)
+        schedule = lambda step: lr_factor(step, optim.warmup_steps, config.steps, optim.min_lr_ratio)  # noqa: E731
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.disc_optimizer = self.disc_scheduler = None
+        if self.discriminator is not None:
+            self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=optim.disc_lr,
+                                                    betas=optim.betas, weight_decay=0.0, **fused)
+            self.disc_scheduler = torch.optim.lr_scheduler.LambdaLR(self.disc_optimizer, schedule)
+        # bf16 needs no loss scaling; the scaler exists (disabled) so checkpoints have one layout
+        # whatever the precision, and an fp16 variant would only flip ``enabled``.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if self.device.type == "cuda" and config.runtime.bf16 else contextlib.nullcontext())
+
+        files = find_images(config.data.train_dirs, config.data.min_side)
+        dataset = RandomCropDataset(files, config.data.crop_size)
+        self.stream = BatchStream(dataset, config.data.batch_size, config.seed, self.dist.rank,
+                                  self.dist.world_size, config.data.num_workers)
+        self.step = 0
+        self.started_fresh = True
+        if resume and self.checkpoint_path.exists():
+            self._load_checkpoint()
+            self.started_fresh = False
+        elif config.stage == "vqgan" and config.codebook_init_from_data:
+            self._init_codebook_from_data()
+
+        # DDP broadcasts rank 0's parameters here, so all ranks start identical.
+        if self.dist.active:
+            kwargs = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
+            self.objective_ddp: nn.Module = DistributedDataParallel(self.objective, find_unused_parameters=True, **kwargs)
+            self.discriminator_ddp = (DistributedDataParallel(self.discriminator, **kwargs)
+                                      if self.discriminator is not None else None)
+        else:
+            self.objective_ddp = self.objective
+            self.discriminator_ddp = self.discriminator
+
+        self.log(f"run {config.name}: stage {config.stage}, preset {config.preset}, {init_note}; "
+                 f"device {self.device}, world {self.dist.world_size}, threads {torch.get_num_threads()}; "
+                 f"{len(files)} training images; perceptual: {self.perceptual_note}; "
+                 f"{'resumed at step ' + str(self.step) if not self.started_fresh else 'new run'}")
+        if self.dist.is_main:
+            (self.run_dir / "config.yaml").write_text(dump_config(config))
+
+    # -- helpers -----------------------------------------------------------------------
+    def _barrier(self) -> None:
+        if self.dist.active:
+            dist.barrier()
+
+    def _perceptual_choice(self) -> tuple[str, str]:
+        choice = self.config.perceptual
+        if choice == "none":
+            return "none", "none (disabled in the config)"
+        available, note = lpips_vgg_status()
+        if choice == "fallback":
+            return "fallback", "D feature matching + (1 - MS-SSIM) (chosen in the config)"
+        if choice == "lpips_vgg" and available == "fallback":
+            raise WeightsError(f"perceptual: lpips_vgg asked for, but {note}")
+        return available, note
+
+    def log(self, message: str) -> None:
+        if not self.dist.is_main:
+            return
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}"
+        print(line, file=sys.stderr, flush=True)
+        with open(self.run_dir / LOG_FILE, "a") as handle:
+            handle.write(line + "\n")
+
+    def write_metrics(self, record: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            with open(self.run_dir / METRICS_FILE, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def _init_codebook_from_data(self) -> None:
+        """Start the VQGAN codebook on encoder outputs of one batch (avoids a collapsed codebook)."""
+        quantize = self.model.vqgan.quantize
+        probe = BatchStream(self.stream.dataset, self.config.data.batch_size, self.config.seed + 1, 0, 1, 0)
+        with torch.no_grad():
+            latent = self.model.vqgan.encoder(self.model.pad(probe.next_batch().to(self.device)))
+        vectors = latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1]).float()
+        generator = torch.Generator().manual_seed(self.config.seed)
+        picks = torch.randint(0, vectors.shape[0], (quantize.codebook_size,), generator=generator)
+        noise = torch.randn(quantize.codebook_size, vectors.shape[1], generator=generator) * vectors.std() * 0.1
+        quantize.embedding.weight.data.copy_(vectors[picks.to(vectors.device)] + noise.to(vectors.device))
+
+    def _rates(self, micro: int, batch: int) -> torch.Tensor:
+        seed = ((self.config.seed * 1_000_003 + self.step) * 1009 + micro) * 4099 + self.dist.rank
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randint(0, self.model.num_rates, (batch,), generator=generator).to(self.device)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _gather(self, obj: Any) -> list[Any]:
+        if not self.dist.active:
+            return [obj]
+        gathered: list[Any] = [None] * self.dist.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def save_checkpoint(self) -> None:
+        streams = self._gather(self.stream.state_dict())
+        rngs = self._gather(rng_state())
+        if self.dist.is_main:
+            payload = {
+                "format": 1,
+                "preset": self.config.preset,
+                "stage": self.config.stage,
+                "step": self.step,
+                "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "discriminator": self.discriminator.state_dict() if self.discriminator is not None else None,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "disc_optimizer": self.disc_optimizer.state_dict() if self.disc_optimizer else None,
+                "disc_scheduler": self.disc_scheduler.state_dict() if self.disc_scheduler else None,
+                "scaler": self.scaler.state_dict(),
+                "lambdas": self.lambdas.cpu(),
+                "streams": streams,
+                "rng": rngs,
+                "config": config_to_dict(self.config),
+            }
+            atomic_torch_save(payload, self.checkpoint_path)
+        self._barrier()
+
+    def _load_checkpoint(self) -> None:
+        payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        if payload["preset"] != self.config.preset or payload["stage"] != self.config.stage:
+            raise ConfigError(f"{self.checkpoint_path} is a {payload['preset']}/{payload['stage']} run, "
+                              f"not {self.config.preset}/{self.config.stage}")
+        if len(payload["streams"]) != self.dist.world_size:
+            raise ConfigError(f"{self.checkpoint_path} was written by {len(payload['streams'])} processes; "
+                              f"resume with the same number")
+        self.model.load_state_dict(payload["model"])
+        if self.discriminator is not None:
+            self.discriminator.load_state_dict(payload["discriminator"])
+            self.disc_optimizer.load_state_dict(payload["disc_optimizer"])
+            self.disc_scheduler.load_state_dict(payload["disc_scheduler"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.lambdas.copy_(payload["lambdas"])
+        self.stream.load_state_dict(payload["streams"][self.dist.rank])
+        set_rng_state(payload["rng"][self.dist.rank])
+        self.step = int(payload["step"])
+        if self.dist.is_main:
+            self._truncate_metrics(self.step)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric lines logged after the checkpoint: the resumed run logs those steps again."""
+        path = self.run_dir / METRICS_FILE
+        if not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    # -- one optimisation step ----------------------------------------------------------
+    def _gan_active(self) -> bool:
+        return self.discriminator is not None and self.step >= self.config.gan.start_step
+
+    def train_step(self) -> StageLosses:
+        config = self.config
+        accumulation = config.optim.grad_accum
+        self.objective.train()
+        use_gan = self._gan_active()
+        discriminator_for_g = None
+        if self.discriminator is not None and (use_gan or self.perceptual is not None):
+            discriminator_for_g = self.discriminator
+            self.discriminator.requires_grad_(False)
+        self.objective.gan_enabled = use_gan
+        last: StageLosses | None = None
+        rate_sums = torch.zeros(self.model.num_rates, device=self.device)
+        rate_counts = torch.zeros(self.model.num_rates, device=self.device)
+        disc_loss_value = 0.0
+        for micro in range(accumulation):
+            batch = self.stream.next_batch().to(self.device, non_blocking=True)
+            rates = self._rates(micro, batch.shape[0])
+            sync = micro == accumulation - 1
+            no_sync = self.objective_ddp.no_sync() if (self.dist.active and not sync) else contextlib.nullcontext()
+            with no_sync, self.autocast:
+                losses = self.objective_ddp(batch, rates, self.lambdas, discriminator_for_g)
+            (losses.total / accumulation).backward()
+            rate_sums.index_add_(0, rates, losses.bpp.float())
+            rate_counts.index_add_(0, rates, torch.ones_like(losses.bpp))
+            if use_gan:
+                self.discriminator.requires_grad_(True)
+                disc_sync = self.dist.active and not sync
+                with (self.discriminator_ddp.no_sync() if disc_sync else contextlib.nullcontext()), self.autocast:
+                    both = torch.cat([losses.x, losses.x_hat.detach()])
+                    logits = self.discriminator_ddp(both).logits.float()
+                    real, fake = logits.split(batch.shape[0])
+                    disc_loss = hinge_discriminator_loss(real, fake)
+                (disc_loss / accumulation).backward()
+                disc_loss_value += disc_loss.item() / accumulation
+                self.discriminator.requires_grad_(False)
+            last = losses
+        if self.discriminator is not None:
+            self.discriminator.requires_grad_(True)
+        self._optimizer_step(self.optimizer, self.scheduler, self.objective)
+        if use_gan:
+            self._optimizer_step(self.disc_optimizer, self.disc_scheduler, self.discriminator)
+        self._adapt_lambdas(rate_sums, rate_counts)
+        self.step += 1
+        self._last_disc_loss = disc_loss_value
+        return last
+
+    def _optimizer_step(self, optimizer, scheduler, module: nn.Module) -> None:
+        if self.config.optim.grad_clip:
+            params = [p for p in module.parameters() if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.config.optim.grad_clip)
+        self.scaler.step(optimizer) if self.scaler.is_enabled() else optimizer.step()
+        if self.scaler.is_enabled():
+            self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
+    def _adapt_lambdas(self, rate_sums: torch.Tensor, rate_counts: torch.Tensor) -> None:
+        targets = self.config.rates.target_bpp
+        if targets is None or self.config.stage == "vqgan":
+            return
+        if self.dist.active:
+            dist.all_reduce(rate_sums)
+            dist.all_reduce(rate_counts)
+        present = rate_counts > 0
+        mean_bpp = rate_sums / rate_counts.clamp(min=1)
+        target = torch.tensor(targets, device=self.device)
+        # Too many bits -> smaller lambda (distortion matters less), and vice versa.
+        step = self.config.rates.adapt_rate * ((mean_bpp - target) / target).clamp(-1.0, 1.0)
+        self.lambdas.mul_(torch.where(present, torch.exp(-step), torch.ones_like(step)))
+
+    # -- validation ----------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any] | None:
+        """Actual file bpp (compress), PSNR and MS-SSIM per rate on a Kodak subset (rank 0)."""
+        if not self.dist.is_main:
+            return None
+        from latentcodec.evaluation.metrics.pixel import MSSSIM, PSNR
+
+        vc = self.config.validation
+        folder = Path(os.path.expanduser(os.path.expandvars(vc.image_dir)))
+        if not folder.is_dir():
+            self.log(f"validation skipped: {folder} does not exist")
+            return None
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[: vc.images]
+        psnr, msssim = PSNR(), MSSSIM()
+        model = self.model
+        model.eval()
+        results: dict[str, Any] = {}
+        images = []
+        for path in files:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"))
+            if vc.crop:
+                h, w = array.shape[:2]
+                top, left = max(0, (h - vc.crop) // 2), max(0, (w - vc.crop) // 2)
+                array = array[top : top + vc.crop, left : left + vc.crop]
+            images.append(torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0))
+        for q in vc.rate_indices:
+            bpps, psnrs, ssims = [], [], []
+            for x in images:
+                data = model.compress(x.to(self.device), q)
+                x_hat = model.decompress(data).cpu()
+                x_hat = torch.round(x_hat * 255) / 255
+                bpps.append(8 * len(data) / (x.shape[2] * x.shape[3]))
+                psnrs.append(psnr(x[0], x_hat[0]))
+                ssims.append(msssim(x[0], x_hat[0]))
+            results[str(q)] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "ms_ssim": float(np.mean(ssims))}
+        model.train()
+        return results
+
+    # -- the loop ------------------------------------------------------------------------
+    def fit(self) -> None:
+        config = self.config
+        from tqdm import tqdm
+
+        progress = tqdm(total=config.steps, initial=self.step, disable=not (self.dist.is_main and config.runtime.progress),
+                        desc=config.name, dynamic_ncols=True)
+        started = time.time()
+        steps_timed = 0
+        while self.step < config.steps:
+            t0 = time.time()
+            losses = self.train_step()
+            steps_timed += 1
+            elapsed = time.time() - t0
+            progress.update(1)
+            if self.step % config.runtime.log_every == 0 or self.step == config.steps:
+                record = self._record(losses, elapsed)
+                self.write_metrics(record)
+                progress.set_postfix(loss=f"{record['loss']:.4f}", bpp=f"{record['bpp']:.4f}")
+            if config.validation.every and (self.step % config.validation.every == 0 or self.step == config.steps):
+                results = self.validate()
+                if results is not None:
+                    self.write_metrics({"step": self.step, "validation": results})
+                    summary = ", ".join(f"q{q}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB" for q, r in results.items())
+                    self.log(f"step {self.step} validation: {summary}")
+                self._barrier()
+            if self.step % config.runtime.checkpoint_every == 0 or self.step == config.steps:
+                self.save_checkpoint()
+        progress.close()
+        self.log(f"finished at step {self.step} ({steps_timed} steps in {time.time() - started:.0f} s this session)")
+
+    def _record(self, losses: StageLosses, step_seconds: float) -> dict[str, Any]:
+        def value(t: torch.Tensor) -> float:
+            return float(t.detach().float().mean())
+
+        return {
+            "step": self.step,
+            "time": time.time(),
+            "step_seconds": step_seconds,
+            "lr": self.scheduler.get_last_lr()[0],
+            "loss": value(losses.total),
+            "bpp": value(losses.bpp),
+            "l1": value(losses.l1),
+            "perceptual": value(losses.perceptual),
+            "ms_ssim": value(losses.ms_ssim),
+            "gan": value(losses.gan),
+            "gan_weight": value(losses.gan_weight),
+            "disc": getattr(self, "_last_disc_loss", 0.0),
+            "codebook": value(losses.codebook),
+            "latent_mse": value(losses.latent_mse),
+            "code_ce": value(losses.code_ce),
+            "code_pix_ce": value(losses.code_pix_ce),
+            "lambdas": self.lambdas.tolist(),
+        }
+
+    def close(self) -> None:
+        if self.dist.initialised_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_training(config: TrainConfig, resume: bool = False) -> Path:
+    trainer = Trainer(config, resume=resume)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return trainer.run_dir

@@ -1,0 +1,49 @@
+import torch
+
+from latentcodec.data.crops import BatchStream, RandomCropDataset, ResumableDistributedSampler, find_images
+
+
+def test_ranks_split_each_epoch_without_overlap():
+    samplers = [ResumableDistributedSampler(10, seed=5, rank=r, world_size=2) for r in range(2)]
+    keys = [list(s) for s in samplers]
+    assert len(keys[0]) == len(keys[1]) == 5
+    indices = [k.index for k in keys[0] + keys[1]]
+    assert sorted(indices) == list(range(10))
+    augment_seeds = {k.augment_seed for k in keys[0] + keys[1]}
+    assert len(augment_seeds) == 10
+
+
+def test_epochs_reshuffle():
+    sampler = ResumableDistributedSampler(50, seed=0)
+    first = [k.index for k in sampler]
+    sampler.set_position(1, 0)
+    assert [k.index for k in sampler] != first
+
+
+def test_stream_resumes_mid_epoch_with_identical_batches(image_folder):
+    dataset = RandomCropDataset(find_images([image_folder]), crop_size=32)
+    reference = BatchStream(dataset, batch_size=3, seed=7, rank=0, world_size=1)
+    expected = [reference.next_batch() for _ in range(6)]  # crosses the 8-image epoch boundary
+    stream = BatchStream(dataset, batch_size=3, seed=7, rank=0, world_size=1)
+    for _ in range(2):
+        stream.next_batch()
+    state = stream.state_dict()
+    restarted = BatchStream(dataset, batch_size=3, seed=7, rank=0, world_size=1)
+    restarted.load_state_dict(state)
+    for batch in expected[2:]:
+        assert torch.equal(restarted.next_batch(), batch)
+
+
+def test_crops_are_in_range_and_random(image_folder):
+    dataset = RandomCropDataset(find_images([image_folder]), crop_size=48)
+    stream = BatchStream(dataset, batch_size=4, seed=1, rank=0, world_size=1)
+    batch = stream.next_batch()
+    assert batch.shape == (4, 3, 48, 48)
+    assert 0.0 <= float(batch.min()) and float(batch.max()) <= 1.0
+    again = BatchStream(dataset, batch_size=4, seed=2, rank=0, world_size=1).next_batch()
+    assert not torch.equal(batch, again)
+
+
+def test_small_images_are_enlarged_to_the_crop(image_folder):
+    dataset = RandomCropDataset(find_images([image_folder]), crop_size=128)  # images are 96x80
+    assert BatchStream(dataset, 2, 0, 0, 1).next_batch().shape == (2, 3, 128, 128)

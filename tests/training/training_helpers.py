@@ -1,0 +1,53 @@
+"""Helpers for the training tests: small synthetic photo folders and tiny-preset configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int] = (96, 80), seed: int = 0) -> Path:
+    """Smooth random colour fields plus edges: compressible, but not constant."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    width, height = size
+    for i in range(count):
+        coarse = rng.uniform(0, 255, (height // 16 + 1, width // 16 + 1, 3)).astype(np.uint8)
+        image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
+        array = np.asarray(image).copy()
+        array[rng.integers(0, height), :] = 255
+        Image.fromarray(array).save(folder / f"img_{i:02d}.png")
+    return folder
+
+
+def tiny_config(tmp_path: Path, image_folder: Path, stage: str, **extra) -> dict:
+    """A tiny-preset config dict (64x64 crops, batch 2, 1 thread, no validation, no progress bar)."""
+    config = {
+        "name": f"test-{stage}",
+        "stage": stage,
+        "preset": "tiny",
+        "steps": 6,
+        "seed": 3,
+        "data": {"train_dirs": [str(image_folder)], "crop_size": 64, "batch_size": 2, "num_workers": 0},
+        "validation": {"every": 0},
+        "optim": {"lr": 1e-3, "disc_lr": 1e-3, "warmup_steps": 0, "min_lr_ratio": 1.0},
+        "rates": {"lambdas": [0.5, 1.0, 2.0, 4.0]},
+        "gan": {"start_step": 0, "discriminator": {"base_channels": 8}},
+        "runtime": {"threads": 1, "checkpoint_every": 2, "log_every": 1, "run_root": str(tmp_path / "runs"),
+                    "progress": False},
+    }
+    for key, value in extra.items():
+        node = config
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
