@@ -79,7 +79,7 @@ class ItemRecord:
         return (self.curve, self.point, self.image)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, allow_nan=True)
+        return json.dumps(dataclasses.asdict(self), allow_nan=True)
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> ItemRecord:

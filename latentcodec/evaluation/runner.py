@@ -42,7 +42,7 @@ from PIL import Image
 from latentcodec.errors import InputError, LatentCodecError
 from latentcodec.evaluation import baselines as classical
 from latentcodec.evaluation.images import ImageRef, discover_images, load_rgb
-from latentcodec.evaluation.learned import LearnedCodec, load_learned, safe_name
+from latentcodec.evaluation.learned import LearnedCodec, load_learned
 from latentcodec.evaluation.results import (
     BITSTREAMS_DIR,
     RECONSTRUCTIONS_DIR,
@@ -224,7 +224,8 @@ class _Worker:
             data = self.learned.encode(original, int(point.value))
             compress_s = time.perf_counter() - start
             extension = self.learned.extension
-            base = replace(base, parameter="quality", estimated_bpp=self.learned.estimated_bpp(original, int(point.value)))
+            estimated = self.learned.estimated_bpp(original, int(point.value))
+            base = replace(base, parameter="quality", estimated_bpp=estimated)
         else:
             codec = classical.get_baseline(point.codec)
             extension = codec.extension
@@ -257,7 +258,8 @@ class _Worker:
         if point.learned:
             reconstruction = self.learned.decode(stored, original.size)
         else:
-            reconstruction = classical.decode_scaled(classical.get_baseline(point.codec), stored, base.scale, original.size)
+            codec = classical.get_baseline(point.codec)
+            reconstruction = classical.decode_scaled(codec, stored, base.scale, original.size)
         decompress_s = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -480,7 +482,8 @@ def _dataset_pass(
     results: dict[tuple[str, str], dict[str, float]] = {}
     reference_ready = False
     try:
-        for curve, point in tqdm(point_order, desc="set-level metrics", unit="point", disable=not config.progress, file=sys.stderr):
+        bar = tqdm(point_order, desc="set-level metrics", unit="point", disable=not config.progress, file=sys.stderr)
+        for curve, point in bar:
             if (curve, point) in cached:
                 results[(curve, point)] = cached[(curve, point)]
                 continue
@@ -491,8 +494,8 @@ def _dataset_pass(
             scores = score_dataset_point(suite, originals, loaders, reference_ready)
             reference_ready = True
             results[(curve, point)] = scores
-            payload = {"curve": curve, "point": point, "images": signature, "patch_size": suite.patch_size, "scores": scores}
-            log.append_line(json.dumps(payload))
+            payload = {"curve": curve, "point": point, "images": signature, "patch_size": suite.patch_size}
+            log.append_line(json.dumps({**payload, "scores": scores}))
     finally:
         log.close()
     return results
