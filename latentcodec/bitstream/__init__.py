@@ -1,4 +1,4 @@
-"""The latentcodec file formats: the image container now, video sequences later (docs/bitstream.md)."""
+"""The latentcodec file formats: the image container and video sequences (docs/bitstream.md)."""
 
 from latentcodec.bitstream.container import (
     DEFAULT_MAX_SIDE,
@@ -17,6 +17,19 @@ from latentcodec.bitstream.container import (
     resolve_section_layout,
     write_image_file,
 )
+from latentcodec.bitstream.sequence import (
+    END_OF_SEQUENCE,
+    FrameUnit,
+    FrameUnitError,
+    SequenceHeader,
+    SequenceInfo,
+    SequenceReader,
+    SequenceWriter,
+    describe_sequence_file,
+    encode_sequence_header,
+    read_sequence_header,
+    write_sequence,
+)
 from latentcodec.bitstream.primitives import (
     CRC8_POLYNOMIAL,
     MAX_VARINT_BYTES,
@@ -29,23 +42,34 @@ from latentcodec.bitstream.primitives import (
 __all__ = [
     "CRC8_POLYNOMIAL",
     "DEFAULT_MAX_SIDE",
+    "END_OF_SEQUENCE",
     "FORMAT_VERSION",
     "MAGIC_NIBBLE",
     "MAX_VARINT_BYTES",
     "FileInfo",
     "FileKind",
+    "FrameUnit",
+    "FrameUnitError",
     "ImageHeader",
     "ParsedImageFile",
     "SectionLayout",
+    "SequenceHeader",
+    "SequenceInfo",
+    "SequenceReader",
+    "SequenceWriter",
     "crc8",
     "decode_varint",
     "describe_image_file",
+    "describe_sequence_file",
+    "encode_sequence_header",
     "encode_varint",
     "lead_byte",
     "parse_lead_byte",
     "read_image_file",
     "read_image_header",
+    "read_sequence_header",
     "resolve_section_layout",
     "varint_size",
     "write_image_file",
+    "write_sequence",
 ]

@@ -208,6 +208,23 @@ class GLCImage(LatentCodec):
         self.vqgan.to(memory_format=memory_format)
         return self
 
+    def interpolate_rates(self, levels: int) -> "GLCImage":
+        """Resample q_enc/q_dec along the rate axis to ``levels`` rows (bilinear, corners aligned),
+        in place: GLC-video's I-frame model is the image model with 64 such levels (SYSTEMS.md 3.1).
+        The config's num_rates follows, so save_pretrained/from_pretrained round-trip."""
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+            raise ValueError(f"levels must be a positive integer, got {levels!r}")
+        with torch.no_grad():
+            for name in ("q_enc", "q_dec"):
+                table = getattr(self, name)
+                rows, channels = table.shape[:2]
+                resampled = F.interpolate(table.detach().reshape(1, 1, rows, channels), size=(levels, channels),
+                                          mode="bilinear", align_corners=True)
+                setattr(self, name, nn.Parameter(resampled.reshape(levels, channels, 1, 1).contiguous(),
+                                                 requires_grad=table.requires_grad))
+        self.config = dataclasses.replace(self.config, num_rates=levels)
+        return self
+
     # -- shapes and the container layout ------------------------------------------------
     @property
     def num_rates(self) -> int:
@@ -366,21 +383,28 @@ class GLCImage(LatentCodec):
         header = parsed.header
         if header.rate_index >= self.num_rates:
             raise BitstreamError(f"rate index {header.rate_index} is out of range for this model ({self.num_rates} rates)")
+        latent_hat = self.decode_sections(parsed.sections[0], parsed.sections[1], header.height, header.width,
+                                          header.rate_index)
+        return header, latent_hat
+
+    @torch.inference_mode()
+    def decode_sections(self, z_section: bytes, y_section: bytes, height: int, width: int,
+                        rate_index: int) -> torch.Tensor:
+        """The two payload sections of an image (also a GLC-video I-frame) -> the decoded latent."""
         device = self.q_dec.device
-        padded_h, padded_w = self.padded_size(header.height, header.width)
+        padded_h, padded_w = self.padded_size(height, width)
         m = self.config.pad_multiple
         z_shape = (1, padded_h // m, padded_w // m)
-        indices = unpack_indices(parsed.sections[0], math.prod(z_shape), self.config.z_index_bits)
+        indices = unpack_indices(z_section, math.prod(z_shape), self.config.z_index_bits)
         if int(indices.max()) >= self.config.z_codebook_size:
             raise BitstreamError("corrupt z section: index beyond the codebook")
         z_hat = self.z_vq.lookup(indices.view(z_shape).to(device))
         _, prior_params = self.prior_from_z_hat(z_hat)
-        decoder = EntropyDecoder(parsed.sections[1], DEFAULT_SCALE_TABLE)
+        decoder = EntropyDecoder(y_section, DEFAULT_SCALE_TABLE)
         steps = decode_masked(split_prior(prior_params), self.masks(prior_params[:, : self.config.latent_channels]),
                               self.context_fn(prior_params), decoder, DEFAULT_SCALE_TABLE)
         decoder.finish()
-        latent_hat = self.dec(steps.y_hat, self._rate_gain(self.q_dec, header.rate_index))
-        return header, latent_hat
+        return self.dec(steps.y_hat, self._rate_gain(self.q_dec, rate_index))
 
     @torch.inference_mode()
     def generate(self, latent_hat: torch.Tensor, height: int, width: int) -> torch.Tensor:

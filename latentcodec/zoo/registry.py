@@ -46,6 +46,14 @@ REGISTRY: tuple[ModelEntry, ...] = (
         kind="image",
         default_weights="glc-image-default",
     ),
+    ModelEntry(
+        name="glc-video",
+        model_id=2,
+        class_path="latentcodec.models.glc_video:GLCVideo",
+        description="GLC-video (TCSVT): P-frames coded in the VQGAN latent, conditioned on the previous one",
+        kind="video",
+        default_weights="glc-video-default",
+    ),
 )
 
 

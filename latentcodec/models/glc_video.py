@@ -1,0 +1,750 @@
+"""GLC-video: conditional latent video coding (TCSVT), SYSTEMS.md section 3.
+
+I-frames are GLC-image with its per-channel rate gains interpolated to 64 levels. P-frames are coded
+in the VQGAN latent, conditioned on the previous *decoded latent* only (no motion, no pixels):
+
+* context = feature_extractor(adaptor(ref_latent)), the adaptor chosen by the GOP position;
+* y = encoder(latent, context, y_q_enc[q]);
+* a spatio-temporal hyper path: 16 global tokens per frame, each vector-quantised to a 14-bit
+  ``z_vq`` index, spread back over the latent by attention-like weight maps from the context;
+* a two-step "dual" checkerboard Gaussian conditional for y;
+* rec_latent = decoder(y_hat, context, y_q_dec[q]) is both the generator input and the next reference.
+
+Module names of :class:`GLCVideoInter` follow the official ``GLC_Video`` state dict, so official
+P-frame checkpoints load 1:1 (strictly). :class:`GLCVideo` bundles the intra model (``intra.*``) and
+the P-frame model (``inter.*``), runs the GOP, and writes real sequence files
+(:mod:`latentcodec.bitstream.sequence`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentcodec.bitstream.sequence import (
+    FrameUnitError,
+    SequenceHeader,
+    SequenceReader,
+    SequenceWriter,
+)
+from latentcodec.entropy import (
+    DEFAULT_SCALE_TABLE,
+    EntropyDecoder,
+    EntropyEncoder,
+    gaussian_residual_bits,
+    pack_indices,
+    packed_size,
+    unpack_indices,
+)
+from latentcodec.entropy.masked_gaussian import (
+    MaskedStepsResult,
+    SplitPrior,
+    decode_masked,
+    dual_masks,
+    encode_masked,
+    quantize_masked,
+    split_prior,
+)
+from latentcodec.errors import BitstreamError, ConfigError, InputError, LatentCodecError, WeightsError
+from latentcodec.models.base import LatentCodec
+from latentcodec.models.glc_image import GLCImage, GLCImageConfig, GLCImageOutput, load_official_checkpoint
+from latentcodec.nn.dcvc import DepthConvBlock3, conv1x1, conv3x3
+from latentcodec.nn.vq import VectorQuantizer
+from latentcodec.tokenizers.vqgan import VQGAN
+
+# fa_idx of the reference: which 1x1 feature adaptor a P-frame uses, by its position in a group of 8.
+FEATURE_ADAPTOR_PATTERN = (0, 1, 0, 2, 0, 2, 0, 2)
+OFFICIAL_RATE_LEVELS = 64
+
+
+# -- configuration ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GOPConfig:
+    """Group-of-pictures structure (reference test: intra period 96, context reset every 32 frames).
+
+    ``intra_period`` 0 codes only the first frame as intra. ``reset_interval`` 0 never resets;
+    otherwise a P-frame at distance p from its I-frame with p % reset_interval == 1 uses the
+    "after intra" branch again (feature_adaptor_I, prior_fusion_adaptor_0), against drift.
+    """
+
+    intra_period: int = 96
+    reset_interval: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("intra_period", "reset_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"GOPConfig.{name} must be a non-negative integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class GLCVideoConfig:
+    intra: GLCImageConfig = field(default_factory=lambda: dataclasses.replace(GLCImageConfig(), num_rates=64))
+    num_rates: int = OFFICIAL_RATE_LEVELS
+    hyper_tokens: int = 16  # K global tokens per P-frame
+    token_heads: int = 8
+    z_codebook_size: int = 16384
+    # True: the P-frame path uses the intra model's VQGAN (no ``inter.vqgan``); the official P model
+    # carries its own copy (``vqgan.*`` in its checkpoint), so the official preset keeps two.
+    share_vqgan: bool = False
+    gop: GOPConfig = field(default_factory=GOPConfig)
+
+    def __post_init__(self) -> None:
+        if self.intra.num_rates != self.num_rates:
+            raise ConfigError(f"the intra model must have the video's {self.num_rates} rate levels "
+                              f"(interpolated), got {self.intra.num_rates}")
+        if self.latent_channels % self.token_heads:
+            raise ConfigError(f"latent channels ({self.latent_channels}) must split into {self.token_heads} heads")
+        if self.latent_channels % 2:
+            raise ConfigError("the dual masks need an even latent channel count")
+
+    @property
+    def latent_channels(self) -> int:
+        return self.intra.latent_channels
+
+    @property
+    def weight_map_channels(self) -> int:
+        return self.hyper_tokens * self.token_heads
+
+    @property
+    def z_index_bits(self) -> int:
+        return max(1, (self.z_codebook_size - 1).bit_length())
+
+    @property
+    def z_section_bytes(self) -> int:
+        return packed_size(self.hyper_tokens, self.z_index_bits)
+
+    @classmethod
+    def official(cls) -> "GLCVideoConfig":
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> "GLCVideoConfig":
+        return cls(intra=dataclasses.replace(GLCImageConfig.tiny(), num_rates=64), share_vqgan=True)
+
+
+PRESETS = {"official": GLCVideoConfig.official, "tiny": GLCVideoConfig.tiny}
+
+
+class FramePlan(NamedTuple):
+    """How frame ``index`` is coded under a GOP structure."""
+
+    index: int
+    intra: bool
+    after_intra: bool  # the reference's "ref_y is None": feature_adaptor_I and prior_fusion_adaptor_0
+    adaptor_index: int  # fa_idx: feature_adaptor[adaptor_index] when not after_intra
+
+
+def plan_frame(index: int, gop: GOPConfig) -> FramePlan:
+    """The reference GOP logic, counted from the last I-frame (identical to the reference's global
+    frame index whenever the intra period is a multiple of 8 and of the reset interval, as 96 is)."""
+    position = index % gop.intra_period if gop.intra_period else index
+    after_intra = position == 1 or (position >= 1 and gop.reset_interval > 0 and (position - 1) % gop.reset_interval == 0)
+    adaptor_index = FEATURE_ADAPTOR_PATTERN[position % len(FEATURE_ADAPTOR_PATTERN)]
+    return FramePlan(index, position == 0, after_intra, adaptor_index)
+
+
+# -- the P-frame model (official layout) -----------------------------------------------------------
+class FeatureExtractor(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.context_refine = nn.Sequential(*[DepthConvBlock3(channels) for _ in range(4)], conv1x1(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.context_refine(x)
+
+
+class ConditionalTransform(nn.Module):
+    """first(cat(x, context)) * gain -> second: the P-model's encoder (enc_1, enc_2) and decoder (dec_1, dec_2)."""
+
+    def __init__(self, channels: int, first: str, second: str):
+        super().__init__()
+        self.stage_names = (first, second)
+        setattr(self, first, nn.Sequential(DepthConvBlock3(2 * channels, channels), DepthConvBlock3(channels)))
+        setattr(self, second, nn.Sequential(DepthConvBlock3(channels), DepthConvBlock3(channels)))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        first, second = (getattr(self, name) for name in self.stage_names)
+        return second(first(torch.cat((x, context), dim=1)) * gain)
+
+
+class ConvStack(nn.Module):
+    """A Sequential kept under ``conv`` (official names ``y_prior_fusion.conv.0`` etc.)."""
+
+    def __init__(self, *layers: nn.Module):
+        super().__init__()
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class PriorFusionAdaptor(nn.Module):
+    def __init__(self, channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = DepthConvBlock3(channels)
+        self.conv2 = conv1x1(channels, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x))
+
+
+class HyperTokenizer(nn.Module):
+    """Hyper input (B, Ci, H, W) -> K global tokens (B, C, K, 1).
+
+    Token k of head n is the spatial mean of the head's C/heads projected channels weighted by the
+    map w'[k, n] = sigmoid(enhancement(cat(prior_extraction(h), weight_map)))[k * heads + n].
+    """
+
+    def __init__(self, in_channels: int, channels: int, tokens: int, heads: int):
+        super().__init__()
+        self.tokens, self.heads = tokens, heads
+        weight_channels = tokens * heads
+        self.proj = nn.Sequential(DepthConvBlock3(in_channels, channels), nn.LeakyReLU(0.01), conv1x1(channels, channels))
+        self.prior_extraction = DepthConvBlock3(in_channels, channels)
+        self.enhancement = nn.Sequential(
+            DepthConvBlock3(channels + weight_channels), nn.LeakyReLU(0.01),
+            DepthConvBlock3(channels + weight_channels, weight_channels),
+        )
+        self.out_proj = nn.Linear(channels, channels)
+
+    def forward(self, hyper_input: torch.Tensor, weight_map: torch.Tensor) -> torch.Tensor:
+        prior = self.prior_extraction(hyper_input)
+        weights = torch.sigmoid(self.enhancement(torch.cat((prior, weight_map), dim=1)))
+        x = self.proj(hyper_input)
+        b, c, h, w = x.shape
+        per_head = x.reshape(b, 1, self.heads, c // self.heads, h * w)
+        head_weights = weights.reshape(b, self.tokens, self.heads, 1, h * w)
+        # The mean of the products (not a matmul) follows the reference's summation order: the
+        # indices are an argmin over these tokens and one official token is a near-tie.
+        tokens = (per_head * head_weights).mean(-1).reshape(b, self.tokens, c)
+        return self.out_proj(tokens).transpose(1, 2).unsqueeze(-1)
+
+
+class HyperInverseTokenizer(nn.Module):
+    """Quantised tokens (B, C, K, 1) -> spatial hyper parameters (B, C, H, W), spread by the
+    decoder-side weight map (the un-enhanced one, which the decoder can compute)."""
+
+    def __init__(self, channels: int, tokens: int, heads: int):
+        super().__init__()
+        self.tokens, self.heads = tokens, heads
+        self.proj = conv1x1(channels, channels)
+        self.out_proj = nn.Sequential(DepthConvBlock3(channels), nn.LeakyReLU(0.01), conv1x1(channels, channels))
+
+    def forward(self, z_hat: torch.Tensor, weight_map: torch.Tensor) -> torch.Tensor:
+        tokens = self.proj(z_hat)  # (B, C, K, 1)
+        b, c = tokens.shape[:2]
+        h, w = weight_map.shape[-2:]
+        per_token = tokens.reshape(b, self.heads, c // self.heads, self.tokens).permute(0, 3, 1, 2)
+        head_weights = weight_map.reshape(b, self.tokens, self.heads, 1, h * w)
+        spread = (per_token.unsqueeze(-1) * head_weights).mean(1)  # (B, heads, C/heads, HW)
+        return self.out_proj(spread.reshape(b, c, h, w))
+
+
+class InterAnalysis(NamedTuple):
+    """Every intermediate of a P-frame, encoder side (reference checks use all of them)."""
+
+    adapted_ref: torch.Tensor
+    context: torch.Tensor
+    y: torch.Tensor
+    temporal_params: torch.Tensor
+    weight_map: torch.Tensor
+    temporal_cond: torch.Tensor
+    hyper_input: torch.Tensor
+    z: torch.Tensor  # (B, C, K, 1)
+    z_indices: torch.Tensor  # (B, K)
+    z_hat: torch.Tensor
+    hier_params: torch.Tensor
+    prior_params: torch.Tensor
+    steps: MaskedStepsResult
+    latent_hat: torch.Tensor
+    vq_loss: torch.Tensor
+
+
+class InterReconstruction(NamedTuple):
+    """The decoder side of a P-frame, from z indices and a symbol source."""
+
+    context: torch.Tensor
+    hier_params: torch.Tensor
+    prior_params: torch.Tensor
+    steps: MaskedStepsResult
+    latent_hat: torch.Tensor
+
+
+StepsFn = Callable[[SplitPrior, torch.Tensor, Callable], MaskedStepsResult]
+
+
+class GLCVideoInter(nn.Module):
+    """The P-frame model with the official ``GLC_Video`` state-dict names."""
+
+    def __init__(self, config: GLCVideoConfig):
+        super().__init__()
+        self.config = config
+        n = config.latent_channels
+        half = n // 2
+        self.y_q_enc = nn.Parameter(torch.ones(config.num_rates, n, 1, 1))
+        self.y_q_dec = nn.Parameter(torch.ones(config.num_rates, n, 1, 1))
+        self.feature_adaptor_I = conv3x3(n, n)
+        self.feature_adaptor = nn.ModuleList([conv1x1(n, n) for _ in range(3)])
+        self.feature_extractor = FeatureExtractor(n)
+        self.encoder = ConditionalTransform(n, "enc_1", "enc_2")
+        self.temporal_cond = conv3x3(n, half)
+        self.y_temporal_combine = ConvStack(DepthConvBlock3(n + half), DepthConvBlock3(n + half))
+        self.weight_generator = ConvStack(
+            DepthConvBlock3(n), nn.LeakyReLU(0.01), DepthConvBlock3(n), nn.LeakyReLU(0.01),
+            DepthConvBlock3(n), nn.LeakyReLU(0.01), conv1x1(n, config.weight_map_channels),
+        )
+        self.hyper_tokenizer = HyperTokenizer(n + half, n, config.hyper_tokens, config.token_heads)
+        self.hyper_inv_tokenizer = HyperInverseTokenizer(n, config.hyper_tokens, config.token_heads)
+        self.temporal_prior_encoder = conv3x3(n, n)
+        self.prior_fusion_adaptor_0 = PriorFusionAdaptor(2 * n, 3 * n)
+        self.prior_fusion_adaptor_1 = PriorFusionAdaptor(2 * n, 3 * n)
+        self.y_prior_fusion = ConvStack(DepthConvBlock3(3 * n), DepthConvBlock3(3 * n))
+        self.y_spatial_prior = ConvStack(DepthConvBlock3(4 * n, 3 * n), DepthConvBlock3(3 * n), DepthConvBlock3(3 * n, 2 * n))
+        self.decoder = ConditionalTransform(n, "dec_1", "dec_2")
+        self.z_vq = VectorQuantizer(config.z_codebook_size, n)
+        self.vqgan = None if config.share_vqgan else VQGAN(config.intra.vqgan)
+
+    # -- shared by both sides --------------------------------------------------------------------
+    def rate_gain(self, table: torch.Tensor, rate_index: int | torch.Tensor) -> torch.Tensor:
+        if isinstance(rate_index, int):
+            if not 0 <= rate_index < self.config.num_rates:
+                raise ValueError(f"rate index {rate_index} out of range 0..{self.config.num_rates - 1}")
+            return table[rate_index : rate_index + 1]
+        return table[rate_index]
+
+    def temporal_context(self, ref_latent: torch.Tensor, plan: FramePlan) -> tuple[torch.Tensor, torch.Tensor]:
+        """(adapted reference, context) from the previous decoded latent."""
+        adaptor = self.feature_adaptor_I if plan.after_intra else self.feature_adaptor[plan.adaptor_index]
+        adapted = adaptor(ref_latent)
+        return adapted, self.feature_extractor(adapted)
+
+    def temporal_priors(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(temporal_params, weight_map): both sides compute them from the context alone."""
+        temporal_params = self.temporal_prior_encoder(context)
+        return temporal_params, torch.sigmoid(self.weight_generator(temporal_params))
+
+    def prior_from_tokens(self, z_hat: torch.Tensor, weight_map: torch.Tensor, temporal_params: torch.Tensor,
+                          plan: FramePlan) -> tuple[torch.Tensor, torch.Tensor]:
+        hier_params = self.hyper_inv_tokenizer(z_hat, weight_map)
+        adaptor = self.prior_fusion_adaptor_0 if plan.after_intra else self.prior_fusion_adaptor_1
+        prior_params = self.y_prior_fusion(adaptor(torch.cat((hier_params, temporal_params), dim=1)))
+        return hier_params, prior_params
+
+    def context_fn(self, prior_params: torch.Tensor):
+        """Step 1 of the dual prior: the full 768-channel params, no reduction layer."""
+
+        def context(step: int, y_hat_so_far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            scales, means = self.y_spatial_prior(torch.cat((y_hat_so_far, prior_params), dim=1)).chunk(2, 1)
+            return scales, means
+
+        return context
+
+    def masks(self, latent_like: torch.Tensor) -> torch.Tensor:
+        _, c, h, w = latent_like.shape
+        return dual_masks(c, h, w, device=latent_like.device)
+
+    def z_lookup(self, z_indices: torch.Tensor) -> torch.Tensor:
+        """(B, K) indices -> (B, C, K, 1) codewords."""
+        return self.z_vq.lookup(z_indices.unsqueeze(-1))
+
+    # -- encoder side ----------------------------------------------------------------------------
+    def analyse(self, latent: torch.Tensor, ref_latent: torch.Tensor, plan: FramePlan,
+                rate_index: int | torch.Tensor, encoder: EntropyEncoder | None = None) -> InterAnalysis:
+        """The whole P-frame on the encoder side; codes y into ``encoder`` when one is given,
+        otherwise quantises with straight-through rounding (training/estimation)."""
+        adapted, context = self.temporal_context(ref_latent, plan)
+        y = self.encoder(latent, context, self.rate_gain(self.y_q_enc, rate_index))
+        temporal_params, weight_map = self.temporal_priors(context)
+        temporal_cond = self.temporal_cond(context)
+        hyper_input = self.y_temporal_combine(torch.cat((y, temporal_cond), dim=1))
+        z = self.hyper_tokenizer(hyper_input, weight_map)
+        vq = self.z_vq(z)  # exact codewords at inference: what the decoder looks up
+        z_indices = vq.indices.flatten(1)
+        hier_params, prior_params = self.prior_from_tokens(vq.quantized, weight_map, temporal_params, plan)
+        prior = split_prior(prior_params)
+        masks = self.masks(y)
+        context_fn = self.context_fn(prior_params)
+        if encoder is None:
+            steps = quantize_masked(y, prior, masks, context_fn)
+        else:
+            steps = encode_masked(y, prior, masks, context_fn, encoder, DEFAULT_SCALE_TABLE)
+        latent_hat = self.decoder(steps.y_hat, context, self.rate_gain(self.y_q_dec, rate_index))
+        return InterAnalysis(adapted, context, y, temporal_params, weight_map, temporal_cond, hyper_input, z,
+                             z_indices, vq.quantized, hier_params, prior_params, steps, latent_hat, vq.loss)
+
+    # -- decoder side ----------------------------------------------------------------------------
+    def reconstruct(self, ref_latent: torch.Tensor, plan: FramePlan, rate_index: int, z_indices: torch.Tensor,
+                    steps_fn: StepsFn) -> InterReconstruction:
+        """Decoder side: ``steps_fn(prior, masks, context_fn)`` supplies the symbols (entropy decoder,
+        or stored symbols for teacher forcing)."""
+        _, context = self.temporal_context(ref_latent, plan)
+        temporal_params, weight_map = self.temporal_priors(context)
+        hier_params, prior_params = self.prior_from_tokens(self.z_lookup(z_indices), weight_map, temporal_params, plan)
+        masks = self.masks(prior_params[:, : self.config.latent_channels])
+        steps = steps_fn(split_prior(prior_params), masks, self.context_fn(prior_params))
+        latent_hat = self.decoder(steps.y_hat, context, self.rate_gain(self.y_q_dec, rate_index))
+        return InterReconstruction(context, hier_params, prior_params, steps, latent_hat)
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+class GLCVideoOutput(NamedTuple):
+    """What ``GLCVideo.forward`` returns for a clip of T frames (training)."""
+
+    x_hat: torch.Tensor | None  # (B, T, 3, Hp, Wp) generator outputs, [-1, 1] nominal, unclamped
+    latents: torch.Tensor  # (B, T, C, h, w) VQGAN encoder outputs
+    latent_hats: torch.Tensor  # (B, T, C, h, w) decoded latents (each P-frame's reference is the previous)
+    y_bits: torch.Tensor  # (B, T, C, h, w) estimated bits per element of y
+    z_bits: torch.Tensor  # (B, T) bits of the hyper indices (fixed length)
+    vq_loss: torch.Tensor  # P-frame z_vq loss, summed over frames
+    intra: GLCImageOutput  # the I-frame's full output (code heads etc.)
+    num_pixels: int  # unpadded H*W per frame
+
+
+class EncodedFrame(NamedTuple):
+    payload: bytes  # the frame unit's payload: z section then y stream
+    latent_hat: torch.Tensor  # the decoded latent; the decoder reproduces it exactly
+    estimated_bits: float  # official estimate for this frame
+
+
+class FrameStats(NamedTuple):
+    """Per-frame figures reported while compressing."""
+
+    index: int
+    intra: bool
+    payload_bytes: int
+    unit_bytes: int  # payload + the unit's framing (length varint + CRC-8)
+    estimated_bits: float
+
+
+class DecodedLatent(NamedTuple):
+    header: SequenceHeader
+    plan: FramePlan
+    latent_hat: torch.Tensor
+
+
+FrameSource = Iterable[torch.Tensor]
+
+
+class GLCVideo(LatentCodec):
+    """GLC-video: the intra model (``intra``, a 64-level GLC-image) and the P-frame model (``inter``)."""
+
+    model_name = "glc-video"
+    config_class = GLCVideoConfig
+    optional_prefixes = ("intra.code_pred_loss.", "intra.code_pred_pix_loss.", "intra.vqgan.quantize.",
+                         "inter.vqgan.quantize.")
+
+    def __init__(self, config: GLCVideoConfig, with_training_modules: bool = False, intra: GLCImage | None = None):
+        super().__init__(config)
+        if intra is not None and intra.config != config.intra:
+            raise ConfigError("the given intra model's config differs from config.intra")
+        self.intra = intra if intra is not None else GLCImage(config.intra, with_training_modules=with_training_modules)
+        self.inter = GLCVideoInter(config)
+        self.set_memory_format(self.intra.memory_format)
+
+    def set_memory_format(self, memory_format: torch.memory_format) -> "GLCVideo":
+        """NHWC for speed (default) or NCHW to follow the reference arithmetic (see GLCImage)."""
+        self.intra.set_memory_format(memory_format)
+        if self.inter.vqgan is not None:
+            self.inter.vqgan.to(memory_format=memory_format)
+        return self
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def num_rates(self) -> int:
+        return self.config.num_rates
+
+    @property
+    def model_id(self) -> int:
+        from latentcodec.zoo.registry import get_entry
+
+        return get_entry(self.model_name).model_id
+
+    @property
+    def inter_vqgan(self) -> VQGAN:
+        return self.inter.vqgan if self.inter.vqgan is not None else self.intra.vqgan
+
+    def vqgan_for(self, plan: FramePlan) -> VQGAN:
+        return self.intra.vqgan if plan.intra else self.inter_vqgan
+
+    def plan(self, index: int, gop: GOPConfig | None = None) -> FramePlan:
+        return plan_frame(index, gop or self.config.gop)
+
+    def _check_rate(self, rate_index: int, what: str = "rate index") -> int:
+        if isinstance(rate_index, bool) or not isinstance(rate_index, int) or not 0 <= rate_index < self.num_rates:
+            raise LatentCodecError(f"{what} {rate_index!r} out of range 0..{self.num_rates - 1}")
+        return rate_index
+
+    def inter_z_bits(self) -> int:
+        """Fixed bits of a P-frame's tokens as the reference counts them: byte-rounded (224)."""
+        return self.config.z_section_bytes * 8
+
+    # -- training --------------------------------------------------------------------------------
+    def forward(self, frames: torch.Tensor, rate_index: int | torch.Tensor = 0, decode_pixels: bool = True,
+                train_intra: bool = False, gop: GOPConfig | None = None) -> GLCVideoOutput:
+        """Training forward over clips (B, T, 3, H, W) in [0, 1]: frame 0 intra, the rest P-frames,
+        each conditioned on the previous decoded latent (gradients flow through the chain).
+        ``train_intra=False`` runs the intra model without gradients (frozen I-frame model)."""
+        if frames.dim() != 5 or frames.shape[2] != 3:
+            raise ValueError(f"expected clips shaped (B, T, 3, H, W), got {tuple(frames.shape)}")
+        batch, length = frames.shape[:2]
+        height, width = frames.shape[-2:]
+        with torch.set_grad_enabled(train_intra and torch.is_grad_enabled()):
+            intra_out = self.intra(frames[:, 0], rate_index, decode_pixels=decode_pixels)
+        latents, latent_hats, y_bits = [intra_out.latent], [intra_out.latent_hat], [intra_out.y_bits]
+        z_bits = [intra_out.z_bits]
+        x_hats = [intra_out.x_hat] if decode_pixels else []
+        vq_loss = frames.new_zeros(())
+        vqgan = self.inter_vqgan
+        for t in range(1, length):
+            plan = plan_frame(t, gop or self.config.gop)
+            latent = vqgan.encoder(self.intra.pad(frames[:, t]))
+            analysis = self.inter.analyse(latent, latent_hats[-1], plan, rate_index)
+            latents.append(latent)
+            latent_hats.append(analysis.latent_hat)
+            y_bits.append(gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales))
+            z_bits.append(torch.full((batch,), float(self.inter_z_bits()), device=frames.device))
+            vq_loss = vq_loss + analysis.vq_loss
+            if decode_pixels:
+                x_hats.append(vqgan.generator(analysis.latent_hat))
+        return GLCVideoOutput(
+            torch.stack(x_hats, 1) if decode_pixels else None, torch.stack(latents, 1), torch.stack(latent_hats, 1),
+            torch.stack(y_bits, 1), torch.stack(z_bits, 1), vq_loss, intra_out, height * width,
+        )
+
+    # -- frame coding ----------------------------------------------------------------------------
+    def _pad(self, frame: torch.Tensor) -> torch.Tensor:
+        return self.intra.pad(frame)
+
+    @torch.inference_mode()
+    def encode_frame(self, frame: torch.Tensor, plan: FramePlan, rate_index: int,
+                     ref_latent: torch.Tensor | None) -> EncodedFrame:
+        """One [0, 1] frame (1, 3, H, W) -> its unit payload and decoded latent."""
+        height, width = frame.shape[-2:]
+        coder = EntropyEncoder(DEFAULT_SCALE_TABLE)
+        x_padded = self._pad(frame)
+        if plan.intra:
+            encoded = self.intra.analyse(x_padded, rate_index, encoder=coder)
+            z_section = pack_indices(encoded.z_indices.flatten().cpu(), self.intra.config.z_index_bits)
+            steps, latent_hat = encoded.steps, encoded.latent_hat
+            z_bits = self.intra.z_bits_per_image(height, width)
+        else:
+            if ref_latent is None:
+                raise ValueError("a P-frame needs the previous decoded latent")
+            latent = self.inter_vqgan.encoder(x_padded)
+            analysis = self.inter.analyse(latent, ref_latent, plan, rate_index, encoder=coder)
+            z_section = pack_indices(analysis.z_indices.flatten().cpu(), self.config.z_index_bits)
+            steps, latent_hat = analysis.steps, analysis.latent_hat
+            z_bits = self.inter_z_bits()
+        y_bits = gaussian_residual_bits(steps.symbols, steps.scales).sum().item()
+        return EncodedFrame(z_section + coder.finish(), latent_hat, y_bits + z_bits)
+
+    def _z_section_bytes(self, plan: FramePlan, height: int, width: int) -> int:
+        if plan.intra:
+            return packed_size(self.intra.z_positions(height, width), self.intra.config.z_index_bits)
+        return self.config.z_section_bytes
+
+    @torch.inference_mode()
+    def decode_frame(self, payload: bytes, plan: FramePlan, rate_index: int, height: int, width: int,
+                     ref_latent: torch.Tensor | None) -> torch.Tensor:
+        """A unit payload -> the decoded latent (exactly the encoder's)."""
+        split = self._z_section_bytes(plan, height, width)
+        if len(payload) < split:
+            raise BitstreamError(f"payload of {len(payload)} bytes is shorter than its {split}-byte token section")
+        z_section, y_section = payload[:split], payload[split:]
+        if plan.intra:
+            return self.intra.decode_sections(z_section, y_section, height, width, rate_index)
+        if ref_latent is None:
+            raise BitstreamError("a P-frame without a preceding decoded frame")
+        indices = unpack_indices(z_section, self.config.hyper_tokens, self.config.z_index_bits)
+        if int(indices.max()) >= self.config.z_codebook_size:
+            raise BitstreamError("corrupt token section: index beyond the codebook")
+        decoder = EntropyDecoder(y_section, DEFAULT_SCALE_TABLE)
+
+        def read_steps(prior, masks, context_fn):
+            return decode_masked(prior, masks, context_fn, decoder, DEFAULT_SCALE_TABLE)
+
+        device = self.inter.y_q_dec.device
+        result = self.inter.reconstruct(ref_latent, plan, rate_index, indices.view(1, -1).to(device), read_steps)
+        decoder.finish()
+        return result.latent_hat
+
+    @torch.inference_mode()
+    def generate(self, latent_hat: torch.Tensor, plan: FramePlan, height: int, width: int) -> torch.Tensor:
+        """Decoded latent -> [0, 1] frame (1, 3, height, width)."""
+        x_hat = self.vqgan_for(plan).generator(latent_hat)[..., :height, :width]
+        return (x_hat.clamp_(-1.0, 1.0) + 1.0) / 2.0
+
+    # -- sequences -------------------------------------------------------------------------------
+    def sequence_header(self, height: int, width: int, rate_index: int, intra_rate_index: int | None = None,
+                        frame_count: int = 0, frame_rate: Fraction | int | float = Fraction(25),
+                        gop: GOPConfig | None = None) -> SequenceHeader:
+        gop = gop or self.config.gop
+        rate = Fraction(frame_rate).limit_denominator(1 << 20)
+        return SequenceHeader(
+            model_id=self.model_id,
+            intra_rate=self._check_rate(rate_index if intra_rate_index is None else intra_rate_index, "intra rate index"),
+            inter_rate=self._check_rate(rate_index),
+            height=height,
+            width=width,
+            frame_count=frame_count,
+            frame_rate_num=rate.numerator,
+            frame_rate_den=rate.denominator,
+            intra_period=gop.intra_period,
+            reset_interval=gop.reset_interval,
+        )
+
+    def encode_sequence(self, frames: FrameSource, stream: BinaryIO, rate_index: int = 0,
+                        intra_rate_index: int | None = None, frame_rate: Fraction | int | float = Fraction(25),
+                        frame_count: int = 0, gop: GOPConfig | None = None,
+                        on_frame: Callable[[FrameStats], None] | None = None) -> int:
+        """Code [0, 1] frames (each (1, 3, H, W) or (3, H, W)) into ``stream``, one unit per frame,
+        holding only the current frame and the reference latent. ``frame_count`` 0 writes an
+        open-ended sequence closed by an end marker. Returns the number of frames coded."""
+        writer = None
+        ref_latent = None
+        size = None
+        count = 0
+        for index, frame in enumerate(frames):
+            frame = self._check_frame(frame, index, size)
+            size = tuple(frame.shape[-2:])
+            if writer is None:
+                header = self.sequence_header(*size, rate_index, intra_rate_index, frame_count, frame_rate, gop)
+                writer = SequenceWriter(stream, header)
+            plan = plan_frame(index, GOPConfig(writer.header.intra_period, writer.header.reset_interval))
+            rate = writer.header.intra_rate if plan.intra else writer.header.inter_rate
+            encoded = self.encode_frame(frame, plan, rate, ref_latent)
+            unit_bytes = writer.write_frame(encoded.payload)
+            ref_latent = encoded.latent_hat
+            count += 1
+            if on_frame is not None:
+                on_frame(FrameStats(index, plan.intra, len(encoded.payload), unit_bytes, encoded.estimated_bits))
+        if writer is None:
+            raise InputError("the video has no frames")
+        writer.close()
+        return count
+
+    def _check_frame(self, frame, index: int, size: tuple[int, int] | None) -> torch.Tensor:
+        if not isinstance(frame, torch.Tensor):
+            raise InputError(f"frame {index}: expected a tensor, got {type(frame).__name__}")
+        if frame.dim() == 3:
+            frame = frame.unsqueeze(0)
+        if frame.dim() != 4 or frame.shape[:2] != (1, 3):
+            raise InputError(f"frame {index}: expected an RGB frame shaped (3, H, W), got {tuple(frame.shape)}")
+        if size is not None and tuple(frame.shape[-2:]) != size:
+            raise InputError(f"frame {index} is {frame.shape[-1]}x{frame.shape[-2]}, the video is {size[1]}x{size[0]}")
+        device = self.inter.y_q_dec.device
+        return frame.to(device=device, dtype=torch.float32)
+
+    def compress_frames(self, frames: FrameSource, rate_index: int = 0, intra_rate_index: int | None = None,
+                        frame_rate: Fraction | int | float = Fraction(25), gop: GOPConfig | None = None,
+                        on_frame: Callable[[FrameStats], None] | None = None) -> bytes:
+        """A whole sequence in memory (frames given as a list/tensor get an exact frame count)."""
+        buffer = io.BytesIO()
+        count = len(frames) if hasattr(frames, "__len__") else 0
+        self.encode_sequence(frames, buffer, rate_index, intra_rate_index, frame_rate, count, gop, on_frame)
+        return buffer.getvalue()
+
+    def decode_latents(self, source: bytes | BinaryIO, max_side: int | None = None) -> Iterator[DecodedLatent]:
+        """Stream (header, plan, decoded latent) per frame; errors inside a unit name its frame."""
+        options = {} if max_side is None else {"max_side": max_side}
+        reader = SequenceReader(source, expected_model_id=self.model_id, **options)
+        header = reader.header
+        for rate, what in ((header.intra_rate, "intra"), (header.inter_rate, "inter")):
+            if rate >= self.num_rates:
+                raise BitstreamError(f"{what} rate index {rate} is out of range for this model ({self.num_rates} rates)")
+        gop = GOPConfig(header.intra_period, header.reset_interval)
+        ref_latent = None
+        for unit in reader:
+            plan = plan_frame(unit.index, gop)
+            rate = header.intra_rate if plan.intra else header.inter_rate
+            try:
+                ref_latent = self.decode_frame(unit.payload, plan, rate, header.height, header.width, ref_latent)
+            except BitstreamError as exc:
+                raise FrameUnitError(unit.index, str(exc)) from None
+            yield DecodedLatent(header, plan, ref_latent)
+
+    def decode_sequence(self, source: bytes | BinaryIO, max_side: int | None = None) -> Iterator[torch.Tensor]:
+        """Stream decoded [0, 1] frames (1, 3, H, W) one by one: memory holds one unit, one frame
+        and the reference latent, whatever the sequence length."""
+        for decoded in self.decode_latents(source, max_side):
+            yield self.generate(decoded.latent_hat, decoded.plan, decoded.header.height, decoded.header.width)
+
+    def read_header(self, data: bytes | BinaryIO) -> SequenceHeader:
+        return SequenceReader(data, expected_model_id=self.model_id).header
+
+    def compress(self, x: torch.Tensor, rate_index: int = 0) -> bytes:
+        """Frames (T, 3, H, W) or (1, T, 3, H, W) in [0, 1] -> sequence file bytes."""
+        if x.dim() == 5 and x.shape[0] == 1:
+            x = x[0]
+        if x.dim() != 4:
+            raise InputError(f"expected frames shaped (T, 3, H, W), got {tuple(x.shape)}")
+        return self.compress_frames(list(x.unbind(0)), rate_index)
+
+    def decompress(self, data: bytes) -> torch.Tensor:
+        """Sequence file bytes -> (T, 3, H, W) in [0, 1]."""
+        return torch.cat(list(self.decode_sequence(data)), 0)
+
+    @torch.inference_mode()
+    def estimate_bits(self, frames: torch.Tensor, rate_index: int = 0) -> list[float]:
+        """Official per-frame rate estimates (no file written)."""
+        return [s.estimated_bits for s in self._stats_of(frames, rate_index)]
+
+    def _stats_of(self, frames: torch.Tensor, rate_index: int) -> list[FrameStats]:
+        stats: list[FrameStats] = []
+        self.compress_frames(list(frames.unbind(0)), rate_index, on_frame=stats.append)
+        return stats
+
+    # -- official checkpoints --------------------------------------------------------------------
+    @classmethod
+    def from_official_state_dicts(cls, intra_state: dict[str, torch.Tensor], inter_state: dict[str, torch.Tensor],
+                                  intra_source: str = "intra state dict",
+                                  inter_source: str = "inter state dict") -> "GLCVideo":
+        """The official I model (4 rates, loaded strictly, then interpolated to 64 levels) and the
+        official P model (loaded strictly: a missing or unexpected key is a WeightsError naming it)."""
+        intra = GLCImage.from_official_state_dict(intra_state, source=intra_source)
+        intra.interpolate_rates(OFFICIAL_RATE_LEVELS)
+        config = GLCVideoConfig(intra=intra.config)
+        model = cls(config, intra=intra)
+        load_inter_strict(model.inter, inter_state, inter_source)
+        return model.eval()
+
+    @classmethod
+    def from_official(cls, intra_path: str | os.PathLike, inter_path: str | os.PathLike,
+                      device: str | torch.device = "cpu") -> "GLCVideo":
+        """Load the official GLC image (I) and video (P) checkpoints (.pth)."""
+        return cls.from_official_state_dicts(load_official_checkpoint(intra_path), load_official_checkpoint(inter_path),
+                                             str(intra_path), str(inter_path)).to(device)
+
+
+INTER_OPTIONAL_PREFIXES = ("vqgan.quantize.",)
+
+
+def load_inter_strict(inter: GLCVideoInter, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load of an official-layout P-model state dict (only the unused VQGAN codebook may be
+    dropped); every missing or unexpected key is named in the WeightsError."""
+    own = inter.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(INTER_OPTIONAL_PREFIXES) or k in own}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:5])}"
+                         f"{' ...' if len(unexpected) > 5 else ''}")
+        raise WeightsError(f"{source}: not GLC-video P-model weights: " + "; ".join(parts))
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise WeightsError(f"{source}: {key} has shape {tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}")
+    inter.load_state_dict(state, strict=True)
