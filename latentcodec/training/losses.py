@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -126,3 +127,39 @@ def adaptive_gan_weight(
 def per_sample_mean(t: torch.Tensor) -> torch.Tensor:
     return t.float().flatten(1).mean(1)
 
+
+
+class _LowerBound(torch.autograd.Function):
+    """max(x, bound), letting the gradient through below the bound when it pushes x upwards."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp_min(bound)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        passes = (x >= ctx.bound) | (grad < 0)
+        return grad * passes, None
+
+
+def trainable_residual_bits(symbols: torch.Tensor, scales: torch.Tensor, scale_floor: float = 0.11) -> torch.Tensor:
+    """Bits of each integer residual under N(0, sigma) on [r - 1/2, r + 1/2], with gradients everywhere.
+
+    The official estimate (``gaussian_residual_bits``) clamps sigma at 1e-5 and adds 1e-5 to the
+    likelihood: a residual far in the tail of a tiny sigma costs a flat 16.6 bits with zero
+    gradient, and a freshly initialised prior puts ~10% of the elements there, where they stay
+    (measured: 95% of the estimated rate after 250 stage-II steps). Here sigma is floored at the
+    real coder's smallest table scale (0.11, SYSTEMS.md 1.3) with a gradient that may lift it,
+    and the interval mass is computed in log space (log_ndtr), so tail residuals keep a gradient
+    of the order of r^2 / sigma^2.
+    """
+    sigma = _LowerBound.apply(scales.float(), scale_floor)
+    magnitude = symbols.float().abs()
+    log_upper = torch.special.log_ndtr((0.5 - magnitude) / sigma)
+    log_lower = torch.special.log_ndtr((-0.5 - magnitude) / sigma)
+    gap = (log_lower - log_upper).clamp_max(-1e-7)
+    log_likelihood = log_upper + torch.log1p(-torch.exp(gap))
+    return -log_likelihood / math.log(2.0)

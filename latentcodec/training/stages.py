@@ -21,6 +21,7 @@ from latentcodec.training.losses import (
     adaptive_gan_weight,
     hinge_generator_loss,
     per_sample_mean,
+    trainable_residual_bits,
 )
 
 
@@ -141,27 +142,44 @@ class StageObjective(nn.Module):
 
     def _codec(self, x01, rates, lambdas, discriminator, pixels: bool) -> StageLosses:
         model, weights = self.model, self.config.losses
-        out = model(x01, rates, decode_pixels=pixels)
-        bpp = (out.y_bits.float().sum(dim=(1, 2, 3)) + out.z_bits) / out.num_pixels
-        latent_mse = per_sample_mean((out.latent_hat - out.latent.detach()) ** 2)
+        x = model.pad(x01)
+        # The encoder side of GLCImage.forward, unrolled so the rate can use the trainable
+        # estimator (see trainable_residual_bits) and the z_vq loss its own codeword lookup.
+        encoded = model.analyse(x, rates)
+        y_bits = trainable_residual_bits(encoded.steps.symbols, encoded.steps.scales)
+        z_bits = float(model.z_bits_per_image(*x01.shape[-2:]))
+        bpp = (y_bits.sum(dim=(1, 2, 3)) + z_bits) / (x01.shape[-2] * x01.shape[-1])
+        vq_loss = self._z_vq_loss(encoded.z, encoded.z_indices)
+        latent, latent_hat = encoded.latent.detach(), encoded.latent_hat
+        latent_mse = per_sample_mean((latent_hat - latent) ** 2)
         distortion = weights.latent_mse * latent_mse
         zero = bpp.new_zeros(())
         l1 = perceptual = ms_ssim = torch.zeros_like(bpp)
-        x = model.pad(x01)
         gan_term = gan = gan_weight = zero
+        x_hat = model.vqgan.generator(latent_hat) if pixels else None
         if pixels:
-            pixel_distortion, l1, perceptual, ms_ssim = self._pixel_terms(out.x_hat, x, discriminator)
+            pixel_distortion, l1, perceptual, ms_ssim = self._pixel_terms(x_hat, x, discriminator)
             distortion = distortion + pixel_distortion
         weighted = (lambdas[rates] * distortion).mean()
         if pixels:
-            gan_term, gan, gan_weight = self._gan_terms(weighted, out.x_hat, discriminator)
-        code_ce = cross_entropy(out.code_logits, out.code_targets) if weights.code_ce else zero
-        code_pix_ce = zero
-        if pixels and weights.code_pix_ce:
-            # The second head reads the latent re-encoded from the reconstruction (SYSTEMS.md 2.8 [U]).
-            code_pix_ce = cross_entropy(model.code_pred_pix_loss(model.vqgan.encoder(out.x_hat)), out.code_targets)
+            gan_term, gan, gan_weight = self._gan_terms(weighted, x_hat, discriminator)
+        code_ce = code_pix_ce = zero
+        if weights.code_ce or (pixels and weights.code_pix_ce):
+            with torch.no_grad():
+                targets = model.vqgan.quantize.indices(latent).flatten(1)
+            if weights.code_ce:
+                code_ce = cross_entropy(model.code_pred_loss(latent_hat), targets)
+            if pixels and weights.code_pix_ce:
+                # The second head reads the latent re-encoded from the reconstruction (SYSTEMS.md 2.8 [U]).
+                code_pix_ce = cross_entropy(model.code_pred_pix_loss(model.vqgan.encoder(x_hat)), targets)
         total = (bpp.mean() + weighted + gan_term + weights.code_ce * code_ce + weights.code_pix_ce * code_pix_ce
-                 + weights.codebook * out.vq_loss)
-        return StageLosses(total, out.x_hat, x, rates, bpp.detach(), l1.mean().detach(), perceptual.mean().detach(),
-                           ms_ssim.mean().detach(), gan, gan_weight, out.vq_loss.detach(), latent_mse.mean().detach(),
+                 + weights.codebook * vq_loss)
+        return StageLosses(total, x_hat, x, rates, bpp.detach(), l1.mean().detach(), perceptual.mean().detach(),
+                           ms_ssim.mean().detach(), gan, gan_weight, vq_loss.detach(), latent_mse.mean().detach(),
                            code_ce.detach(), code_pix_ce.detach())
+
+    def _z_vq_loss(self, z: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Commitment (weight 1) + beta * codebook term of z_vq, as VectorQuantizer.forward computes it."""
+        quantizer = self.model.z_vq
+        codewords = quantizer.lookup(indices)
+        return F.mse_loss(z, codewords.detach()) + quantizer.beta * F.mse_loss(codewords, z.detach())

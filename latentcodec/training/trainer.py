@@ -187,8 +187,9 @@ class Trainer:
         self.model.to(self.device)
         parameters = set_trainable(self.model, config)
 
-        perceptual_kind, self.perceptual_note = self._perceptual_choice()
         needs_pixels = config.stage in ("vqgan", "joint")
+        perceptual_kind, self.perceptual_note = (self._perceptual_choice() if needs_pixels
+                                                 else ("none", "none (no pixel loss in this stage)"))
         self.perceptual = None
         if needs_pixels and perceptual_kind != "none" and config.losses.perceptual:
             self.perceptual = PerceptualLoss(perceptual_kind, config.losses.feature_matching, config.losses.ms_ssim)
