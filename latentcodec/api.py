@@ -4,13 +4,21 @@
     data = codec.compress(pil_image)       # bytes: the whole file
     image = codec.decompress(data)         # PIL.Image of the original size
     bits = codec.estimate_bits(pil_image)  # the model's own rate estimate, in bits
+
+    video = latentcodec.load("glc-video", quality=21)   # a VideoCodec
+    data = video.compress_video("clip.y4m")             # bytes: the sequence file
+    frames = video.decompress_video(data)               # list of PIL.Image
 """
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -99,8 +107,165 @@ def load(
     quality: int = 0,
     weights: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
-) -> ImageCodec:
+) -> "ImageCodec | VideoCodec":
+    """An ImageCodec for image models, a VideoCodec for video models (e.g. ``glc-video``)."""
     model, entry, source = load_model(name, weights, device)
-    if entry.kind != "image":
-        raise LatentCodecError(f"{name} is a {entry.kind} codec; use load_video")
+    if entry.kind == "video":
+        return VideoCodec(model.eval(), entry, quality, source)
     return ImageCodec(model.eval(), entry, quality, source)
+
+
+def load_video(
+    name: str = "glc-video",
+    quality: int = 0,
+    weights: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    intra_quality: int | None = None,
+) -> "VideoCodec":
+    """A registered video codec; ``intra_quality`` sets the I-frame rate level (default: ``quality``)."""
+    entry = get_entry(name)
+    if entry.kind != "video":
+        raise LatentCodecError(f"{name} is an {entry.kind} codec; use load")
+    model, entry, source = load_model(name, weights, device)
+    return VideoCodec(model.eval(), entry, quality, source, intra_quality)
+
+
+def _tqdm_disable(progress: bool | None) -> bool | None:
+    return None if progress is None else not progress
+
+
+class VideoCodec:
+    """A loaded video codec at one quality (rate level, 0 = lowest rate).
+
+        codec = latentcodec.load("glc-video", quality=21)
+        data = codec.compress_video("clip.y4m")          # or a list of PIL images / arrays / a tensor
+        frames = codec.decompress_video(data)            # list of PIL.Image
+        for frame in codec.iter_decompress_video(data):  # streaming, bounded memory
+            ...
+    """
+
+    def __init__(self, model, entry: ModelEntry, quality: int, weights_source: str, intra_quality: int | None = None):
+        for value, what in ((quality, "quality"), (intra_quality, "intra quality")):
+            if value is not None and not (isinstance(value, int) and 0 <= value < model.num_rates):
+                raise LatentCodecError(f"{what} {value!r} out of range for {entry.name}: 0..{model.num_rates - 1}")
+        self.model = model
+        self.entry = entry
+        self.quality = quality
+        self.intra_quality = intra_quality
+        self.weights_source = weights_source
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def num_qualities(self) -> int:
+        return self.model.num_rates
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def at_quality(self, quality: int, intra_quality: int | None = None) -> "VideoCodec":
+        return VideoCodec(self.model, self.entry, quality, self.weights_source, intra_quality)
+
+    # -- compression -------------------------------------------------------------------------
+    def _frame_source(self, source, frame_rate):
+        """(iterable of (1, 3, H, W) tensors, frame rate, frame count or 0, closer)."""
+        from fractions import Fraction
+
+        from latentcodec.data.video import frame_to_tensor, open_video
+
+        if isinstance(source, (str, os.PathLike)):
+            reader = open_video(source, frame_rate=frame_rate)
+            rate = Fraction(frame_rate) if frame_rate is not None else reader.info.frame_rate
+            return (frame_to_tensor(f) for f in reader), rate, reader.info.frame_count or 0, reader.close
+        rate = Fraction(frame_rate) if frame_rate is not None else Fraction(25)
+        if isinstance(source, torch.Tensor):
+            if source.dim() == 5 and source.shape[0] == 1:
+                source = source[0]
+            if source.dim() != 4 or source.shape[1] != 3:
+                raise LatentCodecError(f"expected frames shaped (T, 3, H, W) in [0, 1], got {tuple(source.shape)}")
+            return [f.unsqueeze(0) for f in source.unbind(0)], rate, source.shape[0], None
+        if isinstance(source, np.ndarray):
+            if source.ndim != 4 or source.shape[-1] != 3 or source.dtype != np.uint8:
+                raise LatentCodecError(f"expected a (T, H, W, 3) uint8 array, got {source.shape} {source.dtype}")
+            return [frame_to_tensor(f) for f in source], rate, source.shape[0], None
+        if isinstance(source, (list, tuple)):
+            frames = []
+            for index, frame in enumerate(source):
+                if isinstance(frame, Image.Image):
+                    frames.append(pil_to_tensor(to_rgb(frame)))
+                elif isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[-1] == 3 and frame.dtype == np.uint8:
+                    frames.append(frame_to_tensor(frame))
+                elif isinstance(frame, torch.Tensor):
+                    frames.append(frame if frame.dim() == 4 else frame.unsqueeze(0))
+                else:
+                    raise LatentCodecError(f"frame {index}: expected a PIL.Image, an (H, W, 3) uint8 array or a "
+                                           f"tensor, got {type(frame).__name__}")
+            return frames, rate, len(frames), None
+        raise LatentCodecError(f"expected a video path, a list of frames, an array or a tensor, got {type(source).__name__}")
+
+    def compress_video_to(self, source, stream, frame_rate=None, progress: bool | None = False, on_frame=None) -> int:
+        """Stream ``source`` (path, frames, array or tensor) into a binary ``stream``; returns the
+        number of frames. Memory holds one frame at a time when ``source`` is a path. ``progress``
+        True shows a per-frame bar, None shows it on a terminal only."""
+        from tqdm import tqdm
+
+        frames, rate, count, close = self._frame_source(source, frame_rate)
+        bar = tqdm(total=count or None, unit="frame", desc="compress", disable=_tqdm_disable(progress), file=sys.stderr)
+
+        def report(stats) -> None:
+            bar.update(1)
+            bar.set_postfix_str(f"{'I' if stats.intra else 'P'} {stats.unit_bytes} B", refresh=False)
+            if on_frame is not None:
+                on_frame(stats)
+
+        try:
+            return self.model.encode_sequence(frames, stream, self.quality, self.intra_quality, rate, count,
+                                              on_frame=report)
+        finally:
+            bar.close()
+            if close is not None:
+                close()
+
+    def compress_video(self, source, frame_rate=None, progress: bool | None = False, on_frame=None) -> bytes:
+        """The whole sequence file as bytes."""
+        buffer = io.BytesIO()
+        self.compress_video_to(source, buffer, frame_rate, progress, on_frame)
+        return buffer.getvalue()
+
+    # -- decompression -----------------------------------------------------------------------
+    def iter_decompress_video(self, data, progress: bool | None = False) -> Iterator[Image.Image]:
+        """Decoded frames one by one from bytes, a path or a binary stream (bounded memory)."""
+        from tqdm import tqdm
+
+        owned = None
+        if isinstance(data, (str, os.PathLike)):
+            path = Path(data)
+            if not path.is_file():
+                raise LatentCodecError(f"{path}: no such file")
+            data = owned = open(path, "rb")
+        elif isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        elif not isinstance(data, bytes) and not hasattr(data, "read"):
+            raise LatentCodecError(f"expected bytes, a path or a binary stream, got {type(data).__name__}")
+        try:
+            frames = self.model.decode_sequence(data)
+            with tqdm(unit="frame", desc="decompress", disable=_tqdm_disable(progress), file=sys.stderr) as bar:
+                for frame in frames:
+                    bar.update(1)
+                    yield tensor_to_pil(frame)
+        finally:
+            if owned is not None:
+                owned.close()
+
+    def read_header(self, data):
+        return self.model.read_header(data)
+
+    def decompress_video(self, data) -> list[Image.Image]:
+        return list(self.iter_decompress_video(data))
+
+    def __repr__(self) -> str:
+        return (f"VideoCodec({self.name!r}, quality={self.quality}, intra_quality={self.intra_quality}, "
+                f"weights={self.weights_source!r})")

@@ -16,6 +16,7 @@ from pathlib import Path
 from latentcodec.errors import InputError, LatentCodecError
 
 IMAGE_FILE_SUFFIX = ".lci"
+VIDEO_FILE_SUFFIX = ".lcv"
 
 
 # -- output files ------------------------------------------------------------------------
@@ -94,7 +95,9 @@ def run_files(files, work, description: str) -> int:
 # -- commands ------------------------------------------------------------------------------
 def _add_model_options(parser: argparse.ArgumentParser, with_model: bool = True) -> None:
     if with_model:
-        parser.add_argument("--model", default="glc-image", help="registered codec name (see `latentcodec models`)")
+        parser.add_argument("--model", default=None,
+                            help="registered codec name (see `latentcodec models`); default glc-image for images, "
+                                 "glc-video for videos")
         parser.add_argument("--quality", type=int, default=0, help="rate index, 0 = lowest rate")
     parser.add_argument("--weights", default=None, help="save_pretrained directory or official checkpoint; default: shipped weights")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -103,12 +106,72 @@ def _add_model_options(parser: argparse.ArgumentParser, with_model: bool = True)
 def _load_codec(args, name=None, quality=None):
     from latentcodec.api import load
 
-    return load(name or args.model, quality=args.quality if quality is None else quality, weights=args.weights, device=args.device)
+    return load(name or args.model or "glc-image", quality=args.quality if quality is None else quality,
+                weights=args.weights, device=args.device)
+
+
+def _is_video_job(args) -> bool:
+    """Videos: any input is a video file, the model is a video codec, or the output is a .lcv file
+    (then a folder input is one video of PNG frames)."""
+    from latentcodec.data.video import is_video_path
+    from latentcodec.zoo.registry import get_entry
+
+    if args.model is not None and get_entry(args.model).kind == "video":
+        return True
+    if args.output is not None and args.output.lower().endswith(VIDEO_FILE_SUFFIX):
+        return True
+    return any(is_video_path(name) for name in args.inputs)
+
+
+def _progress_enabled(args) -> bool | None:
+    # None lets tqdm show bars on a terminal only, so logs and captured stderr stay one line per error.
+    return False if getattr(args, "quiet", False) else None
+
+
+def _tqdm_disable(args) -> bool | None:
+    return True if getattr(args, "quiet", False) else None
+
+
+def cmd_compress_video(args) -> int:
+    from latentcodec.api import load_video
+    from latentcodec.data.video import open_video
+
+    sources = [Path(name) for name in args.inputs]
+    many = len(sources) > 1
+    codec = load_video(args.model or "glc-video", quality=args.quality, weights=args.weights, device=args.device,
+                       intra_quality=args.intra_quality)
+
+    def work(path: Path, root: Path) -> None:
+        target = output_path(path, root, args.output, VIDEO_FILE_SUFFIX, many)
+        if path.is_dir() and not many and args.output is None:
+            target = path.with_suffix(VIDEO_FILE_SUFFIX)
+        if target.exists() and not args.force:
+            raise InputError(f"{target} exists (use --force to overwrite)")
+        with open_video(path, frame_rate=args.frame_rate) as reader:
+            info = reader.info
+        frames = 0
+
+        def save(tmp: str) -> None:
+            nonlocal frames
+            with open(tmp, "wb") as stream:
+                frames = codec.compress_video_to(path, stream, args.frame_rate, _progress_enabled(args))
+
+        atomic_write(target, save=save, force=args.force)
+        size = target.stat().st_size
+        bpp = 8 * size / (frames * info.width * info.height)
+        print(f"{target}: {frames} frames {info.width}x{info.height}, {size} bytes, {bpp:.5f} bpp")
+
+    for source in sources:
+        if not source.exists():
+            raise InputError(f"{source}: no such file or directory")
+    return run_files([(p, p.parent) for p in sources], work, "compress")
 
 
 def cmd_compress(args) -> int:
     from latentcodec.data.images import IMAGE_SUFFIXES, load_rgb
 
+    if _is_video_job(args):
+        return cmd_compress_video(args)
     files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
     codec = _load_codec(args)
     many = len(files) > 1
@@ -138,11 +201,13 @@ def cmd_decompress(args) -> int:
     from latentcodec.errors import BitstreamError
     from latentcodec.zoo.registry import get_entry_by_id
 
-    files = expand_inputs(args.inputs, (IMAGE_FILE_SUFFIX,))
+    files = expand_inputs(args.inputs, (IMAGE_FILE_SUFFIX, VIDEO_FILE_SUFFIX))
     many = len(files) > 1
     models: dict[int, object] = {}
 
     def work(path: Path, root: Path) -> None:
+        if _is_sequence_file(path):
+            return _decompress_video(path, root, args, many, models)
         target = output_path(path, root, args.output, ".png", many)
         if target.exists() and not args.force:
             raise InputError(f"{target} exists (use --force to overwrite)")
@@ -161,6 +226,95 @@ def cmd_decompress(args) -> int:
             print(f"{target}: {image.width}x{image.height}")
 
     return run_files(files, work, "decompress")
+
+
+def _is_sequence_file(path: Path) -> bool:
+    from latentcodec.bitstream import FileKind, parse_lead_byte
+
+    with open(read_path(path), "rb") as f:
+        first = f.read(1)
+    return parse_lead_byte(first) is FileKind.VIDEO_SEQUENCE
+
+
+def read_path(path: Path) -> Path:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory")
+    return path
+
+
+def _video_target(path: Path, root: Path, output: str | None, many: bool) -> Path:
+    """out.y4m / out.mp4 / out.mkv, or a folder of PNG frames (a name without a video suffix)."""
+    from latentcodec.data.video import VIDEO_SUFFIXES
+
+    if output is None:
+        return path.with_suffix(".y4m")
+    out = Path(output)
+    if many:
+        return (out / path.relative_to(root)).with_suffix(".y4m")
+    return out  # a video file by its suffix, otherwise a folder of PNG frames
+
+
+def _decompress_video(path: Path, root: Path, args, many: bool, models: dict) -> None:
+    from latentcodec.api import VideoCodec, load_model
+    from latentcodec.bitstream import SequenceReader
+    from latentcodec.data.video import VIDEO_SUFFIXES, open_video_writer, tensor_to_frame
+    from latentcodec.errors import BitstreamError
+    from latentcodec.zoo.registry import get_entry_by_id
+
+    target = _video_target(path, root, args.output, many)
+    to_folder = target.suffix.lower() not in VIDEO_SUFFIXES or (args.output or "").endswith(os.sep)
+    if to_folder:
+        if target.exists() and not target.is_dir():
+            raise InputError(f"{target} exists and is not a folder")
+        if target.is_dir() and any(target.glob("frame_*.png")) and not args.force:
+            raise InputError(f"{target} already holds frame_*.png files (use --force to overwrite)")
+    elif target.exists() and not args.force:
+        raise InputError(f"{target} exists (use --force to overwrite)")
+    with open(path, "rb") as stream:
+        header = SequenceReader(stream).header
+    try:
+        entry = get_entry_by_id(header.model_id)
+    except LatentCodecError:
+        raise BitstreamError(f"file names model id {header.model_id}, which no registered codec has") from None
+    if header.model_id not in models:
+        models[header.model_id] = load_model(entry.name, args.weights, args.device)[0].eval()
+    codec = VideoCodec(models[header.model_id], entry, header.inter_rate, args.weights or "default")
+    count = 0
+
+    def write_frames(destination) -> None:
+        nonlocal count
+        from tqdm import tqdm
+
+        with open(path, "rb") as stream, open_video_writer(destination, header.width, header.height,
+                                                          header.frame_rate, lossless=args.lossless) as writer:
+            bar = tqdm(total=header.frame_count or None, unit="frame", desc=path.name, file=sys.stderr,
+                       disable=_tqdm_disable(args))
+            with bar:
+                for frame in codec.model.decode_sequence(stream):
+                    writer.write(tensor_to_frame(frame))
+                    bar.update(1)
+                    count += 1
+
+    if to_folder:
+        # Frames go to a hidden sibling folder and are moved in only once the whole video decoded,
+        # so a corrupt file leaves no partial frames; other files in the target folder are untouched.
+        import shutil
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
+        try:
+            write_frames(staging)
+            target.mkdir(exist_ok=True)
+            for frame_file in sorted(staging.glob("frame_*.png")):
+                os.replace(frame_file, target / frame_file.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    else:
+        atomic_write(target, save=write_frames, force=args.force)
+    if not many:
+        print(f"{target}: {count} frames {header.width}x{header.height}")
 
 
 def cmd_roundtrip(args) -> int:
@@ -214,9 +368,14 @@ def cmd_roundtrip(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from latentcodec.bitstream import describe_image_file
+    from latentcodec.bitstream import describe_image_file, describe_sequence_file
 
-    info = describe_image_file(read_bytes(Path(args.file)))
+    path = Path(args.file)
+    if _is_sequence_file(path):
+        with open(path, "rb") as stream:
+            info = describe_sequence_file(stream)
+    else:
+        info = describe_image_file(read_bytes(path))
     if args.json:
         print(json.dumps(dataclasses.asdict(info), indent=2))
     else:
@@ -242,18 +401,39 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _fraction(text: str):
+    from fractions import Fraction
+
+    try:
+        value = Fraction(text.replace(":", "/"))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a frame rate: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the frame rate must be positive, got {text!r}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("compress", help="compress images to .lci files")
-    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p = subparsers.add_parser("compress", help="compress images to .lci files, videos to .lcv files")
+    p.add_argument("inputs", nargs="+",
+                   help="image files or folders; videos (.y4m, .mp4, .mkv, ...) or folders of PNG frames with -o x.lcv")
     p.add_argument("-o", "--output", help="output file (one input) or folder")
     _add_model_options(p)
+    p.add_argument("--intra-quality", type=int, default=None, help="videos: I-frame rate index (default: --quality)")
+    p.add_argument("--frame-rate", type=_fraction, default=None,
+                   help="videos: frame rate, e.g. 25 or 30000/1001 (default: from the input; 25 for PNG frames)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(func=cmd_compress)
 
-    p = subparsers.add_parser("decompress", help="decompress .lci files to images")
-    p.add_argument("inputs", nargs="+", help=".lci files or folders")
-    p.add_argument("-o", "--output", help="output image (one input; format from suffix) or folder")
+    p = subparsers.add_parser("decompress", help="decompress .lci files to images, .lcv files to videos")
+    p.add_argument("inputs", nargs="+", help=".lci/.lcv files or folders")
+    p.add_argument("-o", "--output",
+                   help="output image (one input; format from suffix) or folder; for a video: out.y4m, out.mp4, "
+                        "out.mkv, or a folder (PNG frames)")
     _add_model_options(p, with_model=False)
+    p.add_argument("--lossless", action="store_true", help="videos to .mp4/.mkv: lossless RGB H.264 instead of CRF 12")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(func=cmd_decompress)
 

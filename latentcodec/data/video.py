@@ -532,7 +532,8 @@ def frame_to_tensor(frame: np.ndarray):
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    # A copy: frames are often read-only views (np.frombuffer, PIL), which torch will not wrap.
+    return torch.from_numpy(np.array(frame, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
 def tensor_to_frame(x) -> np.ndarray:
