@@ -90,6 +90,10 @@ def load_model(name: str, weights: str | os.PathLike | None = None, device: str 
                 f"save_pretrained, or an official checkpoint file)"
             )
         return cls.from_pretrained(path, device=device), entry, f"default ({path.name})"
+    pair = _official_pair(weights)
+    if pair is not None and entry.kind == "video":
+        # GLC-video ships as two official checkpoints: the image (I-frame) and video (P-frame) models.
+        return cls.from_official(*pair, device=device), entry, f"{pair[0]} + {pair[1]}"
     path = Path(weights)
     if path.is_dir():
         if not (path / CONFIG_FILE).is_file():
@@ -100,6 +104,16 @@ def load_model(name: str, weights: str | os.PathLike | None = None, device: str 
             return cls.from_official(path, device=device), entry, str(path)
         raise WeightsError(f"{path}: unsupported weights file (give a save_pretrained directory or an official .pth)")
     raise WeightsError(f"weights {path} not found")
+
+
+def _official_pair(weights) -> tuple[Path, Path] | None:
+    """``"image.pth,video.pth"`` or a (image, video) pair of paths; None for anything else."""
+    if isinstance(weights, (tuple, list)) and len(weights) == 2:
+        return Path(weights[0]), Path(weights[1])
+    if isinstance(weights, str) and "," in weights and not Path(weights).exists():
+        first, _, second = weights.partition(",")
+        return Path(first.strip()), Path(second.strip())
+    return None
 
 
 def load(

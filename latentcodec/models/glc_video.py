@@ -719,9 +719,13 @@ class GLCVideo(LatentCodec):
         return model.eval()
 
     @classmethod
-    def from_official(cls, intra_path: str | os.PathLike, inter_path: str | os.PathLike,
+    def from_official(cls, intra_path: str | os.PathLike, inter_path: str | os.PathLike | None = None,
                       device: str | torch.device = "cpu") -> "GLCVideo":
-        """Load the official GLC image (I) and video (P) checkpoints (.pth)."""
+        """Load the official GLC image (I) and video (P) checkpoints (.pth); ``latentcodec.load``
+        takes them as ``weights="image.pth,video.pth"``."""
+        if inter_path is None:
+            raise WeightsError(f"{intra_path}: GLC-video needs two official checkpoints, the image (I-frame) and "
+                               "the video (P-frame) model; pass weights as 'image.pth,video.pth'")
         return cls.from_official_state_dicts(load_official_checkpoint(intra_path), load_official_checkpoint(inter_path),
                                              str(intra_path), str(inter_path)).to(device)
 

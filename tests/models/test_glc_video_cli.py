@@ -83,6 +83,8 @@ def test_api_errors(weights):
         load_video("glc-image")
     with pytest.raises(WeightsError, match="no default weights"):
         load_video("glc-video")
+    with pytest.raises(WeightsError, match="i.pth not found"):
+        load_video(weights="missing/i.pth,missing/p.pth")
     codec = load_video(weights=weights)
     with pytest.raises(LatentCodecError, match="frame 1"):
         codec.compress_video([Image.fromarray(frames()[0]), "not a frame"])

@@ -225,3 +225,21 @@ def test_official_p_model_key_set_is_exactly_the_reference_list(model, shared_di
     official = {key: tuple(shape) for key, shape, *_ in spec if not key.startswith("vqgan.quantize.")}
     ours = {key: tuple(v.shape) for key, v in model.inter.state_dict().items()}
     assert ours == official
+
+
+def test_official_checkpoint_files_load_through_the_api(model, tmp_path):
+    """The two official .pth files (I: 4 rate levels, P) load via latentcodec.load("glc-video", weights="i,p")."""
+    import latentcodec
+
+    intra_state = dict(model.intra.state_dict())
+    for name in ("q_enc", "q_dec"):  # rows 0, 21, 42, 63 are exactly the official four levels
+        intra_state[name] = intra_state[name][[0, 21, 42, 63]].clone()
+    intra_path, inter_path = tmp_path / "glc_image.pth", tmp_path / "glc_video.pth"
+    torch.save({"state_dict": intra_state}, intra_path)
+    torch.save({f"module.{k}": v for k, v in model.inter.state_dict().items()}, inter_path)
+    del intra_state
+    codec = latentcodec.load("glc-video", quality=63, weights=f"{intra_path},{inter_path}")
+    loaded = codec.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(WeightsError, match="two official checkpoints"):
+        GLCVideo.from_official(inter_path)
