@@ -210,7 +210,8 @@ class VideoCodec:
             for index, frame in enumerate(source):
                 if isinstance(frame, Image.Image):
                     frames.append(pil_to_tensor(to_rgb(frame)))
-                elif isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[-1] == 3 and frame.dtype == np.uint8:
+                elif isinstance(frame, np.ndarray) and frame.shape[-1:] == (3,) and frame.ndim == 3 \
+                        and frame.dtype == np.uint8:
                     frames.append(frame_to_tensor(frame))
                 elif isinstance(frame, torch.Tensor):
                     frames.append(frame if frame.dim() == 4 else frame.unsqueeze(0))
@@ -218,7 +219,8 @@ class VideoCodec:
                     raise LatentCodecError(f"frame {index}: expected a PIL.Image, an (H, W, 3) uint8 array or a "
                                            f"tensor, got {type(frame).__name__}")
             return frames, rate, len(frames), None
-        raise LatentCodecError(f"expected a video path, a list of frames, an array or a tensor, got {type(source).__name__}")
+        raise LatentCodecError("expected a video path, a list of frames, an array or a tensor, "
+                               f"got {type(source).__name__}")
 
     def compress_video_to(self, source, stream, frame_rate=None, progress: bool | None = False, on_frame=None) -> int:
         """Stream ``source`` (path, frames, array or tensor) into a binary ``stream``; returns the

@@ -218,7 +218,8 @@ class _ByteSource:
             value += ((byte[0] & 0x7F) + (1 if index else 0)) << (7 * index)
             if not byte[0] & 0x80:
                 return value, bytes(raw)
-        raise BitstreamError(f"corrupt file: the {field} at offset {start} is a varint longer than {MAX_VARINT_BYTES} bytes")
+        raise BitstreamError(f"corrupt file: the {field} at offset {start} is a varint longer than "
+                             f"{MAX_VARINT_BYTES} bytes")
 
 
 def _model_name(model_id: int) -> str | None:
@@ -295,7 +296,8 @@ class SequenceReader:
             if header.frame_count:
                 raise FrameUnitError(index, f"truncated file: the header announces {header.frame_count} frames "
                                             f"but the file ends after {index}")
-            raise FrameUnitError(index, f"truncated file: it ends after {index} frames without the end-of-sequence marker")
+            raise FrameUnitError(index, f"truncated file: it ends after {index} frames without the "
+                                        "end-of-sequence marker")
         if first[0] == END_OF_SEQUENCE:
             if header.frame_count:
                 raise FrameUnitError(index, "corrupt frame unit: a zero length (end marker) in a sequence with "
@@ -328,7 +330,8 @@ class SequenceReader:
         while byte & 0x80:
             if position >= MAX_VARINT_BYTES:
                 self._done = True
-                raise FrameUnitError(index, f"corrupt frame unit: its length is a varint longer than {MAX_VARINT_BYTES} bytes")
+                raise FrameUnitError(index, "corrupt frame unit: its length is a varint longer than "
+                                            f"{MAX_VARINT_BYTES} bytes")
             more = self._source.read(1)
             if not more:
                 self._done = True

@@ -18,7 +18,8 @@ vectors (../shared/reference/glc/README.md section 3):
 
 Writing inverts the matrix and resamples chroma to ceil(H/2) x ceil(W/2) with the same corner-aligned
 bilinear rule (the mirror of reading). In this full-range convention neutral chroma is 127.5, which
-rounds (half to even) to 128: grey round-trips with G exact and R, B within one level. :class:`YUVConversion` also offers BT.601 and limited range for y4m files known to use
+rounds (half to even) to 128: grey round-trips with G exact and R, B within one level.
+:class:`YUVConversion` also offers BT.601 and limited range for y4m files known to use
 them. Containers (decoded by FFmpeg through PyAV) in 8-bit 4:2:0 use the same conversion with the
 matrix and range the stream signals (untagged: BT.601, limited range, FFmpeg's default); other pixel
 formats are converted by swscale. Containers we write are tagged BT.709 full range (or lossless RGB).
@@ -174,9 +175,10 @@ def _parse_rate(text: str, source: str) -> Fraction:
 
 
 class Y4MReader(VideoReader):
-    """Streaming 8-bit 4:2:0 y4m reader; planes are converted with ``conversion`` (BT.709 full range)."""
+    """Streaming 8-bit 4:2:0 y4m reader. ``conversion`` None: BT.709, full range unless the header
+    says ``XCOLORRANGE=LIMITED`` (FFmpeg's tag); pass a :class:`YUVConversion` to override."""
 
-    def __init__(self, source: str | os.PathLike | BinaryIO, conversion: YUVConversion = DEFAULT_CONVERSION):
+    def __init__(self, source: str | os.PathLike | BinaryIO, conversion: YUVConversion | None = None):
         self.conversion = conversion
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
@@ -216,6 +218,9 @@ class Y4MReader(VideoReader):
         if params.get("I", "p") not in ("p", "?"):
             raise InputError(f"{self.name}: interlaced y4m (I{params['I']}) is not supported")
         rate = _parse_rate(params.get("F", "25:1"), self.name)
+        if self.conversion is None:
+            limited = any(item.upper() == "XCOLORRANGE=LIMITED" for item in fields)
+            self.conversion = BT709_LIMITED if limited else BT709_FULL
         self.width, self.height = width, height
         self._luma = width * height
         self._chroma_shape = ((height + 1) // 2, (width + 1) // 2)
@@ -360,7 +365,7 @@ def is_video_path(path: str | os.PathLike) -> bool:
 
 
 def open_video(path: str | os.PathLike, frame_rate: Fraction | int | None = None,
-               conversion: YUVConversion = DEFAULT_CONVERSION) -> VideoReader:
+               conversion: YUVConversion | None = None) -> VideoReader:
     """A reader for a y4m file, a container file or a folder of PNG frames (``frame_rate`` then
     sets the rate, 25 by default)."""
     path = Path(path)
@@ -398,7 +403,8 @@ class VideoWriter:
     def _check(self, frame: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.shape != (self.height, self.width, 3):
-            raise ValueError(f"expected a ({self.height}, {self.width}, 3) uint8 frame, got {frame.shape} {frame.dtype}")
+            raise ValueError(f"expected a ({self.height}, {self.width}, 3) uint8 frame, "
+                             f"got {frame.shape} {frame.dtype}")
         return frame
 
     def write(self, frame: np.ndarray) -> None:

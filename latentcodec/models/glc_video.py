@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from latentcodec.bitstream.sequence import (
@@ -148,7 +146,8 @@ def plan_frame(index: int, gop: GOPConfig) -> FramePlan:
     """The reference GOP logic, counted from the last I-frame (identical to the reference's global
     frame index whenever the intra period is a multiple of 8 and of the reset interval, as 96 is)."""
     position = index % gop.intra_period if gop.intra_period else index
-    after_intra = position == 1 or (position >= 1 and gop.reset_interval > 0 and (position - 1) % gop.reset_interval == 0)
+    reset = gop.reset_interval > 0 and position >= 1 and (position - 1) % gop.reset_interval == 0
+    after_intra = position == 1 or reset
     adaptor_index = FEATURE_ADAPTOR_PATTERN[position % len(FEATURE_ADAPTOR_PATTERN)]
     return FramePlan(index, position == 0, after_intra, adaptor_index)
 
@@ -209,7 +208,9 @@ class HyperTokenizer(nn.Module):
         super().__init__()
         self.tokens, self.heads = tokens, heads
         weight_channels = tokens * heads
-        self.proj = nn.Sequential(DepthConvBlock3(in_channels, channels), nn.LeakyReLU(0.01), conv1x1(channels, channels))
+        self.proj = nn.Sequential(
+            DepthConvBlock3(in_channels, channels), nn.LeakyReLU(0.01), conv1x1(channels, channels)
+        )
         self.prior_extraction = DepthConvBlock3(in_channels, channels)
         self.enhancement = nn.Sequential(
             DepthConvBlock3(channels + weight_channels), nn.LeakyReLU(0.01),
@@ -309,7 +310,9 @@ class GLCVideoInter(nn.Module):
         self.prior_fusion_adaptor_0 = PriorFusionAdaptor(2 * n, 3 * n)
         self.prior_fusion_adaptor_1 = PriorFusionAdaptor(2 * n, 3 * n)
         self.y_prior_fusion = ConvStack(DepthConvBlock3(3 * n), DepthConvBlock3(3 * n))
-        self.y_spatial_prior = ConvStack(DepthConvBlock3(4 * n, 3 * n), DepthConvBlock3(3 * n), DepthConvBlock3(3 * n, 2 * n))
+        self.y_spatial_prior = ConvStack(
+            DepthConvBlock3(4 * n, 3 * n), DepthConvBlock3(3 * n), DepthConvBlock3(3 * n, 2 * n)
+        )
         self.decoder = ConditionalTransform(n, "dec_1", "dec_2")
         self.z_vq = VectorQuantizer(config.z_codebook_size, n)
         self.vqgan = None if config.share_vqgan else VQGAN(config.intra.vqgan)
@@ -592,7 +595,8 @@ class GLCVideo(LatentCodec):
         rate = Fraction(frame_rate).limit_denominator(1 << 20)
         return SequenceHeader(
             model_id=self.model_id,
-            intra_rate=self._check_rate(rate_index if intra_rate_index is None else intra_rate_index, "intra rate index"),
+            intra_rate=self._check_rate(rate_index if intra_rate_index is None else intra_rate_index,
+                                        "intra rate index"),
             inter_rate=self._check_rate(rate_index),
             height=height,
             width=width,
@@ -661,7 +665,8 @@ class GLCVideo(LatentCodec):
         header = reader.header
         for rate, what in ((header.intra_rate, "intra"), (header.inter_rate, "inter")):
             if rate >= self.num_rates:
-                raise BitstreamError(f"{what} rate index {rate} is out of range for this model ({self.num_rates} rates)")
+                raise BitstreamError(f"{what} rate index {rate} is out of range for this model "
+                                     f"({self.num_rates} rates)")
         gop = GOPConfig(header.intra_period, header.reset_interval)
         ref_latent = None
         for unit in reader:
@@ -750,5 +755,6 @@ def load_inter_strict(inter: GLCVideoInter, state: dict[str, torch.Tensor], sour
         raise WeightsError(f"{source}: not GLC-video P-model weights: " + "; ".join(parts))
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(own[key].shape):
-            raise WeightsError(f"{source}: {key} has shape {tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}")
+            raise WeightsError(f"{source}: {key} has shape {tuple(tensor.shape)}, "
+                               f"the model expects {tuple(own[key].shape)}")
     inter.load_state_dict(state, strict=True)

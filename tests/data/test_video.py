@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from latentcodec.data.video import (
     BT601_LIMITED,
     BT709_FULL,
+    BT709_LIMITED,
     ContainerWriter,
     FrameFolderWriter,
     Y4MReader,
@@ -91,6 +92,19 @@ def test_y4m_round_trip(tmp_path, size):
         back = list(reader)
     assert len(back) == 3 and all(b.shape == (*size, 3) for b in back)
     assert min(psnr(a, b) for a, b in zip(frames, back)) > 40  # 4:2:0 chroma on smooth content
+
+
+def test_y4m_colour_range_tag_selects_limited_range(tmp_path):
+    frame = smooth_frames(1, 64, 64)[0]
+    path = tmp_path / "limited.y4m"
+    with Y4MWriter(path, 64, 64, conversion=BT709_LIMITED) as writer:
+        writer.write(frame)
+    assert b"XCOLORRANGE=LIMITED" in path.read_bytes()[:80]
+    with Y4MReader(path) as reader:
+        assert reader.conversion == BT709_LIMITED
+        assert psnr(next(iter(reader)), frame) > 40
+    with Y4MReader(path, BT709_FULL) as reader:  # an explicit conversion wins over the tag
+        assert psnr(next(iter(reader)), frame) < 32
 
 
 def test_y4m_from_a_stream_with_frame_parameters():

@@ -3,8 +3,6 @@ encoder's latents, corrupt units named by frame, the training forward, and save/
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 
@@ -92,7 +90,8 @@ def test_interpolated_rate_levels_keep_the_four_image_gains(make_weights):
 
 
 # -- real coding --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("size, gop", [((64, 64), GOPConfig()), ((37, 53), GOPConfig(intra_period=3, reset_interval=2))])
+@pytest.mark.parametrize("size, gop", [((64, 64), GOPConfig()),
+                                       ((37, 53), GOPConfig(intra_period=3, reset_interval=2))])
 def test_decoder_reproduces_the_encoder_latents_exactly(tiny_video, size, gop):
     frames = clip(5, *size)
     for rate in (0, 63):
