@@ -70,10 +70,10 @@ def set_trainable(model: GLCImage, config: TrainConfig) -> list[nn.Parameter]:
     return chosen
 
 
-def cross_entropy(logits: torch.Tensor | None, targets: torch.Tensor | None) -> torch.Tensor:
-    if logits is None or targets is None:
-        raise RuntimeError("code-prediction logits missing: the crop does not match the code head's length")
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, HW, K) logits vs (B, HW) indices -> (B,) mean cross-entropy per sample."""
+    per_position = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    return per_position.view(targets.shape).mean(1)
 
 
 class StageObjective(nn.Module):
@@ -160,10 +160,7 @@ class StageObjective(nn.Module):
         if pixels:
             pixel_distortion, l1, perceptual, ms_ssim = self._pixel_terms(x_hat, x, discriminator)
             distortion = distortion + pixel_distortion
-        weighted = (lambdas[rates] * distortion).mean()
-        if pixels:
-            gan_term, gan, gan_weight = self._gan_terms(weighted, x_hat, discriminator)
-        code_ce = code_pix_ce = zero
+        code_ce = code_pix_ce = torch.zeros_like(bpp)
         if weights.code_ce or (pixels and weights.code_pix_ce):
             with torch.no_grad():
                 targets = model.vqgan.quantize.indices(latent).flatten(1)
@@ -172,11 +169,20 @@ class StageObjective(nn.Module):
             if pixels and weights.code_pix_ce:
                 # The second head reads the latent re-encoded from the reconstruction (SYSTEMS.md 2.8 [U]).
                 code_pix_ce = cross_entropy(model.code_pred_pix_loss(model.vqgan.encoder(x_hat)), targets)
-        total = (bpp.mean() + weighted + gan_term + weights.code_ce * code_ce + weights.code_pix_ce * code_pix_ce
-                 + weights.codebook * vq_loss)
+        # The code-prediction terms are distortions too: left outside lambda they would set the
+        # rate on their own, the same for every rate index.
+        distortion = distortion + weights.code_ce * code_ce + weights.code_pix_ce * code_pix_ce
+        weighted = (lambdas[rates] * distortion).mean()
+        if pixels:
+            gan_term, gan, gan_weight = self._gan_terms(weighted, x_hat, discriminator)
+        total = bpp.mean() + weighted + gan_term + weights.codebook * vq_loss
+        if weights.code_ce:
+            # The head itself learns at full weight, whatever lambda is: a small lambda should
+            # shrink the codec's effort to keep codes predictable, not the predictor's learning.
+            total = total + weights.code_ce * cross_entropy(model.code_pred_loss(latent_hat.detach()), targets).mean()
         return StageLosses(total, x_hat, x, rates, bpp.detach(), l1.mean().detach(), perceptual.mean().detach(),
                            ms_ssim.mean().detach(), gan, gan_weight, vq_loss.detach(), latent_mse.mean().detach(),
-                           code_ce.detach(), code_pix_ce.detach())
+                           code_ce.mean().detach(), code_pix_ce.mean().detach())
 
     def _z_vq_loss(self, z: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Commitment (weight 1) + beta * codebook term of z_vq, as VectorQuantizer.forward computes it."""
