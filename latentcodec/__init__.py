@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from latentcodec.api import ImageCodec, load  # noqa: E402
+from latentcodec.api import ImageCodec, VideoCodec, load, load_video  # noqa: E402
 
-__all__ = ["ImageCodec", "load", "__version__"]
+__all__ = ["ImageCodec", "VideoCodec", "load", "load_video", "__version__"]
