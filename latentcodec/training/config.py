@@ -45,6 +45,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio at the last step
     grad_clip: float = 1.0  # 0 disables
     grad_accum: int = 1
+    rate_gain_lr_scale: float = 1.0  # lr multiplier of the per-rate gains q_enc/q_dec
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ class RateConfig:
     lambdas: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0)
     target_bpp: tuple[float, ...] | None = None
     adapt_rate: float = 0.02  # log-lambda step per unit relative bpp error
+    # A fresh run scales q_enc[q] by these (and q_dec[q] by the inverse), so the rate indices start
+    # apart instead of all at gain 1 (Adam moves a gain by about lr per step).
+    initial_gains: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,10 @@ def check_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"rates.lambdas needs {model_config.num_rates} values, one per rate index")
     if config.rates.target_bpp is not None and len(config.rates.target_bpp) != model_config.num_rates:
         raise ConfigError(f"rates.target_bpp needs {model_config.num_rates} values")
+    if config.rates.initial_gains is not None and (
+        len(config.rates.initial_gains) != model_config.num_rates or min(config.rates.initial_gains) <= 0
+    ):
+        raise ConfigError(f"rates.initial_gains needs {model_config.num_rates} positive values")
     if any(not 0 <= q < model_config.num_rates for q in config.validation.rate_indices):
         raise ConfigError("validation.rate_indices out of range")
     return config

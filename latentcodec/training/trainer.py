@@ -204,7 +204,12 @@ class Trainer:
 
         optim = config.optim
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        self.optimizer = torch.optim.AdamW(parameters, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
+        gains = [p for p in parameters if p is self.model.q_enc or p is self.model.q_dec]
+        others = [p for p in parameters if not any(p is g for g in gains)]
+        groups = [{"params": others}]
+        if gains:
+            groups.append({"params": gains, "lr": optim.lr * optim.rate_gain_lr_scale, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
                                            **fused)
         schedule = lambda step: lr_factor(step, optim.warmup_steps, config.steps, optim.min_lr_ratio)  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
@@ -228,8 +233,14 @@ class Trainer:
         if resume and self.checkpoint_path.exists():
             self._load_checkpoint()
             self.started_fresh = False
-        elif config.stage == "vqgan" and config.codebook_init_from_data:
-            self._init_codebook_from_data()
+        else:
+            if config.stage == "vqgan" and config.codebook_init_from_data:
+                self._init_codebook_from_data()
+            if config.stage != "vqgan" and config.rates.initial_gains is not None:
+                spread = torch.tensor(config.rates.initial_gains, device=self.device).view(-1, 1, 1, 1)
+                with torch.no_grad():
+                    self.model.q_enc.mul_(spread)
+                    self.model.q_dec.div_(spread)
 
         # DDP broadcasts rank 0's parameters here, so all ranks start identical.
         if self.dist.active:

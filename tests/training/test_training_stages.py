@@ -77,3 +77,13 @@ def test_validation_and_export(tmp_path, image_folder, validation_folder):
     assert model.code_pred_loss is None and model.vqgan.quantize is None
     for key, value in model.state_dict().items():
         assert torch.equal(value, trainer.model.state_dict()[key])
+
+
+def test_initial_gains_spread_the_rates(tmp_path, image_folder):
+    trainer, _ = fixed_batch_trainer(tmp_path, image_folder, "latent",
+                                     **{"rates.initial_gains": [0.25, 0.5, 1.0, 2.0], "optim.rate_gain_lr_scale": 10.0})
+    gains = trainer.model.q_enc[:, 0, 0, 0]
+    assert torch.allclose(gains, torch.tensor([0.25, 0.5, 1.0, 2.0]))
+    assert torch.allclose(trainer.model.q_dec[:, 0, 0, 0] * gains, torch.ones(4))
+    lrs = sorted(group["lr"] for group in trainer.optimizer.param_groups)
+    assert lrs[-1] == pytest.approx(10 * lrs[0])
