@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from latentcodec.errors import InputError, LatentCodecError
+from latentcodec.files import atomic_write as write_atomically
 
 IMAGE_FILE_SUFFIX = ".lci"
 VIDEO_FILE_SUFFIX = ".lcv"
@@ -21,24 +22,12 @@ VIDEO_FILE_SUFFIX = ".lcv"
 
 # -- output files ------------------------------------------------------------------------
 def atomic_write(path: Path, data: bytes | None = None, save=None, force: bool = False) -> None:
-    """Write ``data`` (or call ``save(tmp_path)``) to a temp file beside ``path``, then rename,
-    so that an interrupted or failed run never leaves a partial output."""
+    """Refuse to overwrite without --force, then write atomically (never a partial output)."""
     if path.exists() and not force:
         raise InputError(f"{path} exists (use --force to overwrite)")
     if path.is_dir():
         raise InputError(f"{path} is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part" + path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if data is not None:
-                f.write(data)
-        if save is not None:
-            save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, data, save)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -246,8 +235,6 @@ def read_path(path: Path) -> Path:
 
 def _video_target(path: Path, root: Path, output: str | None, many: bool) -> Path:
     """out.y4m / out.mp4 / out.mkv, or a folder of PNG frames (a name without a video suffix)."""
-    from latentcodec.data.video import VIDEO_SUFFIXES
-
     if output is None:
         return path.with_suffix(".y4m")
     out = Path(output)

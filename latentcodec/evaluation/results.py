@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
 import socket
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from latentcodec.errors import InputError
+from latentcodec.files import atomic_write
 
 PROGRESS_DIR = "progress"
 RESULTS_DIR = "results"
@@ -275,19 +276,14 @@ def write_outputs(out_dir: str | Path, curves: Sequence[Curve], records: Sequenc
 def write_per_image_csv(path: Path, records: Sequence[ItemRecord]) -> None:
     metric_names = list(dict.fromkeys(m for r in records for m in r.metrics))
     columns = [f.name for f in dataclasses.fields(ItemRecord) if f.name != "metrics"] + metric_names
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            for record in records:
-                row = dataclasses.asdict(record)
-                row.update(record.metrics)
-                writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    for record in records:
+        row = dataclasses.asdict(record)
+        row.update(record.metrics)
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    atomic_write(path, text.getvalue())
 
 
 def load_results(path: str | Path) -> Curve:
@@ -324,27 +320,11 @@ def load_results(path: str | Path) -> Curve:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, text)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, data)
 
 
 def _mean(values: Sequence[float | None]) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from latentcodec.config import config_from_dict, config_to_dict
 from latentcodec.errors import ConfigError, WeightsError
+from latentcodec.files import atomic_write
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -64,16 +64,9 @@ class LatentCodec(nn.Module):
         payload = {"model": self.model_name, "config": config_to_dict(self.config)}
         if metadata:
             payload["metadata"] = metadata
-        _atomic_write_text(path / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
+        atomic_write(path / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
         tensors = {k: v.cpu() for k, v in self.state_dict_for_saving().items()}
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=".model-", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"model": self.model_name})
-            os.replace(tmp, path / WEIGHTS_FILE)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path / WEIGHTS_FILE, save=lambda tmp: save_file(tensors, tmp, metadata={"model": self.model_name}))
         return path
 
     @classmethod
@@ -137,14 +130,3 @@ class LatentCodec(nn.Module):
                     f"{source}: {key} has shape {tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}"
                 )
         self.load_state_dict(state, strict=True)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -1,0 +1,33 @@
+"""Atomic file output: write to a temporary file beside the target, then rename.
+
+A crash or an error mid-write therefore never leaves a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str | None = None,
+                 save: Callable[[str], None] | None = None) -> Path:
+    """Write ``data`` to ``path``, or let ``save(tmp_path)`` write it, atomically.
+
+    The temporary name keeps the target's suffix, so writers that choose a format by suffix work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part" + path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if data is not None:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        if save is not None:
+            save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
