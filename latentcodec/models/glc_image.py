@@ -30,7 +30,6 @@ from latentcodec.entropy import (
 )
 from latentcodec.entropy.masked_gaussian import (
     MaskedStepsResult,
-    SplitPrior,
     decode_masked,
     encode_masked,
     quadtree_masks,

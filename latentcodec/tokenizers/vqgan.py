@@ -39,7 +39,8 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
 
 class Swish(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.silu(x)
+        # In place at inference: its input (a fresh GroupNorm output) is not needed afterwards.
+        return F.silu(x, inplace=not torch.is_grad_enabled())
 
 
 class ResBlock(nn.Module):
