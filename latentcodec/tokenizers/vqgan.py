@@ -37,6 +37,66 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
 
 
+# Maps of at least this many positions (about 1450x1450) run GroupNorm -> SiLU -> conv3x3 in row
+# tiles, so that the normalised activation map is never materialised in full.
+TILED_INFERENCE_MIN_PIXELS = 2**21
+# Rows per tile are chosen so that one tile's activations stay near this many elements.
+TILE_ELEMENTS = 2**24
+
+
+def norm_silu_conv_tiled(
+    x: torch.Tensor,
+    norm: nn.GroupNorm,
+    conv: nn.Conv2d,
+    out: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """conv(silu(norm(x))) [+ residual] for inference, computed in horizontal bands.
+
+    GroupNorm statistics are gathered over the whole map first (in float64, band by band); each
+    band then normalises its rows plus a one-row halo, applies SiLU, and convolves with the
+    conv's own horizontal padding and zero rows at the map's top and bottom edges, which is
+    what the untiled conv3x3(padding=1) sees there. ``out`` may alias ``residual`` (each band
+    writes only rows it has already read from the residual).
+    """
+    n, c, height, width = x.shape
+    groups = norm.num_groups
+    band = max(1, TILE_ELEMENTS // max(1, c * width))
+    total = torch.zeros(n, c, dtype=torch.float64, device=x.device)
+    total_sq = torch.zeros(n, c, dtype=torch.float64, device=x.device)
+    for top in range(0, height, band):
+        rows = x[:, :, top : top + band].double()
+        total += rows.sum(dim=(2, 3))
+        total_sq += rows.square().sum(dim=(2, 3))
+    count = (c // groups) * height * width
+    mean = total.view(n, groups, -1).sum(-1) / count
+    var = (total_sq.view(n, groups, -1).sum(-1) / count - mean.square()).clamp_min(0)
+    inv_std = (var + norm.eps).rsqrt()
+    scale = (norm.weight.double().view(1, groups, -1) * inv_std.unsqueeze(-1)).view(n, c)
+    shift = norm.bias.double().view(1, c) - (mean.unsqueeze(-1) * scale.view(n, groups, -1)).view(n, c)
+    scale = scale.to(x.dtype).view(n, c, 1, 1)
+    shift = shift.to(x.dtype).view(n, c, 1, 1)
+    if out is None:
+        out = torch.empty((n, conv.out_channels, height, width), dtype=x.dtype, device=x.device,
+                          memory_format=_memory_format_of(x))
+    for top in range(0, height, band):
+        bottom = min(height, top + band)
+        first, last = max(0, top - 1), min(height, bottom + 1)
+        activation = F.silu(x[:, :, first:last] * scale + shift, inplace=True)
+        activation = F.pad(activation, (0, 0, 1 if top == 0 else 0, 1 if bottom == height else 0))
+        result = F.conv2d(activation, conv.weight, conv.bias, padding=(0, 1))
+        if residual is not None:
+            result += residual[:, :, top:bottom]
+        out[:, :, top:bottom] = result
+    return out
+
+
+def _memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class Swish(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # In place at inference: its input (a fresh GroupNorm output) is not needed afterwards.
@@ -57,8 +117,14 @@ class ResBlock(nn.Module):
             h = self.conv1(F.silu(self.norm1(x)))
             h = self.conv2(F.silu(self.norm2(h)))
             return h + (x if self.conv_out is None else self.conv_out(x))
-        # Inference: at 4K a full-resolution 128-channel map is 4.3 GB, so every intermediate is
-        # released as soon as possible and activations/sums happen in place (3 maps alive at most).
+        if x.shape[-2] * x.shape[-1] >= TILED_INFERENCE_MIN_PIXELS and self.conv_out is None:
+            # Large maps: two full-size maps alive instead of three. The block's input buffer is
+            # reused for its output, which is safe because the VQGAN loops never read a block's
+            # input again.
+            h = norm_silu_conv_tiled(x, self.norm1, self.conv1)
+            return norm_silu_conv_tiled(h, self.norm2, self.conv2, out=x, residual=x)
+        # Inference: every intermediate is released as soon as possible and activations and sums
+        # happen in place.
         h = self.norm1(x)
         h = self.conv1(F.silu(h, inplace=True))
         normed = self.norm2(h)
