@@ -156,6 +156,7 @@ class EncodedImage(NamedTuple):
     prior_params: torch.Tensor
     steps: MaskedStepsResult
     latent_hat: torch.Tensor
+    vq_loss: torch.Tensor  # z_vq commitment/codebook loss (0 at inference)
 
 
 class EncodeResult(NamedTuple):
@@ -313,23 +314,15 @@ class GLCImage(LatentCodec):
         else:
             steps = encode_masked(y, prior, masks, context, encoder, DEFAULT_SCALE_TABLE)
         latent_hat = self.dec(steps.y_hat, self._rate_gain(self.q_dec, rate_index))
-        return EncodedImage(latent, y, z, vq.indices, vq.quantized, hyper_params, prior_params, steps, latent_hat)
+        return EncodedImage(latent, y, z, vq.indices, vq.quantized, hyper_params, prior_params, steps, latent_hat, vq.loss)
 
     def forward(
         self, x: torch.Tensor, rate_index: int | torch.Tensor = 0, decode_pixels: bool = True
     ) -> GLCImageOutput:
         """Training forward on a [0, 1] batch; rate_index may be an int or a (B,) tensor of rates."""
         height, width = x.shape[-2:]
-        x_padded = self.pad(x)
-        latent = self.vqgan.encoder(x_padded)
-        gain_index = rate_index
-        y = self.enc(latent, self._rate_gain(self.q_enc, gain_index))
-        z = self.hyper_enc(y)
-        vq = self.z_vq(z)
-        _, prior_params = self.prior_from_z_hat(vq.quantized)
-        prior = split_prior(prior_params)
-        steps = quantize_masked(y, prior, self.masks(y), self.context_fn(prior_params))
-        latent_hat = self.dec(steps.y_hat, self._rate_gain(self.q_dec, gain_index))
+        encoded = self.analyse(self.pad(x), rate_index)
+        steps, latent, latent_hat = encoded.steps, encoded.latent, encoded.latent_hat
         y_bits = gaussian_residual_bits(steps.symbols, steps.scales)
         z_bits = torch.full((x.shape[0],), float(self.z_bits_per_image(height, width)), device=x.device)
         x_hat = self.vqgan.generator(latent_hat) if decode_pixels else None
@@ -341,7 +334,7 @@ class GLCImage(LatentCodec):
             with torch.no_grad():
                 code_targets = self.vqgan.quantize.indices(latent).flatten(1)
         return GLCImageOutput(
-            x_hat, latent, latent_hat, y_bits, z_bits, vq.loss, code_logits, code_targets, height * width
+            x_hat, latent, latent_hat, y_bits, z_bits, encoded.vq_loss, code_logits, code_targets, height * width
         )
 
     @torch.inference_mode()
@@ -431,9 +424,6 @@ class GLCImage(LatentCodec):
         """Load an official GLC image checkpoint (.pth), strictly (SYSTEMS.md 2.7)."""
         state = load_official_checkpoint(path)
         return cls.from_official_state_dict(state, str(path), with_training_modules).to(device)
-
-    def state_dict_for_saving(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
 
 
 def unwrap_official_state(obj: object, source: str) -> dict[str, torch.Tensor]:
