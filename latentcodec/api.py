@@ -30,16 +30,20 @@ from latentcodec.zoo.registry import ModelEntry, get_entry
 OFFICIAL_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
 
-class ImageCodec:
-    """A loaded image codec at one quality (rate index); PIL images in, bytes out."""
+class LoadedCodec:
+    """What image and video codecs share: the model, its registry entry, quality and weights."""
 
     def __init__(self, model, entry: ModelEntry, quality: int, weights_source: str):
-        if not 0 <= quality < model.num_rates:
-            raise LatentCodecError(f"quality {quality} out of range for {entry.name}: 0..{model.num_rates - 1}")
+        self._check_quality(model, entry, quality, "quality")
         self.model = model
         self.entry = entry
         self.quality = quality
         self.weights_source = weights_source
+
+    @staticmethod
+    def _check_quality(model, entry: ModelEntry, value, what: str) -> None:
+        if not (isinstance(value, int) and 0 <= value < model.num_rates):
+            raise LatentCodecError(f"{what} {value!r} out of range for {entry.name}: 0..{model.num_rates - 1}")
 
     @property
     def name(self) -> str:
@@ -52,6 +56,10 @@ class ImageCodec:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+class ImageCodec(LoadedCodec):
+    """A loaded image codec at one quality (rate index); PIL images in, bytes out."""
 
     def at_quality(self, quality: int) -> "ImageCodec":
         """The same model (shared, not copied) at another quality."""
@@ -148,7 +156,7 @@ def _tqdm_disable(progress: bool | None) -> bool | None:
     return None if progress is None else not progress
 
 
-class VideoCodec:
+class VideoCodec(LoadedCodec):
     """A loaded video codec at one quality (rate level, 0 = lowest rate).
 
         codec = latentcodec.load("glc-video", quality=21)
@@ -159,26 +167,10 @@ class VideoCodec:
     """
 
     def __init__(self, model, entry: ModelEntry, quality: int, weights_source: str, intra_quality: int | None = None):
-        for value, what in ((quality, "quality"), (intra_quality, "intra quality")):
-            if value is not None and not (isinstance(value, int) and 0 <= value < model.num_rates):
-                raise LatentCodecError(f"{what} {value!r} out of range for {entry.name}: 0..{model.num_rates - 1}")
-        self.model = model
-        self.entry = entry
-        self.quality = quality
+        super().__init__(model, entry, quality, weights_source)
+        if intra_quality is not None:
+            self._check_quality(model, entry, intra_quality, "intra quality")
         self.intra_quality = intra_quality
-        self.weights_source = weights_source
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
-
-    @property
-    def num_qualities(self) -> int:
-        return self.model.num_rates
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def at_quality(self, quality: int, intra_quality: int | None = None) -> "VideoCodec":
         return VideoCodec(self.model, self.entry, quality, self.weights_source, intra_quality)
