@@ -113,20 +113,34 @@ class LatentCodec(nn.Module):
         ``ignored_prefixes`` is an explicit allow-list of checkpoint keys that are dropped
         (e.g. training-only heads that an inference build does not instantiate).
         """
-        own = self.state_dict()
-        state = {k: v for k, v in state.items() if not k.startswith(ignored_prefixes) or k in own}
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} missing key(s), first {missing[0]!r}")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected key(s), first {unexpected[0]!r}")
-            raise WeightsError(f"{source}: not {self.model_name} weights for this config: " + "; ".join(parts))
-        for key, tensor in state.items():
-            if tuple(tensor.shape) != tuple(own[key].shape):
-                raise WeightsError(
-                    f"{source}: {key} has shape {tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}"
-                )
-        self.load_state_dict(state, strict=True)
+        load_strict(self, state, source, f"{self.model_name} weights for this config", ignored_prefixes)
+
+    @property
+    def model_id(self) -> int:
+        """The stable registry id written into every bitstream."""
+        from latentcodec.zoo.registry import get_entry
+
+        return get_entry(self.model_name).model_id
+
+
+def load_strict(
+    module: nn.Module, state: dict[str, torch.Tensor], source: str, what: str, ignored_prefixes: tuple[str, ...] = ()
+) -> None:
+    """Load ``state`` into ``module`` exactly: every missing or unexpected key (up to five of each
+    are named) and every shape mismatch is a WeightsError; keys under ``ignored_prefixes`` that
+    the module does not have are dropped."""
+    own = module.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(ignored_prefixes) or k in own}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected)):
+            if keys:
+                listed = ", ".join(repr(k) for k in keys[:5])
+                parts.append(f"{len(keys)} {label} key(s): {listed}{' ...' if len(keys) > 5 else ''}")
+        raise WeightsError(f"{source}: not {what}: " + "; ".join(parts))
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise WeightsError(f"{source}: {key} has shape {tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}")
+    module.load_state_dict(state, strict=True)

@@ -230,12 +230,6 @@ class GLCImage(LatentCodec):
     def num_rates(self) -> int:
         return self.config.num_rates
 
-    @property
-    def model_id(self) -> int:
-        from latentcodec.zoo.registry import get_entry
-
-        return get_entry(self.model_name).model_id
-
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         m = self.config.pad_multiple
         return math.ceil(height / m) * m, math.ceil(width / m) * m

@@ -53,7 +53,7 @@ from latentcodec.entropy.masked_gaussian import (
     split_prior,
 )
 from latentcodec.errors import BitstreamError, ConfigError, InputError, LatentCodecError, WeightsError
-from latentcodec.models.base import LatentCodec
+from latentcodec.models.base import LatentCodec, load_strict
 from latentcodec.models.glc_image import GLCImage, GLCImageConfig, GLCImageOutput, load_official_checkpoint
 from latentcodec.nn.dcvc import DepthConvBlock3, conv1x1, conv3x3
 from latentcodec.nn.vq import VectorQuantizer
@@ -467,12 +467,6 @@ class GLCVideo(LatentCodec):
         return self.config.num_rates
 
     @property
-    def model_id(self) -> int:
-        from latentcodec.zoo.registry import get_entry
-
-        return get_entry(self.model_name).model_id
-
-    @property
     def inter_vqgan(self) -> VQGAN:
         return self.inter.vqgan if self.inter.vqgan is not None else self.intra.vqgan
 
@@ -741,20 +735,4 @@ INTER_OPTIONAL_PREFIXES = ("vqgan.quantize.",)
 def load_inter_strict(inter: GLCVideoInter, state: dict[str, torch.Tensor], source: str) -> None:
     """Strict load of an official-layout P-model state dict (only the unused VQGAN codebook may be
     dropped); every missing or unexpected key is named in the WeightsError."""
-    own = inter.state_dict()
-    state = {k: v for k, v in state.items() if not k.startswith(INTER_OPTIONAL_PREFIXES) or k in own}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:5])}"
-                         f"{' ...' if len(unexpected) > 5 else ''}")
-        raise WeightsError(f"{source}: not GLC-video P-model weights: " + "; ".join(parts))
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(own[key].shape):
-            raise WeightsError(f"{source}: {key} has shape {tuple(tensor.shape)}, "
-                               f"the model expects {tuple(own[key].shape)}")
-    inter.load_state_dict(state, strict=True)
+    load_strict(inter, state, source, "GLC-video P-model weights", INTER_OPTIONAL_PREFIXES)
