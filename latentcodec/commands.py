@@ -183,12 +183,24 @@ def cmd_compress(args) -> int:
     return run_files(files, work, "compress")
 
 
-def cmd_decompress(args) -> int:
+def _model_for_file(model_id: int, args, models: dict):
+    """The registry entry and (loaded once per command) model that a file's header names."""
     from latentcodec.api import load_model
-    from latentcodec.bitstream import read_image_header
-    from latentcodec.data.images import tensor_to_pil
     from latentcodec.errors import BitstreamError
     from latentcodec.zoo.registry import get_entry_by_id
+
+    try:
+        entry = get_entry_by_id(model_id)
+    except LatentCodecError:
+        raise BitstreamError(f"file names model id {model_id}, which no registered codec has") from None
+    if model_id not in models:
+        models[model_id] = load_model(entry.name, args.weights, args.device)[0].eval()
+    return entry, models[model_id]
+
+
+def cmd_decompress(args) -> int:
+    from latentcodec.bitstream import read_image_header
+    from latentcodec.data.images import tensor_to_pil
 
     files = expand_inputs(args.inputs, (IMAGE_FILE_SUFFIX, VIDEO_FILE_SUFFIX))
     many = len(files) > 1
@@ -202,13 +214,8 @@ def cmd_decompress(args) -> int:
             raise InputError(f"{target} exists (use --force to overwrite)")
         data = read_bytes(path)
         header, _ = read_image_header(data)
-        try:
-            entry = get_entry_by_id(header.model_id)
-        except LatentCodecError:
-            raise BitstreamError(f"file names model id {header.model_id}, which no registered codec has") from None
-        if header.model_id not in models:
-            models[header.model_id] = load_model(entry.name, args.weights, args.device)[0].eval()
-        image = tensor_to_pil(models[header.model_id].decompress(data))
+        _, model = _model_for_file(header.model_id, args, models)
+        image = tensor_to_pil(model.decompress(data))
         fmt = (target.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG")
         atomic_write(target, save=lambda tmp: image.save(tmp, format=fmt), force=args.force)
         if not many:
@@ -244,11 +251,9 @@ def _video_target(path: Path, root: Path, output: str | None, many: bool) -> Pat
 
 
 def _decompress_video(path: Path, root: Path, args, many: bool, models: dict) -> None:
-    from latentcodec.api import VideoCodec, load_model
+    from latentcodec.api import VideoCodec
     from latentcodec.bitstream import SequenceReader
     from latentcodec.data.video import VIDEO_SUFFIXES, open_video_writer, tensor_to_frame
-    from latentcodec.errors import BitstreamError
-    from latentcodec.zoo.registry import get_entry_by_id
 
     target = _video_target(path, root, args.output, many)
     to_folder = target.suffix.lower() not in VIDEO_SUFFIXES or (args.output or "").endswith(os.sep)
@@ -261,13 +266,8 @@ def _decompress_video(path: Path, root: Path, args, many: bool, models: dict) ->
         raise InputError(f"{target} exists (use --force to overwrite)")
     with open(path, "rb") as stream:
         header = SequenceReader(stream).header
-    try:
-        entry = get_entry_by_id(header.model_id)
-    except LatentCodecError:
-        raise BitstreamError(f"file names model id {header.model_id}, which no registered codec has") from None
-    if header.model_id not in models:
-        models[header.model_id] = load_model(entry.name, args.weights, args.device)[0].eval()
-    codec = VideoCodec(models[header.model_id], entry, header.inter_rate, args.weights or "default")
+    entry, model = _model_for_file(header.model_id, args, models)
+    codec = VideoCodec(model, entry, header.inter_rate, args.weights or "default")
     count = 0
 
     def write_frames(destination) -> None:
