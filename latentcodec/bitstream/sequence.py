@@ -32,12 +32,12 @@ from latentcodec.bitstream.container import (
     DEFAULT_MAX_SIDE,
     FORMAT_VERSION,
     FileKind,
+    _model_name,
     lead_byte,
     parse_lead_byte,
 )
 from latentcodec.bitstream.primitives import MAX_VARINT_BYTES, crc8, encode_varint
-from latentcodec.errors import BitstreamError, LatentCodecError
-from latentcodec.zoo.registry import get_entry_by_id
+from latentcodec.errors import BitstreamError
 
 END_OF_SEQUENCE = 0  # a unit length of zero: no frame payload is ever empty
 _READ_CHUNK = 1 << 20
@@ -220,13 +220,6 @@ class _ByteSource:
                 return value, bytes(raw)
         raise BitstreamError(f"corrupt file: the {field} at offset {start} is a varint longer than "
                              f"{MAX_VARINT_BYTES} bytes")
-
-
-def _model_name(model_id: int) -> str | None:
-    try:
-        return get_entry_by_id(model_id).name
-    except LatentCodecError:
-        return None
 
 
 class SequenceReader:
