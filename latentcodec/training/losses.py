@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentcodec.nn.functional import lower_bound
 from latentcodec.nn.patchgan import PatchGANDiscriminator
 
 
@@ -129,22 +130,6 @@ def per_sample_mean(t: torch.Tensor) -> torch.Tensor:
 
 
 
-class _LowerBound(torch.autograd.Function):
-    """max(x, bound), letting the gradient through below the bound when it pushes x upwards."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.bound = bound
-        return x.clamp_min(bound)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        passes = (x >= ctx.bound) | (grad < 0)
-        return grad * passes, None
-
-
 def trainable_residual_bits(symbols: torch.Tensor, scales: torch.Tensor, scale_floor: float = 0.11) -> torch.Tensor:
     """Bits of each integer residual under N(0, sigma) on [r - 1/2, r + 1/2], with gradients everywhere.
 
@@ -156,7 +141,7 @@ def trainable_residual_bits(symbols: torch.Tensor, scales: torch.Tensor, scale_f
     and the interval mass is computed in log space (log_ndtr), so tail residuals keep a gradient
     of the order of r^2 / sigma^2.
     """
-    sigma = _LowerBound.apply(scales.float(), scale_floor)
+    sigma = lower_bound(scales.float(), scale_floor)
     magnitude = symbols.float().abs()
     log_upper = torch.special.log_ndtr((0.5 - magnitude) / sigma)
     log_lower = torch.special.log_ndtr((-0.5 - magnitude) / sigma)

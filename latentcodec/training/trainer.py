@@ -12,7 +12,6 @@ any moment and resumed therefore repeats exactly what it lost since the last che
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os

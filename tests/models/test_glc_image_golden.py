@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from latentcodec.data.images import pil_to_tensor, tensor_to_uint8
