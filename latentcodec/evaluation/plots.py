@@ -11,11 +11,15 @@ from typing import NamedTuple
 from latentcodec.errors import InputError
 from latentcodec.evaluation.results import Curve
 
-LOWER_IS_BETTER_PREFIXES = ("lpips", "dists", "fid", "kid")
-
-
 def lower_is_better(metric: str) -> bool:
-    return metric.lower().startswith(LOWER_IS_BETTER_PREFIXES)
+    """From the metrics' own declarations; names they do not know (e.g. ``encoding_time``) count as
+    lower-is-better only for the distance-like families."""
+    from latentcodec.evaluation.metrics import HIGHER_IS_BETTER
+
+    name = metric.lower()
+    if name in HIGHER_IS_BETTER:
+        return not HIGHER_IS_BETTER[name]
+    return name.startswith(("lpips", "dists", "fid", "kid", "nlpd")) or name.endswith("_time")
 
 
 MODE_SUFFIXES = ("-matched", "-target")

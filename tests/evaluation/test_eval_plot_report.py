@@ -140,3 +140,10 @@ def test_report_cli_and_bad_inputs(evaluated, tmp_path, capsys):
     assert err.count("\n") == 1 and "nope" in err
     with pytest.raises(InputError):
         build_report(tmp_path)  # a folder without results/
+
+
+def test_axis_direction_follows_the_metric_declarations():
+    from latentcodec.evaluation.plots import lower_is_better
+
+    assert not lower_is_better("psnr") and not lower_is_better("ms_ssim")
+    assert lower_is_better("nlpd") and lower_is_better("lpips_alex") and lower_is_better("dists")
