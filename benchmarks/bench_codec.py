@@ -8,6 +8,11 @@ implementation) and prints our speed-up over it.
     python benchmarks/bench_codec.py --weights official-deterministic --limit 1 --threads 2
     python benchmarks/bench_codec.py --weights official-deterministic --synthetic 3840x2160 --repeats 1 --warmup 0
     python benchmarks/bench_codec.py                       # the shipped default over Kodak
+    python benchmarks/bench_codec.py --weights official-deterministic --synthetic 3840x2160 --phase encode --file 4k.lci
+    python benchmarks/bench_codec.py --weights official-deterministic --phase decode --file 4k.lci
+
+``--phase`` runs only compression (writing ``--file``) or only decompression (reading it) of one
+image in this process, so that each phase's own peak RSS is measured.
 
 ``--weights official-deterministic`` builds the official-shape model with the reference folder's
 deterministic synthetic weights (../shared/reference/glc/make_weights.py), so full-size speed can
@@ -120,6 +125,24 @@ def measure(model, x: torch.Tensor, quality: int, repeats: int, warmup: int, dec
     }
 
 
+def run_phase(model, args) -> int:
+    if args.file is None:
+        sys.exit("bench_codec: --phase needs --file")
+    start = time.perf_counter()
+    if args.phase == "encode":
+        name, x = images_to_run(args)[0]
+        data = model.compress(x, int(args.qualities.split(",")[0]))
+        args.file.write_bytes(data)
+        what = f"{name}: {len(data)} bytes"
+    else:
+        decoded = model.decompress(args.file.read_bytes())
+        what = f"{args.file}: decoded {decoded.shape[-1]}x{decoded.shape[-2]}"
+    seconds = time.perf_counter() - start
+    print(f"{args.phase} {what} in {seconds:.1f} s; peak RSS {peak_rss_mib():.0f} MiB")
+    args.json.write_text(json.dumps({"phase": args.phase, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}, indent=2))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default=None, help="save_pretrained dir, official .pth, 'official-deterministic', or none for the shipped default")
@@ -135,6 +158,8 @@ def main() -> int:
     parser.add_argument("--no-decode", action="store_true", help="rate figures only: skip decoding")
     parser.add_argument("--baseline", action="store_true", help="also time the NCHW reference-arithmetic path")
     parser.add_argument("--json", type=Path, default=Path("bench_codec.json"))
+    parser.add_argument("--phase", choices=("encode", "decode"), help="one phase only, through --file")
+    parser.add_argument("--file", type=Path, help="the compressed file written (encode) or read (decode) by --phase")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     torch.set_num_threads(args.threads)
@@ -142,6 +167,8 @@ def main() -> int:
     rss_after_load = current_rss_mib()
     print(f"model: {source}; {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
           f"RSS after load {rss_after_load:.0f} MiB; {args.threads} threads")
+    if args.phase:
+        return run_phase(model, args)
     qualities = [int(q) for q in args.qualities.split(",")]
     rows = []
     header = f"{'image':<24}{'q':>2}{'encode s':>10}{'decode s':>10}{'bytes':>8}{'bpp':>9}{'est bpp':>9}{'PSNR':>7}{'peak MiB':>10}"
