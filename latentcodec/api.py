@@ -94,8 +94,8 @@ def load_model(name: str, weights: str | os.PathLike | None = None, device: str 
         path = entry.default_weights_path
         if path is None:
             raise WeightsError(
-                f"no default weights are shipped for {name} yet; pass weights= (a directory written by "
-                f"save_pretrained, or an official checkpoint file)"
+                f"no default weights are shipped for {name} yet; pass --weights (CLI) or weights= (Python): "
+                f"a directory written by save_pretrained, or official checkpoint file(s)"
             )
         return cls.from_pretrained(path, device=device), entry, f"default ({path.name})"
     pair = _official_pair(weights)
