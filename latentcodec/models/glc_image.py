@@ -116,6 +116,11 @@ class GLCImageConfig:
 PRESETS = {"official": GLCImageConfig.official, "small": GLCImageConfig.small, "tiny": GLCImageConfig.tiny}
 
 
+def z_grid(height: int, width: int, pad_multiple: int) -> tuple[int, int]:
+    """Rows and columns of z for an image: one position per pad_multiple x pad_multiple block."""
+    return math.ceil(height / pad_multiple), math.ceil(width / pad_multiple)
+
+
 class LatentTransform(nn.Module):
     """Two DCB2 stages with a per-rate channel gain in between (enc/dec of GLC)."""
 
@@ -235,8 +240,7 @@ class GLCImage(LatentCodec):
         return math.ceil(height / m) * m, math.ceil(width / m) * m
 
     def z_positions(self, height: int, width: int) -> int:
-        m = self.config.pad_multiple
-        return math.ceil(height / m) * math.ceil(width / m)
+        return math.prod(z_grid(height, width, self.config.pad_multiple))
 
     @staticmethod
     def section_layout(header: ImageHeader, z_index_bits: int = 14) -> list[int | None]:
@@ -245,8 +249,7 @@ class GLCImage(LatentCodec):
         The default index width is the official 16384-entry z codebook's, which every shipped
         GLC-image model uses, so ``latentcodec info`` can split a file without loading weights.
         """
-        m = GLCImageConfig().pad_multiple
-        positions = math.ceil(header.height / m) * math.ceil(header.width / m)
+        positions = math.prod(z_grid(header.height, header.width, GLCImageConfig().pad_multiple))
         return [packed_size(positions, z_index_bits), None]
 
     def layout(self, header: ImageHeader) -> list[int | None]:
@@ -378,9 +381,7 @@ class GLCImage(LatentCodec):
                         rate_index: int) -> torch.Tensor:
         """The two payload sections of an image (also a GLC-video I-frame) -> the decoded latent."""
         device = self.q_dec.device
-        padded_h, padded_w = self.padded_size(height, width)
-        m = self.config.pad_multiple
-        z_shape = (1, padded_h // m, padded_w // m)
+        z_shape = (1, *z_grid(height, width, self.config.pad_multiple))
         indices = unpack_indices(z_section, math.prod(z_shape), self.config.z_index_bits)
         if int(indices.max()) >= self.config.z_codebook_size:
             raise BitstreamError("corrupt z section: index beyond the codebook")
