@@ -57,20 +57,27 @@ class LatentCodec(nn.Module):
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
 
     def save_pretrained(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+        return self.write_pretrained(path, self.state_dict_for_saving(), metadata)
+
+    def write_pretrained(self, path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                         metadata: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+        """Write ``config.json`` (model name, config, optional metadata and ``extra`` top-level
+        entries a subclass reads back) and ``tensors`` as ``model.safetensors``."""
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        payload = {"model": self.model_name, "config": config_to_dict(self.config)}
+        payload = {"model": self.model_name, "config": config_to_dict(self.config), **(extra or {})}
         if metadata:
             payload["metadata"] = metadata
         atomic_write(path / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
-        tensors = {k: v.cpu() for k, v in self.state_dict_for_saving().items()}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         atomic_write(path / WEIGHTS_FILE, save=lambda tmp: save_file(tensors, tmp, metadata={"model": self.model_name}))
         return path
 
     @classmethod
-    def read_config(cls, path: str | os.PathLike) -> Any:
+    def read_payload(cls, path: str | os.PathLike) -> dict[str, Any]:
+        """The parsed ``config.json`` of a save_pretrained folder, checked to be this model's."""
         path = Path(path)
         config_path = path / CONFIG_FILE
         if not config_path.is_file():
@@ -82,26 +89,37 @@ class LatentCodec(nn.Module):
         if not isinstance(payload, dict) or payload.get("model") != cls.model_name:
             found = payload.get("model") if isinstance(payload, dict) else None
             raise WeightsError(f"{path} holds weights of model {found!r}, not {cls.model_name!r}")
-        try:
-            return config_from_dict(cls.config_class, payload.get("config", {}))
-        except ConfigError as exc:
-            raise WeightsError(f"{config_path}: {exc}") from None
+        return payload
 
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any):
+    @staticmethod
+    def read_weights(weights_path: Path) -> dict[str, torch.Tensor]:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        if not weights_path.is_file():
+            raise WeightsError(f"{weights_path} not found")
+        try:
+            return load_file(str(weights_path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{weights_path}: unreadable safetensors file ({exc})") from None
+
+    @classmethod
+    def read_config(cls, path: str | os.PathLike) -> Any:
+        payload = cls.read_payload(path)
+        try:
+            return config_from_dict(cls.config_class, payload.get("config", {}))
+        except ConfigError as exc:
+            raise WeightsError(f"{Path(path) / CONFIG_FILE}: {exc}") from None
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any):
         path = Path(path)
         config = cls.read_config(path)
         weights_path = path / WEIGHTS_FILE
         if not weights_path.is_file():
             raise WeightsError(f"{weights_path} not found")
         model = cls(config, **kwargs)
-        try:
-            state = load_file(str(weights_path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise WeightsError(f"{weights_path}: unreadable safetensors file ({exc})") from None
+        state = cls.read_weights(weights_path)
         model.load_state_dict_strict(state, source=str(weights_path), ignored_prefixes=cls.optional_prefixes)
         return model.to(device).eval()
 

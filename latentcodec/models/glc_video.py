@@ -23,7 +23,8 @@ import io
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -53,7 +54,7 @@ from latentcodec.entropy.masked_gaussian import (
     split_prior,
 )
 from latentcodec.errors import BitstreamError, ConfigError, InputError, LatentCodecError, WeightsError
-from latentcodec.models.base import LatentCodec, load_strict
+from latentcodec.models.base import WEIGHTS_FILE, LatentCodec, load_strict
 from latentcodec.models.glc_image import GLCImage, GLCImageConfig, GLCImageOutput, load_official_checkpoint
 from latentcodec.nn.dcvc import DepthConvBlock3, conv1x1, conv3x3
 from latentcodec.nn.vq import VectorQuantizer
@@ -130,7 +131,16 @@ class GLCVideoConfig:
         return cls(intra=dataclasses.replace(GLCImageConfig.tiny(), num_rates=64), share_vqgan=True)
 
 
-PRESETS = {"official": GLCVideoConfig.official, "tiny": GLCVideoConfig.tiny}
+    @classmethod
+    def small(cls) -> "GLCVideoConfig":
+        """The shipped default: a P-frame model over the shipped GLC-image default (its 64-channel
+        latent and VQGAN, shared), with a 1024-entry token codebook (10-bit indices, 20 bytes of
+        tokens per P-frame) so that both defaults fit the package's weight budget."""
+        return cls(intra=dataclasses.replace(GLCImageConfig.small(), num_rates=64), share_vqgan=True,
+                   z_codebook_size=1024)
+
+
+PRESETS = {"official": GLCVideoConfig.official, "small": GLCVideoConfig.small, "tiny": GLCVideoConfig.tiny}
 
 
 class FramePlan(NamedTuple):
@@ -473,6 +483,28 @@ class GLCVideo(LatentCodec):
     def vqgan_for(self, plan: FramePlan) -> VQGAN:
         return self.intra.vqgan if plan.intra else self.inter_vqgan
 
+    def interpolate_inter_rates(self, anchor_levels: Sequence[int]) -> "GLCVideo":
+        """Fill the P-model's rate levels between trained anchor levels (linear in the gains, as
+        the intra model's 64 levels are interpolated from its 4), in place; levels outside the
+        anchors take the nearest anchor's gains. Training visits only the anchors."""
+        levels = sorted(set(int(a) for a in anchor_levels))
+        if not levels or levels[0] < 0 or levels[-1] >= self.num_rates:
+            raise ValueError(f"anchor levels {anchor_levels!r} must lie in 0..{self.num_rates - 1}")
+        positions = torch.arange(self.num_rates, dtype=torch.float64)
+        anchors = torch.tensor(levels, dtype=torch.float64)
+        upper = torch.searchsorted(anchors, positions).clamp(1, max(1, len(levels) - 1))
+        lower = upper - 1 if len(levels) > 1 else upper * 0
+        span = (anchors[upper] - anchors[lower]).clamp(min=1)
+        weight = ((positions - anchors[lower]) / span).clamp(0, 1).view(-1, 1, 1, 1)
+        with torch.no_grad():
+            for table in (self.inter.y_q_enc, self.inter.y_q_dec):
+                known = table[levels].double()
+                index = {level: i for i, level in enumerate(levels)}
+                low = known[[index[levels[i]] for i in lower.tolist()]]
+                high = known[[index[levels[i]] for i in upper.tolist()]]
+                table.copy_((low + (high - low) * weight).to(table.dtype))
+        return self
+
     def plan(self, index: int, gop: GOPConfig | None = None) -> FramePlan:
         return plan_frame(index, gop or self.config.gop)
 
@@ -703,6 +735,58 @@ class GLCVideo(LatentCodec):
         self.compress_frames(list(frames.unbind(0)), rate_index, on_frame=stats.append)
         return stats
 
+    # -- persistence -----------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
+                        intra_reference: str | os.PathLike | None = None,
+                        dtype: torch.dtype | None = None) -> Path:
+        """``config.json`` + ``model.safetensors`` of the whole model, or, with ``intra_reference``
+        (a folder name under the zoo's shipped weights, or a save_pretrained folder of the
+        GLC-image model this I-frame model was loaded from), of the P-frame model alone: the
+        intra model is then read from that folder (rates interpolated) and checked against the
+        SHA-256 of its weights recorded here. ``dtype`` (e.g. torch.float16) stores floating
+        tensors narrower; they load back into float32 parameters exactly as stored."""
+        tensors = self.state_dict_for_saving()
+        extra = None
+        if intra_reference is not None:
+            source = resolve_intra_reference(intra_reference, Path(path))
+            intra = GLCImage.from_pretrained(source).interpolate_rates(self.num_rates)
+            own = self.intra.state_dict()
+            for key, value in intra.state_dict().items():
+                if not torch.equal(value, own[key].cpu()):
+                    raise WeightsError(f"intra_reference {source}: its {key} differs from this model's intra model")
+            tensors = {k: v for k, v in tensors.items() if k.startswith("inter.")}
+            extra = {INTRA_REFERENCE_KEY: {"weights": str(intra_reference),
+                                           "sha256": file_sha256(source / WEIGHTS_FILE)}}
+        if dtype is not None:
+            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        return self.write_pretrained(path, tensors, metadata, extra)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any) -> "GLCVideo":
+        path = Path(path)
+        reference = cls.read_payload(path).get(INTRA_REFERENCE_KEY)
+        if reference is None:
+            return super().from_pretrained(path, device, **kwargs)
+        config = cls.read_config(path)
+        if not isinstance(reference, dict) or not isinstance(reference.get("weights"), str):
+            raise WeightsError(f"{path}: malformed {INTRA_REFERENCE_KEY} entry in config.json")
+        source = resolve_intra_reference(reference["weights"], path)
+        if reference.get("sha256") != file_sha256(source / WEIGHTS_FILE):
+            raise WeightsError(f"{path}: its P-frame model was trained over other I-frame weights than "
+                               f"{source / WEIGHTS_FILE} (SHA-256 differs)")
+        intra = GLCImage.from_pretrained(source).interpolate_rates(config.num_rates)
+        if intra.config != config.intra:
+            raise WeightsError(f"{path}: the referenced I-frame model {source} has another configuration")
+        model = cls(config, intra=intra, **kwargs)
+        state = cls.read_weights(path / WEIGHTS_FILE)
+        weights_source = str(path / WEIGHTS_FILE)
+        stray = [k for k in state if not k.startswith("inter.")]
+        if stray:
+            raise WeightsError(f"{weights_source}: holds {len(stray)} non-P-model key(s) such as {stray[0]!r} "
+                               f"although config.json references its I-frame model")
+        load_inter_strict(model.inter, {k[len("inter."):]: v for k, v in state.items()}, weights_source)
+        return model.to(device).eval()
+
     # -- official checkpoints --------------------------------------------------------------------
     @classmethod
     def from_official_state_dicts(cls, intra_state: dict[str, torch.Tensor], inter_state: dict[str, torch.Tensor],
@@ -730,6 +814,31 @@ class GLCVideo(LatentCodec):
 
 
 INTER_OPTIONAL_PREFIXES = ("vqgan.quantize.",)
+INTRA_REFERENCE_KEY = "intra_weights"
+
+
+def resolve_intra_reference(reference: str | os.PathLike, folder: Path) -> Path:
+    """A referenced I-frame model folder: a name under the zoo's shipped weights, a path relative
+    to the referring folder, or an absolute path."""
+    from latentcodec.zoo.registry import SHIPPED_WEIGHTS_DIR
+
+    reference = Path(os.path.expanduser(str(reference)))
+    candidates = [reference] if reference.is_absolute() else [SHIPPED_WEIGHTS_DIR / reference, folder / reference]
+    for candidate in candidates:
+        if (candidate / WEIGHTS_FILE).is_file():
+            return candidate
+    raise WeightsError(f"the I-frame model {str(reference)!r} referenced by {folder} was not found "
+                       f"(looked in {', '.join(str(c) for c in candidates)})")
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_inter_strict(inter: GLCVideoInter, state: dict[str, torch.Tensor], source: str) -> None:

@@ -8,8 +8,8 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train a GLC-image stage from a YAML config",
-        description="Train one GLC-image stage (vqgan, latent or joint) from a YAML config. "
+        help="train a GLC-image or GLC-video stage from a YAML config",
+        description="Train one stage (GLC-image: vqgan, latent or joint; GLC-video: video) from a YAML config. "
         "For several processes use: torchrun --nproc_per_node N -m latentcodec.train CONFIG",
     )
     train.add_argument("config", help="YAML training config (see latentcodec/training/configs/)")
@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     export.add_argument("checkpoint", help="a run folder or its checkpoint.pt")
     export.add_argument("output", help="folder to write")
+    export.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                        help="storage type of the weights (float16 halves a GLC-video P-model's file)")
     export.set_defaults(func=run_export)
 
 
@@ -39,6 +41,9 @@ def run_train(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from latentcodec.training.trainer import export_inference_model
 
-    path = export_inference_model(args.checkpoint, args.output)
+    import torch
+
+    dtype = None if args.dtype == "float32" else getattr(torch, args.dtype)
+    path = export_inference_model(args.checkpoint, args.output, dtype=dtype)
     print(path)
     return 0

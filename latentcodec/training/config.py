@@ -13,7 +13,7 @@ from latentcodec.config import config_from_dict, config_to_dict, override_config
 from latentcodec.errors import ConfigError
 from latentcodec.nn.patchgan import PatchGANConfig
 
-Stage = Literal["vqgan", "latent", "joint"]
+Stage = Literal["vqgan", "latent", "joint", "video"]
 PerceptualChoice = Literal["auto", "lpips_vgg", "fallback", "none"]
 
 
@@ -27,12 +27,37 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class VideoTrainConfig:
+    """Stage "video": P-frame training of GLC-video over a frozen GLC-image I-frame model.
+
+    Clips of ``clip_length`` frames: frame 0 is coded by the frozen intra model, each later frame
+    as a P-frame on the previous decoded latent, gradients flowing through the chain. Only the
+    ``anchor_levels`` of the 64 rate levels are trained (one lambda each, ``rates.lambdas``);
+    export fills the levels between them by interpolating the gains.
+    """
+
+    intra_weights: str = "glc-image-default"  # zoo folder name or save_pretrained folder of GLC-image
+    video_sources: tuple[str, ...] = ("../shared/data/video/vimeo_septuplet16",)
+    photo_dirs: tuple[str, ...] = ("../shared/data/train",)  # stills for synthetic pans; () for none
+    real_share: float = 0.5  # fraction of clips from real video
+    clip_length: int = 4
+    max_motion: float = 6.0  # synthetic pans: pixels per frame, at most
+    max_zoom: float = 0.02  # synthetic pans: relative zoom per frame, at most
+    anchor_levels: tuple[int, ...] = (0, 21, 42, 63)
+    # Each later P-frame of a clip draws its feature adaptor at random, so short clips train all
+    # three (the GOP pattern reaches adaptor 1 only at frame 9).
+    random_adaptors: bool = True
+
+
+@dataclass(frozen=True)
 class ValidationConfig:
     every: int = 1000  # steps; 0 disables
     image_dir: str = "../shared/data/kodak"
     images: int = 4  # the first N files of the folder, sorted
     crop: int = 0  # centre crop side in pixels (0: whole image)
     rate_indices: tuple[int, ...] = (0, 1, 2, 3)
+    video: str = "../shared/data/video/carphone_qcif/carphone_qcif.y4m"  # stage "video"
+    frames: int = 8  # stage "video": the first N frames of ``video``
 
 
 @dataclass(frozen=True)
@@ -103,7 +128,7 @@ class TrainConfig:
     name: str
     stage: Stage
     steps: int
-    preset: str = "tiny"  # a key of latentcodec.models.glc_image.PRESETS
+    preset: str = "tiny"  # a key of glc_image.PRESETS (glc_video.PRESETS in stage "video")
     init_from: str | None = None  # a previous run's directory, a checkpoint file or a save_pretrained dir
     seed: int = 0
     freeze_vqgan_encoder: bool = True  # stage III: keep E fixed so the latent and code targets stay put
@@ -116,6 +141,7 @@ class TrainConfig:
     losses: LossWeights = field(default_factory=LossWeights)
     rates: RateConfig = field(default_factory=RateConfig)
     gan: GanConfig = field(default_factory=GanConfig)
+    video: VideoTrainConfig = field(default_factory=VideoTrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def run_dir(self) -> Path:
@@ -140,9 +166,38 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+def check_video_config(config: TrainConfig) -> TrainConfig:
+    from latentcodec.models.glc_video import PRESETS
+
+    if config.preset not in PRESETS:
+        raise ConfigError(f"unknown GLC-video preset {config.preset!r} (one of {', '.join(PRESETS)})")
+    model_config = PRESETS[config.preset]()
+    video = config.video
+    if config.steps <= 0 or config.optim.grad_accum <= 0 or config.data.batch_size <= 0:
+        raise ConfigError("steps, optim.grad_accum and data.batch_size must be positive")
+    if config.data.crop_size % model_config.intra.pad_multiple:
+        raise ConfigError(f"data.crop_size must be a multiple of {model_config.intra.pad_multiple}")
+    if video.clip_length < 2:
+        raise ConfigError("video.clip_length must be at least 2")
+    levels = video.anchor_levels
+    if not levels or len(set(levels)) != len(levels) or any(not 0 <= q < model_config.num_rates for q in levels):
+        raise ConfigError(f"video.anchor_levels must be distinct levels in 0..{model_config.num_rates - 1}")
+    for name, values in (("rates.lambdas", config.rates.lambdas), ("rates.target_bpp", config.rates.target_bpp),
+                         ("rates.initial_gains", config.rates.initial_gains)):
+        if values is not None and len(values) != len(levels):
+            raise ConfigError(f"{name} needs {len(levels)} values, one per video.anchor_levels entry")
+    if any(not 0 <= q < len(levels) for q in config.validation.rate_indices):
+        raise ConfigError("validation.rate_indices index video.anchor_levels and are out of range")
+    if not video.video_sources and not video.photo_dirs:
+        raise ConfigError("video.video_sources and video.photo_dirs are both empty")
+    return config
+
+
 def check_config(config: TrainConfig) -> TrainConfig:
     from latentcodec.models.glc_image import PRESETS
 
+    if config.stage == "video":
+        return check_video_config(config)
     if config.preset not in PRESETS:
         raise ConfigError(f"unknown preset {config.preset!r} (one of {', '.join(PRESETS)})")
     if config.steps <= 0 or config.optim.grad_accum <= 0 or config.data.batch_size <= 0:

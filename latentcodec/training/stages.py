@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentcodec.models.glc_image import GLCImage
+from latentcodec.models.glc_video import FEATURE_ADAPTOR_PATTERN, GLCVideo, FramePlan, plan_frame
 from latentcodec.nn.patchgan import PatchGANDiscriminator
 from latentcodec.training.config import TrainConfig
 from latentcodec.training.losses import (
@@ -46,6 +47,9 @@ class StageLosses(NamedTuple):
 
 def trainable_prefixes(config: TrainConfig) -> tuple[str, ...]:
     """State-dict prefixes of the parameters each stage optimises."""
+    if config.stage == "video":
+        # The P-frame model only; the I-frame model and the shared VQGAN stay frozen.
+        return ("inter.",)
     codec = ("q_enc", "q_dec", "enc.", "dec.", "hyper_enc.", "hyper_dec.", "z_vq.", "y_prior_fusion.",
              "y_spatial_prior", "code_pred_loss.")
     if config.stage == "vqgan":
@@ -60,11 +64,12 @@ def trainable_prefixes(config: TrainConfig) -> tuple[str, ...]:
     return joint
 
 
-def set_trainable(model: GLCImage, config: TrainConfig) -> list[nn.Parameter]:
+def set_trainable(model: nn.Module, config: TrainConfig) -> list[nn.Parameter]:
     prefixes = trainable_prefixes(config)
+    frozen = ("inter.vqgan.",) if config.stage == "video" else ()
     chosen = []
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name.startswith(prefixes))
+        parameter.requires_grad_(name.startswith(prefixes) and not name.startswith(frozen))
         if parameter.requires_grad:
             chosen.append(parameter)
     return chosen
@@ -189,3 +194,58 @@ class StageObjective(nn.Module):
         quantizer = self.model.z_vq
         codewords = quantizer.lookup(indices)
         return F.mse_loss(z, codewords.detach()) + quantizer.beta * F.mse_loss(codewords, z.detach())
+
+
+class VideoObjective(nn.Module):
+    """Stage "video": rate + lambda * latent MSE over the P-frames of clips (B, T, 3, H, W).
+
+    Frame 0 goes through the frozen intra model without gradients; every later frame is a P-frame
+    on the previous decoded latent, so the loss of frame t reaches the P-model's earlier frames
+    through the chain (error propagation is trained, not only one step). The rate is the
+    trainable estimate of y plus the fixed token bits, per pixel and P-frame.
+    """
+
+    def __init__(self, model: GLCVideo, config: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.register_buffer("anchor_levels", torch.tensor(config.video.anchor_levels, dtype=torch.long),
+                             persistent=False)
+
+    def plans(self, length: int, generator: torch.Generator | None) -> list[FramePlan]:
+        plans = [plan_frame(t, self.model.config.gop) for t in range(length)]
+        if not self.config.video.random_adaptors:
+            return plans
+        choices = sorted(set(FEATURE_ADAPTOR_PATTERN))
+        picked = torch.randint(0, len(choices), (length,), generator=generator).tolist()
+        return [p if p.intra or p.after_intra else p._replace(adaptor_index=choices[picked[p.index]]) for p in plans]
+
+    def forward(self, clips: torch.Tensor, rates: torch.Tensor, lambdas: torch.Tensor,
+                discriminator: PatchGANDiscriminator | None = None,
+                generator: torch.Generator | None = None) -> StageLosses:
+        model, weights = self.model, self.config.losses
+        batch, length = clips.shape[:2]
+        levels = self.anchor_levels[rates]
+        with torch.no_grad():
+            reference = model.intra.analyse(model.intra.pad(clips[:, 0]), levels).latent_hat
+        vqgan = model.inter_vqgan
+        bits = clips.new_zeros(batch)
+        latent_mse = clips.new_zeros(batch)
+        vq_loss = clips.new_zeros(())
+        for plan in self.plans(length, generator)[1:]:
+            with torch.no_grad():
+                latent = vqgan.encoder(model.intra.pad(clips[:, plan.index]))
+            analysis = model.inter.analyse(latent, reference, plan, levels)
+            y_bits = trainable_residual_bits(analysis.steps.symbols, analysis.steps.scales)
+            bits = bits + y_bits.sum(dim=(1, 2, 3)) + float(model.inter_z_bits())
+            latent_mse = latent_mse + per_sample_mean((analysis.latent_hat - latent) ** 2)
+            vq_loss = vq_loss + analysis.vq_loss
+            reference = analysis.latent_hat
+        p_frames = length - 1
+        bpp = bits / (p_frames * clips.shape[-2] * clips.shape[-1])
+        latent_mse = latent_mse / p_frames
+        vq_loss = vq_loss / p_frames
+        total = bpp.mean() + (lambdas[rates] * weights.latent_mse * latent_mse).mean() + weights.codebook * vq_loss
+        zero = bpp.new_zeros(())
+        return StageLosses(total, None, clips, rates, bpp.detach(), zero, zero, zero, zero, zero, vq_loss.detach(),
+                           latent_mse.mean().detach(), zero, zero)

@@ -28,14 +28,20 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from latentcodec.config import config_to_dict
+import dataclasses
+
+from latentcodec.config import config_from_dict, config_to_dict
+from latentcodec.data.clips import build_clip_dataset
 from latentcodec.data.crops import BatchStream, RandomCropDataset, find_images
 from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models.glc_image import PRESETS, GLCImage
+from latentcodec.models.glc_video import PRESETS as VIDEO_PRESETS
+from latentcodec.models.glc_video import GLCVideo, load_inter_strict, resolve_intra_reference
+from latentcodec.zoo.registry import SHIPPED_WEIGHTS_DIR
 from latentcodec.nn.patchgan import PatchGANDiscriminator
 from latentcodec.training.config import TrainConfig, dump_config
 from latentcodec.training.losses import PerceptualLoss, hinge_discriminator_loss, lpips_vgg_status
-from latentcodec.training.stages import StageLosses, StageObjective, set_trainable
+from latentcodec.training.stages import StageLosses, StageObjective, VideoObjective, set_trainable
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -137,17 +143,56 @@ def load_model_weights(model: GLCImage, source: str) -> str:
     return f"initialised from {path}" + (f" ({len(missing)} training-only tensors fresh)" if missing else "")
 
 
+def build_video_model(config: TrainConfig) -> tuple[GLCVideo, str]:
+    """The GLC-video model of a stage "video" run: the frozen I-frame model read from
+    ``video.intra_weights`` (rates interpolated to the video's levels), the P-model fresh or
+    from ``init_from`` (a run folder, checkpoint or save_pretrained folder of GLC-video)."""
+    video_config = VIDEO_PRESETS[config.preset]()
+    intra_path = resolve_intra_reference(os.path.expanduser(config.video.intra_weights), Path.cwd())
+    intra = GLCImage.from_pretrained(intra_path).interpolate_rates(video_config.num_rates)
+    if intra.config != video_config.intra:
+        raise ConfigError(f"video.intra_weights {intra_path} is not a GLC-image of preset {config.preset!r}'s "
+                          f"I-frame configuration")
+    model = GLCVideo(video_config, intra=intra)
+    note = f"I-frame model {intra_path} (frozen)"
+    if config.init_from:
+        source = Path(os.path.expanduser(os.path.expandvars(config.init_from)))
+        if source.is_dir() and (source / CHECKPOINT_FILE).is_file():
+            source = source / CHECKPOINT_FILE
+        if source.is_file():
+            state = torch.load(source, map_location="cpu", weights_only=False)["model"]
+        else:
+            state = GLCVideo.from_pretrained(source).state_dict()
+        inter = {k[len("inter."):]: v for k, v in state.items() if k.startswith("inter.")}
+        load_inter_strict(model.inter, inter, str(source))
+        note += f", P-model from {source}"
+    return model, note
+
+
 def export_inference_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
-                           metadata: dict[str, Any] | None = None) -> Path:
-    """A trainer checkpoint (or run folder) -> save_pretrained folder without training-only modules."""
+                           metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+    """A trainer checkpoint (or run folder) -> save_pretrained folder without training-only modules.
+
+    A stage "video" run exports its P-model with the gains between anchors interpolated; when the
+    frozen I-frame model is a shipped zoo folder the export references it instead of copying it."""
     path = Path(checkpoint)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
     payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload["stage"] == "video":
+        config = config_from_dict(TrainConfig, payload["config"])
+        model, _ = build_video_model(dataclasses.replace(config, init_from=str(path)))
+        model.interpolate_inter_rates(config.video.anchor_levels)
+        reference = config.video.intra_weights
+        shipped = (SHIPPED_WEIGHTS_DIR / reference / "model.safetensors").is_file() and "/" not in reference
+        return model.save_pretrained(out_dir, metadata=metadata, intra_reference=reference if shipped else None,
+                                     dtype=dtype)
     config = PRESETS[payload["preset"]]()
     model = GLCImage(config, with_training_modules=False)
     state = {k: v for k, v in payload["model"].items() if not k.startswith(GLCImage.optional_prefixes)}
     model.load_state_dict_strict(state, source=str(path))
+    if dtype is not None:
+        raise ConfigError("narrower weight storage is offered for GLC-video P-models only")
     return model.save_pretrained(out_dir, metadata=metadata)
 
 
@@ -181,10 +226,15 @@ class Trainer:
         np.random.seed(config.seed % 2**32)
         random.seed(config.seed)
 
-        self.model = GLCImage(PRESETS[config.preset](), with_training_modules=True)
-        init_note = load_model_weights(self.model, config.init_from) if config.init_from else "fresh initialisation"
+        self.is_video = config.stage == "video"
+        if self.is_video:
+            self.model, init_note = build_video_model(config)
+        else:
+            self.model = GLCImage(PRESETS[config.preset](), with_training_modules=True)
+            init_note = load_model_weights(self.model, config.init_from) if config.init_from else "fresh initialisation"
         self.model.to(self.device)
         parameters = set_trainable(self.model, config)
+        self.rate_slots = len(config.rates.lambdas)
 
         needs_pixels = config.stage in ("vqgan", "joint")
         perceptual_kind, self.perceptual_note = (self._perceptual_choice() if needs_pixels
@@ -198,12 +248,14 @@ class Trainer:
         self.discriminator = (PatchGANDiscriminator(config.gan.discriminator).to(self.device)
                               if self.uses_discriminator else None)
 
-        self.objective = StageObjective(self.model, config, self.perceptual)
+        self.objective = (VideoObjective(self.model, config) if self.is_video
+                          else StageObjective(self.model, config, self.perceptual))
         self.lambdas = torch.tensor(config.rates.lambdas, dtype=torch.float32, device=self.device)
 
         optim = config.optim
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        gains = [p for p in parameters if p is self.model.q_enc or p is self.model.q_dec]
+        gain_tables = self.rate_gain_tables()
+        gains = [p for p in parameters if any(p is g for g in gain_tables)]
         others = [p for p in parameters if not any(p is g for g in gains)]
         groups = [{"params": others}]
         if gains:
@@ -223,8 +275,16 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and config.runtime.bf16 else contextlib.nullcontext())
 
-        files = find_images(config.data.train_dirs, config.data.min_side)
-        dataset = RandomCropDataset(files, config.data.crop_size)
+        if self.is_video:
+            video = config.video
+            dataset = build_clip_dataset(video.video_sources, video.photo_dirs, video.clip_length,
+                                         config.data.crop_size, video.real_share, video.max_motion, video.max_zoom)
+            data_note = (f"{len(dataset.sequences)} video sequences + {len(dataset.photos)} photos for panned clips "
+                         f"of {video.clip_length} frames")
+        else:
+            files = find_images(config.data.train_dirs, config.data.min_side)
+            dataset = RandomCropDataset(files, config.data.crop_size)
+            data_note = f"{len(files)} training images"
         self.stream = BatchStream(dataset, config.data.batch_size, config.seed, self.dist.rank,
                                   self.dist.world_size, config.data.num_workers)
         self.step = 0
@@ -235,11 +295,15 @@ class Trainer:
         else:
             if config.stage == "vqgan" and config.codebook_init_from_data:
                 self._init_codebook_from_data()
+            if self.is_video and not config.init_from and config.codebook_init_from_data:
+                self._init_token_codebook_from_data()
             if config.stage != "vqgan" and config.rates.initial_gains is not None:
                 spread = torch.tensor(config.rates.initial_gains, device=self.device).view(-1, 1, 1, 1)
+                rows = list(config.video.anchor_levels) if self.is_video else slice(None)
+                q_enc, q_dec = gain_tables
                 with torch.no_grad():
-                    self.model.q_enc.mul_(spread)
-                    self.model.q_dec.div_(spread)
+                    q_enc[rows] = q_enc[rows] * spread
+                    q_dec[rows] = q_dec[rows] / spread
 
         # DDP broadcasts rank 0's parameters here, so all ranks start identical.
         if self.dist.active:
@@ -253,12 +317,18 @@ class Trainer:
 
         self.log(f"run {config.name}: stage {config.stage}, preset {config.preset}, {init_note}; "
                  f"device {self.device}, world {self.dist.world_size}, threads {torch.get_num_threads()}; "
-                 f"{len(files)} training images; perceptual: {self.perceptual_note}; "
+                 f"{data_note}; perceptual: {self.perceptual_note}; "
                  f"{'resumed at step ' + str(self.step) if not self.started_fresh else 'new run'}")
         if self.dist.is_main:
             (self.run_dir / "config.yaml").write_text(dump_config(config))
 
     # -- helpers -----------------------------------------------------------------------
+    def rate_gain_tables(self) -> tuple[nn.Parameter, nn.Parameter]:
+        """The per-rate gain tables (encoder, decoder side) this stage trains."""
+        if self.is_video:
+            return self.model.inter.y_q_enc, self.model.inter.y_q_dec
+        return self.model.q_enc, self.model.q_dec
+
     def _barrier(self) -> None:
         if self.dist.active:
             dist.barrier()
@@ -299,10 +369,35 @@ class Trainer:
         noise = torch.randn(quantize.codebook_size, vectors.shape[1], generator=generator) * vectors.std() * 0.1
         quantize.embedding.weight.data.copy_(vectors[picks.to(vectors.device)] + noise.to(vectors.device))
 
-    def _rates(self, micro: int, batch: int) -> torch.Tensor:
+    def _sample_generator(self, micro: int) -> torch.Generator:
+        """Draws of one micro-batch (rate slots, P-frame adaptors): fixed by (seed, step, micro, rank)."""
         seed = ((self.config.seed * 1_000_003 + self.step) * 1009 + micro) * 4099 + self.dist.rank
-        generator = torch.Generator().manual_seed(seed)
-        return torch.randint(0, self.model.num_rates, (batch,), generator=generator).to(self.device)
+        return torch.Generator().manual_seed(seed)
+
+    def _init_token_codebook_from_data(self) -> None:
+        """Start the P-model's token codebook on the tokens of one batch of clips (as the VQGAN
+        codebook in stage I): codewords far from every token would never be chosen."""
+        model = self.model
+        probe = BatchStream(self.stream.dataset, self.config.data.batch_size, self.config.seed + 1, 0, 1, 0)
+        clips = probe.next_batch().to(self.device)
+        levels = torch.full((clips.shape[0],), self.config.video.anchor_levels[-1], device=self.device)
+        tokens = []
+        with torch.no_grad():
+            reference = model.intra.analyse(model.intra.pad(clips[:, 0]), levels).latent_hat
+            for t in range(1, clips.shape[1]):
+                latent = model.inter_vqgan.encoder(model.intra.pad(clips[:, t]))
+                analysis = model.inter.analyse(latent, reference, model.plan(t), levels)
+                tokens.append(analysis.z.squeeze(-1).transpose(1, 2).reshape(-1, analysis.z.shape[1]))
+                reference = analysis.latent_hat
+        vectors = torch.cat(tokens).float()
+        quantizer = model.inter.z_vq
+        generator = torch.Generator().manual_seed(self.config.seed)
+        picks = torch.randint(0, vectors.shape[0], (quantizer.codebook_size,), generator=generator)
+        noise = torch.randn(quantizer.codebook_size, vectors.shape[1], generator=generator) * vectors.std() * 0.1
+        quantizer.embedding.weight.data.copy_(vectors[picks.to(vectors.device)] + noise.to(vectors.device))
+
+    def _rates(self, micro: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(0, self.rate_slots, (batch,), generator=generator).to(self.device)
 
     # -- checkpoints ---------------------------------------------------------------------
     def _gather(self, obj: Any) -> list[Any]:
@@ -375,6 +470,8 @@ class Trainer:
         config = self.config
         accumulation = config.optim.grad_accum
         self.objective.train()
+        if self.is_video:
+            self.model.intra.eval()  # frozen: its quantisers run as at inference
         use_gan = self._gan_active()
         discriminator_for_g = None
         if self.discriminator is not None and (use_gan or self.perceptual is not None):
@@ -382,16 +479,18 @@ class Trainer:
             self.discriminator.requires_grad_(False)
         self.objective.gan_enabled = use_gan
         last: StageLosses | None = None
-        rate_sums = torch.zeros(self.model.num_rates, device=self.device)
-        rate_counts = torch.zeros(self.model.num_rates, device=self.device)
+        rate_sums = torch.zeros(self.rate_slots, device=self.device)
+        rate_counts = torch.zeros(self.rate_slots, device=self.device)
         disc_loss_value = 0.0
         for micro in range(accumulation):
             batch = self.stream.next_batch().to(self.device, non_blocking=True)
-            rates = self._rates(micro, batch.shape[0])
+            generator = self._sample_generator(micro)
+            rates = self._rates(micro, batch.shape[0], generator)
+            extra = {"generator": generator} if self.is_video else {}
             sync = micro == accumulation - 1
             no_sync = self.objective_ddp.no_sync() if (self.dist.active and not sync) else contextlib.nullcontext()
             with no_sync, self.autocast:
-                losses = self.objective_ddp(batch, rates, self.lambdas, discriminator_for_g)
+                losses = self.objective_ddp(batch, rates, self.lambdas, discriminator_for_g, **extra)
             (losses.total / accumulation).backward()
             rate_sums.index_add_(0, rates, losses.bpp.float())
             rate_counts.index_add_(0, rates, torch.ones_like(losses.bpp))
@@ -447,6 +546,8 @@ class Trainer:
         """Actual file bpp (compress), PSNR and MS-SSIM per rate on a Kodak subset (rank 0)."""
         if not self.dist.is_main:
             return None
+        if self.is_video:
+            return self.validate_video()
         from latentcodec.evaluation.metrics.pixel import MSSSIM, PSNR
 
         vc = self.config.validation
@@ -480,6 +581,34 @@ class Trainer:
                 psnrs.append(psnr(x[0], x_hat[0]))
                 ssims.append(msssim(x[0], x_hat[0]))
             results[str(q)] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "ms_ssim": float(np.mean(ssims))}
+        model.train()
+        return results
+
+    @torch.no_grad()
+    def validate_video(self) -> dict[str, Any] | None:
+        """File bpp (I and P frames), mean PSNR, per validated anchor, on the first frames of a clip."""
+        from latentcodec.data.video import read_frames
+        from latentcodec.evaluation.metrics.pixel import PSNR
+
+        vc = self.config.validation
+        path = Path(os.path.expanduser(os.path.expandvars(vc.video)))
+        if not path.exists():
+            self.log(f"validation skipped: {path} does not exist")
+            return None
+        frames = [torch.from_numpy(f.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0) for f in read_frames(path, vc.frames)]
+        psnr = PSNR()
+        model = self.model
+        model.eval()
+        results: dict[str, Any] = {}
+        for slot in vc.rate_indices:
+            level = self.config.video.anchor_levels[slot]
+            data = model.compress_frames([f.to(self.device) for f in frames], level)
+            decoded = [torch.round(x.cpu() * 255) / 255 for x in model.decode_sequence(data)]
+            height, width = frames[0].shape[-2:]
+            results[str(level)] = {
+                "bpp": 8 * len(data) / (height * width * len(frames)),
+                "psnr": float(np.mean([psnr(x[0], y[0]) for x, y in zip(frames, decoded)])),
+            }
         model.train()
         return results
 
