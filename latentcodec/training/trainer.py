@@ -366,7 +366,7 @@ class Trainer:
         vectors = latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1]).float()
         generator = torch.Generator().manual_seed(self.config.seed)
         picks = torch.randint(0, vectors.shape[0], (quantize.codebook_size,), generator=generator)
-        noise = torch.randn(quantize.codebook_size, vectors.shape[1], generator=generator) * vectors.std() * 0.1
+        noise = torch.randn(quantize.codebook_size, vectors.shape[1], generator=generator) * vectors.std().item() * 0.1
         quantize.embedding.weight.data.copy_(vectors[picks.to(vectors.device)] + noise.to(vectors.device))
 
     def _sample_generator(self, micro: int) -> torch.Generator:
@@ -393,7 +393,7 @@ class Trainer:
         quantizer = model.inter.z_vq
         generator = torch.Generator().manual_seed(self.config.seed)
         picks = torch.randint(0, vectors.shape[0], (quantizer.codebook_size,), generator=generator)
-        noise = torch.randn(quantizer.codebook_size, vectors.shape[1], generator=generator) * vectors.std() * 0.1
+        noise = torch.randn(quantizer.codebook_size, vectors.shape[1], generator=generator) * vectors.std().item() * 0.1
         quantizer.embedding.weight.data.copy_(vectors[picks.to(vectors.device)] + noise.to(vectors.device))
 
     def _rates(self, micro: int, batch: int, generator: torch.Generator) -> torch.Tensor:
