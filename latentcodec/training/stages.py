@@ -225,7 +225,7 @@ class VideoObjective(nn.Module):
                 generator: torch.Generator | None = None) -> StageLosses:
         model, weights = self.model, self.config.losses
         batch, length = clips.shape[:2]
-        levels = self.anchor_levels[rates]
+        levels = self.anchor_levels.to(rates.device)[rates]
         with torch.no_grad():
             reference = model.intra.analyse(model.intra.pad(clips[:, 0]), levels).latent_hat
         vqgan = model.inter_vqgan
