@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
@@ -152,7 +153,7 @@ class HevcCodec(ClassicalCodec):
     preset: str = "medium"
 
     def unavailable_reason(self) -> str | None:
-        return _ffmpeg_x265_problem()
+        return ffmpeg_encoder_problem("libx265")
 
     def encode_rgb(self, image: Image.Image, value: float) -> bytes:
         width, height = image.size
@@ -291,11 +292,25 @@ def encode_at_most(
     codec: ClassicalCodec, image: Image.Image, max_bytes: int, scales: tuple[int, ...] = (1,)
 ) -> SizeSearch:
     """The largest file of ``image`` not above ``max_bytes``, over all parameters and ``scales``."""
+    return search_at_most(
+        lambda value, scale: encode_scaled(codec, image, value, scale), codec.search_values, max_bytes, scales
+    )
+
+
+def search_at_most(
+    encode: Callable[[float, int], bytes],
+    values: Sequence[float],
+    max_bytes: int,
+    scales: Sequence[int] = (1,),
+) -> SizeSearch:
+    """The largest ``encode(value, scale)`` not above ``max_bytes``, by bisection over ``values``.
+
+    ``values`` run from the smallest file to the largest; any codec (an image, a video) can be searched.
+    """
     start = time.perf_counter()
     best: SizedFile | None = None
     smallest = math.inf
     encodes = 0
-    values = codec.search_values
     for scale in scales:
         cache: dict[int, SizedFile] = {}
 
@@ -303,7 +318,7 @@ def encode_at_most(
             nonlocal encodes
             if index not in cache:
                 t0 = time.perf_counter()
-                data = encode_scaled(codec, image, values[index], scale)
+                data = encode(values[index], scale)
                 cache[index] = SizedFile(data, values[index], scale, time.perf_counter() - t0)
                 encodes += 1
             return len(cache[index].data)
@@ -347,8 +362,9 @@ def _run_tool(name: str, command: list[str], stdin: bytes | None = None, error: 
     return completed.stdout
 
 
-@lru_cache(maxsize=1)
-def _ffmpeg_x265_problem() -> str | None:
+@lru_cache(maxsize=8)
+def ffmpeg_encoder_problem(encoder: str) -> str | None:
+    """None when ``ffmpeg`` is on PATH and lists ``encoder`` (e.g. libx264), else a one-line reason."""
     if shutil.which("ffmpeg") is None:
         return "ffmpeg not found on PATH (Debian: apt-get install ffmpeg)"
     try:
@@ -357,8 +373,8 @@ def _ffmpeg_x265_problem() -> str | None:
         ).stdout.decode(errors="replace")
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"ffmpeg does not run ({exc})"
-    if "libx265" not in listing:
-        return "this ffmpeg has no libx265 encoder"
+    if encoder not in listing.split():
+        return f"this ffmpeg has no {encoder} encoder"
     return None
 
 

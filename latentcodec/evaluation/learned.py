@@ -22,9 +22,10 @@ class LearnedCodec:
     """One loaded codec at all of its qualities (``at_quality`` views share the model)."""
 
     extension = "lci"  # the library's image-file suffix
+    required_attributes: tuple[str, ...] = ("num_qualities", "at_quality", "compress", "decompress")
 
     def __init__(self, name: str, codec: Any):
-        for attribute in ("num_qualities", "at_quality", "compress", "decompress"):
+        for attribute in self.required_attributes:
             if not hasattr(codec, attribute):
                 raise LatentCodecError(f"model {name!r}: the loaded object has no {attribute!r}")
         self.name = name
@@ -70,6 +71,12 @@ class LearnedCodec:
 
 def load_learned(model: str, weights: str | None, device: str) -> LearnedCodec:
     """The codec named ``model`` (a registry name or ``module:factory``) as a LearnedCodec."""
+    name, codec = load_codec_object(model, weights, device)
+    return LearnedCodec(name, codec)
+
+
+def load_codec_object(model: str, weights: str | None, device: str) -> tuple[str, Any]:
+    """(safe curve name, the object) for ``model``: ``latentcodec.load`` or a ``module:factory`` call."""
     if ":" in model:
         module_name, _, factory_name = model.partition(":")
         try:
@@ -86,7 +93,7 @@ def load_learned(model: str, weights: str | None, device: str) -> LearnedCodec:
             raise LatentCodecError(f"model {model!r} is not available yet (latentcodec.load is not implemented)")
         codec = load(model, quality=0, weights=weights, device=device)
         name = model
-    return LearnedCodec(safe_name(name), codec)
+    return safe_name(name), codec
 
 
 def safe_name(name: str) -> str:

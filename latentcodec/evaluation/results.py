@@ -33,8 +33,9 @@ PROGRESS_DIR = "progress"
 RESULTS_DIR = "results"
 BITSTREAMS_DIR = "bitstreams"
 RECONSTRUCTIONS_DIR = "reconstructions"
-PER_IMAGE_JSON = "per_image.json"
-PER_IMAGE_CSV = "per_image.csv"
+PER_IMAGE_TABLE = "per_image"
+PER_IMAGE_JSON = f"{PER_IMAGE_TABLE}.json"
+PER_IMAGE_CSV = f"{PER_IMAGE_TABLE}.csv"
 RUN_JSON = "run.json"
 
 STATUS_OK = "ok"
@@ -254,28 +255,43 @@ def aggregate(
     return curves
 
 
-def write_outputs(out_dir: str | Path, curves: Sequence[Curve], records: Sequence[ItemRecord]) -> list[Path]:
-    """``results/<curve>.json``, ``per_image.json`` and ``per_image.csv``; returns the curve files."""
+def write_outputs(
+    out_dir: str | Path,
+    curves: Sequence[Curve],
+    records: Sequence[ItemRecord],
+    table: str = PER_IMAGE_TABLE,
+    extra: dict[str, Any] | None = None,
+) -> list[Path]:
+    """``results/<curve>.json``, ``<table>.json`` and ``<table>.csv``; returns the curve files.
+
+    ``extra`` adds top-level keys to every curve file (the video runner's frame counts).
+    """
     out_dir = Path(out_dir)
     results_dir = out_dir / RESULTS_DIR
     results_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for curve in curves:
         path = results_dir / f"{curve.name}.json"
-        atomic_write_text(path, json.dumps(curve.to_compressai(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps({**curve.to_compressai(), **(extra or {})}, indent=2) + "\n")
         written.append(path)
-    ordered = sorted(records, key=lambda r: r.key)
-    atomic_write_text(
-        out_dir / PER_IMAGE_JSON,
-        json.dumps([_finite(dataclasses.asdict(r)) for r in ordered], indent=1) + "\n",
-    )
-    write_per_image_csv(out_dir / PER_IMAGE_CSV, ordered)
+    write_records(out_dir, table, sorted(records, key=lambda r: r.key))
     return written
 
 
-def write_per_image_csv(path: Path, records: Sequence[ItemRecord]) -> None:
+def write_records(out_dir: Path, table: str, records: Sequence[Any]) -> None:
+    """Dataclass records (each with a ``metrics`` dict) as ``<table>.json`` and ``<table>.csv``."""
+    atomic_write_text(
+        out_dir / f"{table}.json",
+        json.dumps([_finite(dataclasses.asdict(r)) for r in records], indent=1) + "\n",
+    )
+    write_per_image_csv(out_dir / f"{table}.csv", records)
+
+
+def write_per_image_csv(path: Path, records: Sequence[Any]) -> None:
+    """One row per record; the columns are the record class's fields, then one per metric."""
     metric_names = list(dict.fromkeys(m for r in records for m in r.metrics))
-    columns = [f.name for f in dataclasses.fields(ItemRecord) if f.name != "metrics"] + metric_names
+    record_type = type(records[0]) if records else ItemRecord
+    columns = [f.name for f in dataclasses.fields(record_type) if f.name != "metrics"] + metric_names
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(columns)

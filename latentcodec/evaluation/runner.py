@@ -124,9 +124,15 @@ class EvalSummary(NamedTuple):
 
 
 def plan_points(
-    config: EvalConfig, learned: LearnedCodec | None, baseline_names: Sequence[str]
+    config: EvalConfig,
+    learned: LearnedCodec | None,
+    baseline_names: Sequence[str],
+    get_codec: Callable[[str], Any] = classical.get_baseline,
 ) -> list[OperatingPoint]:
-    """All operating points in curve order: model first, then each baseline's modes."""
+    """All operating points in curve order: model first, then each baseline's modes.
+
+    ``get_codec`` looks a baseline up by name (the video runner passes its x264/x265 table).
+    """
     points: list[OperatingPoint] = []
     model_points: list[OperatingPoint] = []
     if learned is not None:
@@ -138,7 +144,7 @@ def plan_points(
             )
         points += model_points
     for name in baseline_names:
-        codec = classical.get_baseline(name)
+        codec = get_codec(name)
         values = (config.baseline_values or {}).get(name) or codec.default_values
         values = tuple(codec.check_value(v) for v in values)
         for scale in config.scales:
@@ -557,10 +563,32 @@ def _check_or_write_run_file(
     out_dir: Path, config: EvalConfig, images: list[ImageRef], rank: int, model_curve: str | None
 ) -> None:
     """Refuse to mix two models, weights or data sets in one ``OUT`` (items are keyed by name only)."""
+    payload = run_identity(out_dir, config.model, config.weights, config.data, model_curve)
+    if rank == 0:
+        payload.update(
+            images=[i.image_id for i in images],
+            baselines=list(config.baselines),
+            scales=list(config.scales),
+            target_bpp=list(config.target_bpp),
+            metrics=list(config.metrics or ()),
+            patch_size=config.patch_size,
+            device=config.device,
+        )
+        atomic_write_text(out_dir / RUN_JSON, json.dumps(payload, indent=2) + "\n")
+
+
+def run_identity(
+    out_dir: Path, model: str | None, weights: str | None, data: str, model_curve: str | None
+) -> dict[str, Any]:
+    """The identity part of ``OUT/run.json`` (model, weights, data, model_curve) for this run.
+
+    An InputError when ``OUT`` already holds another model, weights or data set. A baselines-only
+    run into a folder that holds a model's items keeps naming that model.
+    """
     identity = {
-        "model": config.model,
-        "weights": str(Path(config.weights).resolve()) if config.weights else None,
-        "data": str(Path(config.data).resolve()),
+        "model": model,
+        "weights": str(Path(weights).resolve()) if weights else None,
+        "data": str(Path(data).resolve()),
     }
     path = out_dir / RUN_JSON
     previous: dict = {}
@@ -571,27 +599,14 @@ def _check_or_write_run_file(
             previous = {}
         for key, value in identity.items():
             old = previous.get(key)
-            if key in ("model", "weights") and (previous.get("model") is None or config.model is None):
+            if key in ("model", "weights") and (previous.get("model") is None or model is None):
                 continue  # adding or dropping the model beside the same baselines is fine
             if old != value:
                 raise InputError(
                     f"{out_dir} holds an evaluation with {key} {old!r}, not {value!r}; use another --out"
                 )
-    if rank == 0:
-        payload = dict(identity)
-        if config.model is None and previous.get("model") is not None:
-            # A baselines-only run into a folder that holds a model's items keeps naming that model.
-            for key in ("model", "weights", "model_curve"):
-                payload[key] = previous.get(key)
-            model_curve = previous.get("model_curve")
-        payload.update(
-            model_curve=model_curve,
-            images=[i.image_id for i in images],
-            baselines=list(config.baselines),
-            scales=list(config.scales),
-            target_bpp=list(config.target_bpp),
-            metrics=list(config.metrics or ()),
-            patch_size=config.patch_size,
-            device=config.device,
-        )
-        atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    payload: dict[str, Any] = dict(identity, model_curve=model_curve)
+    if model is None and previous.get("model") is not None:
+        for key in ("model", "weights", "model_curve"):
+            payload[key] = previous.get(key)
+    return payload

@@ -95,12 +95,12 @@ def test_encode_at_most_reports_unreachable_limits():
 
 def test_missing_tools_give_one_line_reasons(monkeypatch):
     monkeypatch.setattr(classical.shutil, "which", lambda tool: None)
-    classical._ffmpeg_x265_problem.cache_clear()
+    classical.ffmpeg_encoder_problem.cache_clear()
     try:
         jxl = classical.get_baseline("jxl").unavailable_reason()
         hevc = classical.get_baseline("hevc").unavailable_reason()
     finally:
-        classical._ffmpeg_x265_problem.cache_clear()
+        classical.ffmpeg_encoder_problem.cache_clear()
     assert "cjxl" in jxl and "libjxl-tools" in jxl and "\n" not in jxl
     assert "ffmpeg" in hevc and "\n" not in hevc
 
