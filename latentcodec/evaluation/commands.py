@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from latentcodec.errors import InputError
+from latentcodec.errors import InputError, LatentCodecError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,24 +21,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     from latentcodec.evaluation.baselines import BASELINES
 
+    from latentcodec.evaluation.video_baselines import VIDEO_BASELINES
+
     parser = subparsers.add_parser(
         "eval",
-        help="rate-distortion evaluation of a codec and classical baselines on real files",
+        help="rate-distortion evaluation of an image or video codec and classical baselines on real files",
         description=(
             "Compress every image to a real file (OUT/bitstreams/), count bpp = 8 x file bytes / (H x W), "
             "decompress from the file and score the 8-bit reconstruction. Writes OUT/results/<curve>.json "
             "(CompressAI layout), OUT/per_image.json and .csv. An interrupted run resumes where it stopped. "
-            "Runs under torchrun too (images sharded by rank)."
+            "Runs under torchrun too (images sharded by rank). Videos (a video model such as glc-video, "
+            "video data, or the x264/x265 baselines): bpp = 8 x file bytes / (H x W x frames), every frame "
+            "scored; writes OUT/per_sequence.json/.csv and OUT/per_frame.json/.csv."
         ),
     )
-    parser.add_argument("--model", help=f"codec to evaluate: a registered model (glc-image), a baseline ({', '.join(BASELINES)}) or module:factory")
+    parser.add_argument("--model", help=f"codec to evaluate: a registered model (glc-image, glc-video), a baseline ({', '.join([*BASELINES, *VIDEO_BASELINES])}) or module:factory")
     parser.add_argument("--weights", help="weights folder (save_pretrained) or official checkpoint of --model")
-    parser.add_argument("--qualities", type=_floats, help="model quality indices (e.g. 0,1,2,3), or a baseline's parameter values; default: all / the baseline's grid")
-    parser.add_argument("--data", required=True, help="folder of images (not recursive) or one image file")
+    parser.add_argument("--qualities", type=_floats, help="model quality indices (e.g. 0,1,2,3), or a baseline's parameter values; default: all (videos: 4 spread levels, 0,21,42,63 of 64) / the baseline's grid")
+    parser.add_argument("--data", required=True, help="folder of images (not recursive) or one image file; videos: a .y4m/.mp4/... file, a folder of PNG frames, or a folder of those")
     parser.add_argument("--out", required=True, help="output folder (reused to resume)")
-    parser.add_argument("--baselines", type=_names, default=(), help=f"comma-separated classical codecs: {','.join(BASELINES)} or 'all'")
+    parser.add_argument("--baselines", type=_names, default=(), help=f"comma-separated classical codecs: {','.join(BASELINES)} (images), {','.join(VIDEO_BASELINES)} (videos) or 'all'")
     parser.add_argument("--baseline-values", action="append", default=[], metavar="CODEC=V1,V2,...",
-                        help="parameter grid of one baseline (repeatable), e.g. jpeg=1,5,10 or hevc=51,45,40")  # fmt: skip
+                        help="parameter grid of one baseline (repeatable), e.g. jpeg=1,5,10, hevc=51,45,40 or x264=40,35,30 (crf)")  # fmt: skip
+    parser.add_argument("--frames", type=int, default=None, help="videos: evaluate the first N frames of each sequence (default all)")
+    parser.add_argument("--intra-period", type=int, default=None,
+                        help="videos: I-frame period of the model and x264/x265 (default: the model's, else 96; 0 = first frame only)")  # fmt: skip
     parser.add_argument("--scales", type=_ints, default=(1, 2, 4, 8), help="baseline downscale factors (default 1,2,4,8)")
     parser.add_argument("--target-bpp", type=_floats, default=(), help="baseline target rates: per image the largest file not above each")
     parser.add_argument("--no-matched", action="store_true", help="skip the baselines at the model's file sizes")
@@ -53,37 +60,79 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from latentcodec.evaluation.baselines import BASELINES
+    from latentcodec.evaluation.baselines import BASELINES, get_baseline
     from latentcodec.evaluation.runner import EvalConfig, run_evaluation
 
+    if args.weights is not None and not Path(args.weights).exists():
+        raise InputError(f"--weights {args.weights}: no such file or directory")
+    if _is_video_evaluation(args):
+        return _run_video_eval(args)
+    if args.frames is not None or args.intra_period is not None:
+        raise InputError("--frames and --intra-period apply to video evaluations only")
     baselines = tuple(BASELINES) if args.baselines == ("all",) else tuple(args.baselines)
     if args.workers < 0:
         raise InputError("--workers must be 0 (auto) or positive")
     if args.patch_size < 8:
         raise InputError("--patch-size must be at least 8")
-    if args.weights is not None and not Path(args.weights).exists():
-        raise InputError(f"--weights {args.weights}: no such file or directory")
     config = EvalConfig(
-        data=args.data,
-        out=args.out,
-        model=args.model,
-        weights=args.weights,
-        qualities=args.qualities,
+        **_common_config(args),
         baselines=baselines,
         scales=args.scales,
-        baseline_values=_baseline_values(args.baseline_values),
-        target_bpp=args.target_bpp,
-        matched=not args.no_matched,
-        metrics=args.metrics,
+        baseline_values=_baseline_values(args.baseline_values, get_baseline),
         patch_size=args.patch_size,
         workers=args.workers,
-        device=args.device,
         keep_reconstructions=args.keep_reconstructions,
-        progress=not args.no_progress,
     )
     summary = run_evaluation(config)
     if not summary.curves:  # a torchrun rank other than 0
         return 0
+    _print_summary(summary)
+    return 0
+
+
+def _is_video_evaluation(args: argparse.Namespace) -> bool:
+    """A video model, an x264/x265 baseline, or video data (a folder of PNGs alone reads as images)."""
+    from latentcodec.evaluation.baselines import BASELINES
+    from latentcodec.evaluation.video_baselines import VIDEO_BASELINES
+    from latentcodec.evaluation.videos import looks_like_video_data
+    from latentcodec.zoo.registry import get_entry
+
+    if {args.model, *args.baselines} & set(VIDEO_BASELINES):
+        return True
+    if args.model and ":" not in args.model and args.model not in BASELINES:
+        try:
+            if get_entry(args.model).kind == "video":
+                return True
+        except LatentCodecError:
+            pass  # an unknown name: the loader below says so
+    return looks_like_video_data(args.data)
+
+
+def _run_video_eval(args: argparse.Namespace) -> int:
+    from latentcodec.evaluation.video_baselines import VIDEO_BASELINES, get_video_baseline
+    from latentcodec.evaluation.video_runner import VideoEvalConfig, run_video_evaluation
+
+    config = VideoEvalConfig(
+        **_common_config(args),
+        baselines=tuple(VIDEO_BASELINES) if args.baselines == ("all",) else tuple(args.baselines),
+        baseline_values=_baseline_values(args.baseline_values, get_video_baseline),
+        frames=args.frames,
+        intra_period=args.intra_period,
+    )
+    _print_summary(run_video_evaluation(config), unit="sequence")
+    return 0
+
+
+def _common_config(args: argparse.Namespace) -> dict:
+    """The EvalConfig fields images and videos take from the same flags."""
+    return dict(
+        data=args.data, out=args.out, model=args.model, weights=args.weights, qualities=args.qualities,
+        target_bpp=args.target_bpp, matched=not args.no_matched, metrics=args.metrics, device=args.device,
+        progress=not args.no_progress,
+    )  # fmt: skip
+
+
+def _print_summary(summary, unit: str = "image") -> None:
     print(f"{summary.new_items} items evaluated, {summary.resumed_items} resumed from {summary.out_dir}")
     for curve in summary.curves:
         print(f"{curve.name}:")
@@ -93,23 +142,20 @@ def run_eval_command(args: argparse.Namespace) -> int:
             )
             print(f"  {point.point:>14}  {values}")
         if curve.incomplete_points:
-            print(f"  (not on every image: {', '.join(curve.incomplete_points)})")
+            print(f"  (not on every {unit}: {', '.join(curve.incomplete_points)})")
     print(f"results: {summary.out_dir / 'results'}")
-    return 0
 
 
-_QUIET_KEYS = ("encoding_time", "decoding_time", "metrics_time", "search_time", "quality", "qp", "distance", "target_bpp")
+_QUIET_KEYS = ("encoding_time", "decoding_time", "metrics_time", "search_time", "quality", "qp", "distance", "crf", "target_bpp")
 
 
-def _baseline_values(entries: list[str]) -> dict[str, tuple[float, ...]]:
-    from latentcodec.evaluation.baselines import get_baseline
-
+def _baseline_values(entries: list[str], get_codec) -> dict[str, tuple[float, ...]]:
     values: dict[str, tuple[float, ...]] = {}
     for entry in entries:
         name, sep, numbers = entry.partition("=")
         if not sep:
             raise InputError(f"--baseline-values {entry!r}: expected CODEC=V1,V2,...")
-        get_baseline(name.strip())
+        get_codec(name.strip())
         values[name.strip()] = _floats(numbers)
     return values
 

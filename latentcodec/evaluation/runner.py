@@ -164,8 +164,15 @@ def plan_points(
     return points
 
 
-def describe_curves(points: Sequence[OperatingPoint], learned: LearnedCodec | None, data: str) -> dict[str, str]:
-    rate = "bpp = 8 x whole-file bytes / original H x W"
+def describe_curves(
+    points: Sequence[OperatingPoint],
+    learned: LearnedCodec | None,
+    data: str,
+    get_codec: Callable[[str], Any] = classical.get_baseline,
+    unit: str = "image",
+    rate: str = "bpp = 8 x whole-file bytes / original H x W",
+) -> dict[str, str]:
+    """Curve name -> description; ``unit`` names what the data set holds (the video runner: sequence)."""
     descriptions: dict[str, str] = {}
     for point in points:
         if point.curve in descriptions:
@@ -173,15 +180,14 @@ def describe_curves(points: Sequence[OperatingPoint], learned: LearnedCodec | No
         if point.learned:
             text = f"{point.codec} (weights: see run.json)"
         else:
-            codec = classical.get_baseline(point.codec)
-            text = codec.description
+            text = get_codec(point.codec).description
             if point.mode == MODE_QUALITY and point.scale != 1:
                 text += f", downscaled x{point.scale} (bicubic) and upscaled back (bicubic)"
             elif point.mode == MODE_TARGET:
-                text += ", per image the largest file not above the target bpp (any parameter and scale)"
+                text += f", per {unit} the largest file not above the target bpp (any parameter and scale)"
             elif point.mode == MODE_MATCHED:
-                text += f", per image the largest file not above {learned.name if learned else 'the model'}'s file"
-        descriptions[point.curve] = f"{text}; {rate}; images: {data}"
+                text += f", per {unit} the largest file not above {learned.name if learned else 'the model'}'s file"
+        descriptions[point.curve] = f"{text}; {rate}; {unit}s: {data}"
     return descriptions
 
 
