@@ -26,8 +26,16 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | None = None,
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
         if save is not None:
             save(tmp)
+        # mkstemp creates the file 0600; the result should get the permissions any new file gets.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
