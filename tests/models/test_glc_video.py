@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from latentcodec.bitstream import FrameUnitError, SequenceReader
-from latentcodec.errors import BitstreamError, ConfigError, InputError
+from latentcodec.errors import BitstreamError, ConfigError, InputError, WeightsError
 from latentcodec.models.glc_image import GLCImage, GLCImageConfig
 from latentcodec.models.glc_video import (
     FEATURE_ADAPTOR_PATTERN,
@@ -232,3 +232,89 @@ def test_training_forward_can_train_the_intra_model_too():
     assert out.x_hat is None
     out.y_bits.sum().backward()
     assert model.intra.enc.enc_1[0].block[0].conv2.weight.grad.abs().sum() > 0
+
+
+# -- shipped-weights machinery: referenced I-frame model, narrow storage, rate interpolation -------------
+@pytest.fixture()
+def referenced_pair(tmp_path, make_weights):
+    """A tiny GLC-image saved on its own, and a GLC-video whose I-frame model is that image model."""
+    image = deterministic(GLCImage(GLCImageConfig.tiny()), make_weights)
+    image.save_pretrained(tmp_path / "image")
+    intra = GLCImage.from_pretrained(tmp_path / "image").interpolate_rates(64)
+    video = GLCVideo(GLCVideoConfig.tiny(), intra=intra)
+    inter_only = {k: v for k, v in deterministic(GLCVideo(GLCVideoConfig.tiny()), make_weights).state_dict().items()
+                  if k.startswith("inter.")}
+    video.load_state_dict(inter_only, strict=False)
+    return tmp_path / "image", video.eval()
+
+
+def test_referenced_intra_model_saves_only_the_p_model_and_reproduces_files(referenced_pair, tmp_path):
+    image_dir, video = referenced_pair
+    out = video.save_pretrained(tmp_path / "video", intra_reference=image_dir, dtype=torch.float16)
+    from safetensors.torch import load_file
+
+    stored = load_file(str(out / "model.safetensors"))
+    assert stored and all(k.startswith("inter.") for k in stored)
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    loaded = GLCVideo.from_pretrained(out)
+    # The loaded P-model holds exactly the float16 values, in float32 parameters.
+    for key, value in stored.items():
+        assert torch.equal(loaded.state_dict()[key], value.float())
+    frames = clip(3, 64, 48)
+    data = loaded.compress_frames(frames, 40)
+    again = GLCVideo.from_pretrained(out)
+    assert again.compress_frames(frames, 40) == data
+    decoded = torch.cat(list(again.decode_sequence(data)))
+    assert decoded.shape == (3, 3, 64, 48)
+
+
+def test_referenced_intra_model_must_be_the_one_trained_over(referenced_pair, tmp_path):
+    image_dir, video = referenced_pair
+    out = video.save_pretrained(tmp_path / "video", intra_reference=image_dir)
+    # Another image model under the same folder: the recorded SHA-256 no longer matches.
+    other = GLCImage(GLCImageConfig.tiny())
+    other.save_pretrained(image_dir)
+    with pytest.raises(WeightsError, match="SHA-256"):
+        GLCVideo.from_pretrained(out)
+    with pytest.raises(WeightsError, match="differs"):
+        video.save_pretrained(tmp_path / "again", intra_reference=image_dir)
+
+
+def test_referenced_intra_model_missing_or_weights_mixed(referenced_pair, tmp_path):
+    import json
+    import shutil
+
+    image_dir, video = referenced_pair
+    out = video.save_pretrained(tmp_path / "video", intra_reference=image_dir)
+    full = video.save_pretrained(tmp_path / "full")
+    shutil.copy(full / "model.safetensors", out / "model.safetensors")
+    with pytest.raises(WeightsError, match="non-P-model key"):
+        GLCVideo.from_pretrained(out)
+    payload = json.loads((out / "config.json").read_text())
+    payload["intra_weights"]["weights"] = str(tmp_path / "nowhere")
+    (out / "config.json").write_text(json.dumps(payload))
+    with pytest.raises(WeightsError, match="nowhere.*not found"):
+        GLCVideo.from_pretrained(out)
+
+
+def test_inter_rate_levels_between_anchors_are_interpolated():
+    model = GLCVideo(GLCVideoConfig.tiny())
+    anchors = (0, 21, 42, 63)
+    values = torch.tensor([0.4, 0.7, 1.3, 2.0])
+    with torch.no_grad():
+        model.inter.y_q_enc.zero_()
+        model.inter.y_q_enc[list(anchors)] = values.view(-1, 1, 1, 1)
+        model.inter.y_q_dec.fill_(3.0)
+    model.interpolate_inter_rates(anchors)
+    table = model.inter.y_q_enc[:, 0, 0, 0].detach()
+    assert torch.allclose(table[list(anchors)], values)
+    assert torch.allclose(table[7], torch.tensor(0.4 + (0.7 - 0.4) * 7 / 21))
+    assert torch.all(table[1:] - table[:-1] > 0)  # monotone between increasing anchors
+    assert torch.all(model.inter.y_q_dec == 3.0)
+    with pytest.raises(ValueError):
+        model.interpolate_inter_rates((0, 64))
+    shifted = GLCVideo(GLCVideoConfig.tiny())
+    with torch.no_grad():
+        shifted.inter.y_q_enc[10] = 5.0
+    shifted.interpolate_inter_rates((10, 20))
+    assert torch.all(shifted.inter.y_q_enc[:10] == 5.0)  # below the first anchor: its gains

@@ -81,8 +81,6 @@ def test_api_errors(weights):
         latentcodec.load("glc-video", quality=64, weights=weights)
     with pytest.raises(LatentCodecError, match="image codec"):
         load_video("glc-image")
-    with pytest.raises(WeightsError, match="no default weights"):
-        load_video("glc-video")
     with pytest.raises(WeightsError, match="i.pth not found"):
         load_video(weights="missing/i.pth,missing/p.pth")
     codec = load_video(weights=weights)

@@ -1,0 +1,105 @@
+"""Stage "video": P-frame training over a frozen I-frame model, on the tiny preset, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from training_helpers import tiny_config, write_config, write_images
+
+from latentcodec.errors import ConfigError
+from latentcodec.models.glc_image import GLCImage, GLCImageConfig
+from latentcodec.models.glc_video import GLCVideo
+from latentcodec.training.config import load_config
+from latentcodec.training.trainer import CHECKPOINT_FILE, Trainer, export_inference_model, run_training
+
+
+@pytest.fixture(scope="module")
+def video_setup(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("video_training")
+    torch.manual_seed(0)
+    GLCImage(GLCImageConfig.tiny()).save_pretrained(root / "intra")
+    write_images(root / "videos" / "seq", 5, size=(80, 72), seed=4)
+    write_images(root / "photos", 4, size=(96, 96), seed=5)
+    return {"root": root}
+
+
+def video_config(root: Path, name: str, **extra) -> Path:
+    config = tiny_config(root / name, root / "photos", "video", **{
+        "name": name,
+        "video.intra_weights": str(root / "intra"),
+        "video.video_sources": [str(root / "videos")],
+        "video.photo_dirs": [str(root / "photos")],
+        "video.clip_length": 3,
+        "validation.every": 3,
+        "validation.video": str(root / "videos" / "seq"),
+        "validation.frames": 3,
+        "validation.rate_indices": [0, 3],
+        "steps": 3,
+        "rates.target_bpp": [0.1, 0.2, 0.3, 0.4],
+        "rates.initial_gains": [0.5, 0.7, 0.85, 1.0],
+        **extra,
+    })
+    config["gan"] = {}
+    return write_config(root / f"{name}.yaml", config)
+
+
+def test_video_stage_trains_only_the_p_model_and_exports(video_setup):
+    root = video_setup["root"]
+    config = load_config(video_config(root, "v1"))
+    intra_before = GLCImage.from_pretrained(root / "intra").interpolate_rates(64).state_dict()
+    trainer = Trainer(config)
+    inter_before = {k: v.clone() for k, v in trainer.model.inter.state_dict().items()}
+    trainer.fit()
+    trainer.close()
+    model = trainer.model
+    for key, value in model.intra.state_dict().items():
+        assert torch.equal(value.cpu(), intra_before[key]), f"frozen {key} changed"
+    changed = [k for k, v in model.inter.state_dict().items() if not torch.equal(v, inter_before[k])]
+    assert any(k.startswith("encoder.") for k in changed) and any(k.startswith("y_spatial_prior.") for k in changed)
+    gains = model.inter.y_q_enc[:, 0, 0, 0].detach()
+    assert gains[0] != gains[63]  # initial_gains spread the anchors apart
+
+    records = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 2, 3] and all(r["bpp"] > 0 for r in losses)
+    validation = [r["validation"] for r in records if "validation" in r][-1]
+    assert set(validation) == {"0", "63"}
+    height, width = 72, 80
+    for result in validation.values():
+        assert result["bpp"] * height * width * 3 / 8 == pytest.approx(round(result["bpp"] * height * width * 3 / 8))
+
+    out = export_inference_model(trainer.run_dir, root / "export", dtype=torch.float16)
+    exported = GLCVideo.from_pretrained(out)
+    anchors = exported.inter.y_q_enc[[0, 21, 42, 63], 0, 0, 0]
+    middle = exported.inter.y_q_enc[10, 0, 0, 0]
+    assert min(anchors[0], anchors[1]) <= middle <= max(anchors[0], anchors[1])
+    frames = [torch.rand(1, 3, 40, 56) for _ in range(2)]
+    data = exported.compress_frames(frames, 30)
+    assert GLCVideo.from_pretrained(out).compress_frames(frames, 30) == data
+
+
+def test_video_stage_resumes_where_it_stopped(video_setup):
+    root = video_setup["root"]
+    path = video_config(root, "v2", **{"validation.every": 0, "runtime.checkpoint_every": 2})
+    run_training(load_config(path, ["steps=2"]))
+    run_dir = root / "v2" / "runs" / "v2"
+    assert torch.load(run_dir / CHECKPOINT_FILE, weights_only=False)["step"] == 2
+    run_training(load_config(path, ["steps=4"]), resume=True)
+    assert torch.load(run_dir / CHECKPOINT_FILE, weights_only=False)["step"] == 4
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rates.lambdas=[1.0, 2.0]", "anchor_levels"),
+    ("video.anchor_levels=[0, 64, 2, 3]", "anchor_levels"),
+    ("video.clip_length=1", "clip_length"),
+    ("preset=huge", "preset"),
+    ("data.crop_size=48", "multiple"),
+])
+def test_video_config_errors(video_setup, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(video_config(video_setup["root"], "bad"), [override])

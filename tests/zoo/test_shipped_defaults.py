@@ -1,0 +1,69 @@
+"""The shipped default weights: present, within the package's size budget, loadable with no
+argument, and coding real files that decode to exactly what the encoder reconstructed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import latentcodec
+from latentcodec.api import load_model
+from latentcodec.cli import main
+from latentcodec.data.video import open_video_writer, read_frames
+from latentcodec.errors import WeightsError
+from latentcodec.models.glc_image import GLCImage
+from latentcodec.models.glc_video import GLCVideoConfig, plan_frame
+from latentcodec.zoo import registry
+from latentcodec.zoo.registry import SHIPPED_WEIGHTS_DIR, get_entry
+
+WEIGHT_BUDGET_BYTES = 30_000_000
+
+
+def test_shipped_weights_fit_the_budget():
+    files = [p for p in SHIPPED_WEIGHTS_DIR.rglob("*") if p.is_file()]
+    assert {p.parent.name for p in files} >= {"glc-image-default", "glc-video-default"}
+    assert sum(p.stat().st_size for p in files) < WEIGHT_BUDGET_BYTES
+
+
+def test_video_default_is_the_small_preset_over_the_image_default():
+    video, _, source = load_model("glc-video")
+    assert "glc-video-default" in source
+    assert video.config == GLCVideoConfig.small()
+    image = GLCImage.from_pretrained(get_entry("glc-image").default_weights_path).interpolate_rates(64)
+    for key, value in image.state_dict().items():
+        assert torch.equal(video.intra.state_dict()[key], value)
+
+
+def test_video_default_codes_a_clip_with_no_weights_argument(tmp_path):
+    rng = np.random.default_rng(0)
+    base = np.asarray(np.kron(rng.integers(0, 256, (6, 8, 3)), np.ones((12, 12, 1))), dtype=np.uint8)
+    clip = tmp_path / "clip.y4m"
+    with open_video_writer(clip, 80, 64) as writer:
+        for t in range(3):
+            writer.write(np.ascontiguousarray(base[t : t + 64, 2 * t : 2 * t + 80]))
+    lcv, out = tmp_path / "clip.lcv", tmp_path / "out.y4m"
+    assert main(["compress", str(clip), "-o", str(lcv), "--quality", "40"]) == 0
+    assert main(["decompress", str(lcv), "-o", str(out)]) == 0
+    assert len(read_frames(out)) == 3
+
+    codec = latentcodec.load("glc-video", quality=40)
+    data = lcv.read_bytes()
+    decoded = [d.latent_hat for d in codec.model.decode_latents(data)]
+    reference, encoded = None, []
+    for index, frame in enumerate(read_frames(clip)):
+        x = torch.from_numpy(frame.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+        result = codec.model.encode_frame(x, plan_frame(index, codec.model.config.gop), 40, reference)
+        encoded.append(result.latent_hat)
+        reference = result.latent_hat
+    assert all(torch.equal(a, b) for a, b in zip(decoded, encoded))
+
+
+def test_missing_default_is_a_clear_error(monkeypatch):
+    entries = tuple(dataclasses.replace(e, default_weights=None) if e.name == "glc-video" else e
+                    for e in registry.REGISTRY)
+    monkeypatch.setattr(registry, "REGISTRY", entries)
+    with pytest.raises(WeightsError, match="no default weights"):
+        latentcodec.load("glc-video")
