@@ -38,6 +38,11 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 def official_deterministic_video(shared: Path):
     from latentcodec.models.glc_video import GLCVideo
 
@@ -69,8 +74,9 @@ def read_clip(path: Path, frames: int) -> list[torch.Tensor]:
     return [torch.from_numpy(f.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0) for f in clip]
 
 
-def decode_first(model, path: Path, count: int) -> list[float]:
-    """Decode the first ``count`` frames of the file (streaming), returning seconds per frame."""
+def decode_first(model, path: Path, count: int, rss_samples: list[float] | None = None) -> list[float]:
+    """Decode the first ``count`` frames of the file (streaming), returning seconds per frame;
+    ``rss_samples`` collects the resident set after each frame."""
     times = []
     with open(path, "rb") as stream:
         frames = model.decode_sequence(stream)
@@ -78,16 +84,21 @@ def decode_first(model, path: Path, count: int) -> list[float]:
             start = time.perf_counter()
             next(frames)
             times.append(time.perf_counter() - start)
+            if rss_samples is not None:
+                rss_samples.append(current_rss_mib())
         frames.close()
     return times
 
 
 def run_rss_child(args) -> int:
     model, _ = load_video_model(args.weights, args.shared)
-    loaded = peak_rss_mib()
+    loaded = current_rss_mib()
+    samples: list[float] = []
     with torch.inference_mode():
-        decode_first(model, args.file, args.frames)
-    print(json.dumps({"frames": args.frames, "peak_rss_mib": peak_rss_mib(), "after_load_mib": loaded}))
+        decode_first(model, args.file, args.frames, samples)
+    print(json.dumps({"frames": args.frames, "peak_rss_mib": peak_rss_mib(), "after_load_mib": loaded,
+                      "max_rss_while_decoding_mib": max(samples), "rss_after_first_frame_mib": samples[0],
+                      "rss_after_last_frame_mib": samples[-1]}))
     return 0
 
 
@@ -168,8 +179,10 @@ def main() -> int:
         print(f"  {side}: I {i.get('median', float('nan')):.3f} s, P median {p.get('median', float('nan')):.3f} s "
               f"(mean {p.get('mean', float('nan')):.3f} s over {p.get('count', 0)})")
     for entry in rss:
-        print(f"  decode of {entry['frames']} frames: peak RSS {entry['peak_rss_mib']:.0f} MiB "
-              f"(model loaded: {entry['after_load_mib']:.0f} MiB)")
+        print(f"  decode of {entry['frames']} frames: peak RSS {entry['peak_rss_mib']:.0f} MiB; resident "
+              f"{entry['after_load_mib']:.0f} MiB after loading, {entry['rss_after_first_frame_mib']:.0f} after "
+              f"frame 1, {entry['rss_after_last_frame_mib']:.0f} after the last, "
+              f"{entry['max_rss_while_decoding_mib']:.0f} at most")
     if "rss_growth_ratio" in report:
         print(f"  peak RSS ratio {rss[-1]['frames']} vs {rss[0]['frames']} frames: {report['rss_growth_ratio']:.3f}")
     if args.json:

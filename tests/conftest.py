@@ -43,3 +43,5 @@ def kodak_dir(shared_dir) -> Path:
 
 def pytest_addoption(parser):
     parser.addoption("--rewrite-golden", action="store_true", help="regenerate committed golden files")
+    parser.addoption("--reference-errors", metavar="PATH", default=None,
+                     help="write the worst relative error per tensor of the GLC-video reference test as JSON")
