@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,19 +27,13 @@ import time
 from pathlib import Path
 
 import torch
+from bench_codec import current_rss_mib, peak_rss_mib  # the script's folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED = REPO.parent / "shared"
 DEFAULT_VIDEO = DEFAULT_SHARED / "data" / "video" / "carphone_qcif" / "carphone_qcif.y4m"
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def current_rss_mib() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def official_deterministic_video(shared: Path):
