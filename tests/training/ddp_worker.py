@@ -13,7 +13,7 @@ if __name__ == "__main__":
     first_batch = trainer.stream.next_batch()
     trainer.stream.load_state_dict({"epoch": 0, "position": 0})
     trainer.fit()
-    state = {"model": trainer.model.state_dict(), "discriminator": trainer.discriminator.state_dict(),
+    state = {"model": trainer.model.state_dict(), "discriminator": trainer.discriminator.state_dict() if trainer.discriminator is not None else {},
              "first_batch": first_batch, "lambdas": trainer.lambdas}
     torch.save(state, f"{out_dir}/rank{trainer.dist.rank}.pt")
     trainer.close()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +106,21 @@ def test_video_stage_resumes_where_it_stopped(video_setup):
 def test_video_config_errors(video_setup, override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(video_config(video_setup["root"], "bad"), [override])
+
+
+def test_two_process_video_run_keeps_ranks_identical(video_setup, tmp_path):
+    root = video_setup["root"]
+    path = video_config(root, "ddp", **{"validation.every": 0, "data.batch_size": 1,
+                                        "runtime.run_root": str(tmp_path / "runs")})
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(Path(__file__).with_name("ddp_worker.py")), str(path), str(tmp_path)]
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert not torch.equal(ranks[0]["first_batch"], ranks[1]["first_batch"])
+    assert ranks[0]["first_batch"].dim() == 5  # clips (B, T, 3, H, W)
+    for key, value in ranks[0]["model"].items():
+        assert torch.equal(value, ranks[1]["model"][key]), f"{key} differs across ranks"
+    assert torch.equal(ranks[0]["lambdas"], ranks[1]["lambdas"])
