@@ -1,6 +1,5 @@
 """A 2-process torchrun (gloo, CPU) run keeps every parameter identical across ranks."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +7,7 @@ from pathlib import Path
 import torch
 
 from latentcodec.models.glc_image import GLCImage, PRESETS
-from training_helpers import tiny_config, write_config
+from training_helpers import run_two_process_training, tiny_config, write_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,10 +19,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path, image_folder):
         "runtime.checkpoint_every": 3,
     })
     config_path = write_config(tmp_path / "ddp.yaml", config)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(Path(__file__).with_name("ddp_worker.py")), str(config_path), str(tmp_path)]
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    result = run_two_process_training(config_path, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     # The ranks saw different data, yet ended with the same weights.

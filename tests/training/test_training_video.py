@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import tiny_config, write_config, write_images
+from training_helpers import run_two_process_training, tiny_config, write_config, write_images
 
 from latentcodec.errors import ConfigError
 from latentcodec.models.glc_image import GLCImage, GLCImageConfig
@@ -112,11 +109,7 @@ def test_two_process_video_run_keeps_ranks_identical(video_setup, tmp_path):
     root = video_setup["root"]
     path = video_config(root, "ddp", **{"validation.every": 0, "data.batch_size": 1,
                                         "runtime.run_root": str(tmp_path / "runs")})
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(Path(__file__).with_name("ddp_worker.py")), str(path), str(tmp_path)]
-    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+    result = run_two_process_training(path, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert not torch.equal(ranks[0]["first_batch"], ranks[1]["first_batch"])

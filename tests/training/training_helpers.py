@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +54,12 @@ def tiny_config(tmp_path: Path, image_folder: Path, stage: str, **extra) -> dict
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def run_two_process_training(config_path: Path, out_dir: Path) -> subprocess.CompletedProcess:
+    """torchrun with 2 gloo processes running ddp_worker.py (each saves out_dir/rank<r>.pt)."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(Path(__file__).with_name("ddp_worker.py")), str(config_path), str(out_dir)]
+    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=240)
