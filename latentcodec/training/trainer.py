@@ -12,6 +12,7 @@ any moment and resumed therefore repeats exactly what it lost since the last che
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -28,8 +29,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-import dataclasses
-
 from latentcodec.config import config_from_dict, config_to_dict
 from latentcodec.data.clips import build_clip_dataset
 from latentcodec.data.crops import BatchStream, RandomCropDataset, find_images
@@ -37,11 +36,11 @@ from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models.glc_image import PRESETS, GLCImage
 from latentcodec.models.glc_video import PRESETS as VIDEO_PRESETS
 from latentcodec.models.glc_video import GLCVideo, load_inter_strict, resolve_intra_reference
-from latentcodec.zoo.registry import SHIPPED_WEIGHTS_DIR
 from latentcodec.nn.patchgan import PatchGANDiscriminator
 from latentcodec.training.config import TrainConfig, dump_config
 from latentcodec.training.losses import PerceptualLoss, hinge_discriminator_loss, lpips_vgg_status
 from latentcodec.training.stages import StageLosses, StageObjective, VideoObjective, set_trainable
+from latentcodec.zoo.registry import SHIPPED_WEIGHTS_DIR
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -363,11 +362,15 @@ class Trainer:
         probe = BatchStream(self.stream.dataset, self.config.data.batch_size, self.config.seed + 1, 0, 1, 0)
         with torch.no_grad():
             latent = self.model.vqgan.encoder(self.model.pad(probe.next_batch().to(self.device)))
-        vectors = latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1]).float()
+        self._seed_codebook(quantize, latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1]))
+
+    def _seed_codebook(self, quantizer, vectors: torch.Tensor) -> None:
+        """Codewords = randomly drawn sample vectors plus a little noise (10 % of their spread)."""
+        vectors = vectors.float()
         generator = torch.Generator().manual_seed(self.config.seed)
-        picks = torch.randint(0, vectors.shape[0], (quantize.codebook_size,), generator=generator)
-        noise = torch.randn(quantize.codebook_size, vectors.shape[1], generator=generator) * vectors.std().item() * 0.1
-        quantize.embedding.weight.data.copy_(vectors[picks.to(vectors.device)] + noise.to(vectors.device))
+        picks = torch.randint(0, vectors.shape[0], (quantizer.codebook_size,), generator=generator)
+        noise = torch.randn(quantizer.codebook_size, vectors.shape[1], generator=generator) * vectors.std().item() * 0.1
+        quantizer.embedding.weight.data.copy_(vectors[picks.to(vectors.device)] + noise.to(vectors.device))
 
     def _sample_generator(self, micro: int) -> torch.Generator:
         """Draws of one micro-batch (rate slots, P-frame adaptors): fixed by (seed, step, micro, rank)."""
@@ -389,14 +392,9 @@ class Trainer:
                 analysis = model.inter.analyse(latent, reference, model.plan(t), levels)
                 tokens.append(analysis.z.squeeze(-1).transpose(1, 2).reshape(-1, analysis.z.shape[1]))
                 reference = analysis.latent_hat
-        vectors = torch.cat(tokens).float()
-        quantizer = model.inter.z_vq
-        generator = torch.Generator().manual_seed(self.config.seed)
-        picks = torch.randint(0, vectors.shape[0], (quantizer.codebook_size,), generator=generator)
-        noise = torch.randn(quantizer.codebook_size, vectors.shape[1], generator=generator) * vectors.std().item() * 0.1
-        quantizer.embedding.weight.data.copy_(vectors[picks.to(vectors.device)] + noise.to(vectors.device))
+        self._seed_codebook(model.inter.z_vq, torch.cat(tokens))
 
-    def _rates(self, micro: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+    def _rates(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randint(0, self.rate_slots, (batch,), generator=generator).to(self.device)
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -485,7 +483,7 @@ class Trainer:
         for micro in range(accumulation):
             batch = self.stream.next_batch().to(self.device, non_blocking=True)
             generator = self._sample_generator(micro)
-            rates = self._rates(micro, batch.shape[0], generator)
+            rates = self._rates(batch.shape[0], generator)
             extra = {"generator": generator} if self.is_video else {}
             sync = micro == accumulation - 1
             no_sync = self.objective_ddp.no_sync() if (self.dist.active and not sync) else contextlib.nullcontext()
