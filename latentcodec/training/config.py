@@ -173,8 +173,6 @@ def check_video_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"unknown GLC-video preset {config.preset!r} (one of {', '.join(PRESETS)})")
     model_config = PRESETS[config.preset]()
     video = config.video
-    if config.steps <= 0 or config.optim.grad_accum <= 0 or config.data.batch_size <= 0:
-        raise ConfigError("steps, optim.grad_accum and data.batch_size must be positive")
     if config.data.crop_size % model_config.intra.pad_multiple:
         raise ConfigError(f"data.crop_size must be a multiple of {model_config.intra.pad_multiple}")
     if video.clip_length < 2:
@@ -196,12 +194,12 @@ def check_video_config(config: TrainConfig) -> TrainConfig:
 def check_config(config: TrainConfig) -> TrainConfig:
     from latentcodec.models.glc_image import PRESETS
 
+    if config.steps <= 0 or config.optim.grad_accum <= 0 or config.data.batch_size <= 0:
+        raise ConfigError("steps, optim.grad_accum and data.batch_size must be positive")
     if config.stage == "video":
         return check_video_config(config)
     if config.preset not in PRESETS:
         raise ConfigError(f"unknown preset {config.preset!r} (one of {', '.join(PRESETS)})")
-    if config.steps <= 0 or config.optim.grad_accum <= 0 or config.data.batch_size <= 0:
-        raise ConfigError("steps, optim.grad_accum and data.batch_size must be positive")
     model_config = PRESETS[config.preset]()
     if config.data.crop_size % model_config.pad_multiple:
         raise ConfigError(f"data.crop_size must be a multiple of {model_config.pad_multiple}")
