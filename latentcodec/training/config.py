@@ -85,6 +85,9 @@ class LossWeights:
     code_pix_ce: float = 0.0
     feature_matching: float = 1.0  # share of the perceptual fallback
     ms_ssim: float = 1.0  # share of the perceptual fallback
+    # L1 between 1/16-scale box-filtered thumbnails of x_hat and x: weights the colour and layout
+    # that a from-scratch VQGAN otherwise learns last (issue 10: the grey-blob default).
+    thumbnail: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,10 @@ from latentcodec.training.losses import (
 )
 
 
+# The thumbnail scale of the evaluation's low-pass fidelity metric (issue 10).
+THUMBNAIL_FACTOR = 16
+
+
 class StageLosses(NamedTuple):
     """The generator-side loss and its parts (detached scalars except ``total``)."""
 
@@ -95,6 +99,9 @@ class StageObjective(nn.Module):
         distortion = weights.l1 * l1
         if weights.mse:
             distortion = distortion + weights.mse * per_sample_mean((x_hat - x) ** 2)
+        if weights.thumbnail:
+            distortion = distortion + weights.thumbnail * per_sample_mean(
+                (F.avg_pool2d(x_hat, THUMBNAIL_FACTOR) - F.avg_pool2d(x, THUMBNAIL_FACTOR)).abs())
         perceptual = ms_ssim = torch.zeros_like(l1)
         if self.perceptual is not None and weights.perceptual:
             terms = self.perceptual(x_hat, x, discriminator)
