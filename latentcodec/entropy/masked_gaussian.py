@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from latentcodec.errors import LatentCodecError
+from latentcodec.nn import integer
 from latentcodec.nn.functional import lower_bound, round_straight_through
 
 MIN_QUANT_STEP = 0.5
@@ -146,3 +147,93 @@ def decode_masked(prior: SplitPrior, masks: torch.Tensor, context: ContextFn, de
         return symbols_k
 
     return run_masked_steps(prior, masks, context, read_symbols, None)
+
+
+# -- the portable path: the same K-step loop on exact fixed-point parameters ------------------------
+# Symbols beyond this are clipped where they re-enter the context (both sides alike); they are still
+# coded in full. No working model produces them.
+SYMBOL_CONTEXT_LIMIT = 1 << 14
+
+
+class FixedPrior(NamedTuple):
+    """(step, scale, mean) as int64 fixed point (latentcodec.nn.integer.FRACTION_BITS)."""
+
+    quant_step: torch.Tensor
+    scales: torch.Tensor
+    means: torch.Tensor
+
+
+class FixedStepsResult(NamedTuple):
+    y_hat_fixed: torch.Tensor  # int64 fixed point: step * sum_k (r_k + mu_k) * M_k, exact everywhere
+    symbols: torch.Tensor  # integer residuals (float dtype), all steps merged
+    scales: torch.Tensor  # sigma that coded each element, as float (for estimates and tests)
+    means: torch.Tensor
+    quant_step: torch.Tensor
+
+    @property
+    def y_hat(self) -> torch.Tensor:
+        return integer.from_fixed(self.y_hat_fixed)
+
+
+# (step k >= 1, fixed-point y_hat so far in the step-normalised domain) -> fixed (scales, means)
+FixedContextFn = Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (step k, mask, scale indices of the masked elements, fixed means of the masked elements) -> int64 symbols
+FixedSymbolSource = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def split_prior_fixed(prior_fixed: torch.Tensor) -> FixedPrior:
+    quant_step, scales, means = prior_fixed.chunk(3, 1)
+    return FixedPrior(quant_step.clamp_min(int(MIN_QUANT_STEP * integer.ONE)), scales, means)
+
+
+def run_masked_steps_fixed(prior: FixedPrior, masks: torch.Tensor, context: FixedContextFn,
+                           symbol_source: FixedSymbolSource, table) -> FixedStepsResult:
+    """The K-step loop of :func:`run_masked_steps` in integers: scale indices by integer comparison,
+    reconstructions as exact fixed-point sums, so encoder and decoder agree on any machine."""
+    batch = prior.scales.shape[0]
+    y_norm = torch.zeros_like(prior.means)
+    symbols = torch.zeros(prior.means.shape, dtype=torch.int64, device=prior.means.device)
+    scales_used = torch.zeros_like(prior.scales)
+    means_used = torch.zeros_like(prior.means)
+    for k in range(masks.shape[0]):
+        mask = masks[k].unsqueeze(0).expand(batch, -1, -1, -1)
+        scales, means = (prior.scales, prior.means) if k == 0 else context(k, y_norm)
+        scales_k, means_k = scales[mask], means[mask]
+        symbols_k = symbol_source(k, mask, table.index_fixed(scales_k, integer.FRACTION_BITS), means_k)
+        clipped = symbols_k.clamp(-SYMBOL_CONTEXT_LIMIT, SYMBOL_CONTEXT_LIMIT)
+        y_norm[mask] = integer.saturate((clipped << integer.FRACTION_BITS) + means_k)
+        symbols[mask] = symbols_k
+        scales_used[mask] = scales_k
+        means_used[mask] = means_k
+    y_hat_fixed = integer.fixed_multiply(y_norm, prior.quant_step)
+    return FixedStepsResult(y_hat_fixed, symbols.to(torch.float32), integer.from_fixed(scales_used),
+                            integer.from_fixed(means_used), integer.from_fixed(prior.quant_step))
+
+
+def encode_masked_fixed(y: torch.Tensor, prior: FixedPrior, masks: torch.Tensor, context: FixedContextFn,
+                        encoder, table) -> FixedStepsResult:
+    """Quantise y (float; only the encoder sees it) against the exact prior and code every step."""
+    normalised = y.detach().to(torch.float64) / integer.from_fixed(prior.quant_step, torch.float64)
+
+    def round_and_code(k, mask, scale_index, means_k):
+        residual = normalised[mask] - integer.from_fixed(means_k, torch.float64)
+        if residual.numel() and not (torch.isfinite(residual).all() and residual.abs().max() < MAX_CODABLE_SYMBOL):
+            raise LatentCodecError(
+                f"cannot code step {k}: the model produced non-finite or astronomically large latent symbols; "
+                "the weights do not form a working codec for this input"
+            )
+        symbols_k = torch.round(residual).to(torch.int64)
+        encoder.encode_gaussian(symbols_k, scale_index)
+        return symbols_k
+
+    return run_masked_steps_fixed(prior, masks, context, round_and_code, table)
+
+
+def decode_masked_fixed(prior: FixedPrior, masks: torch.Tensor, context: FixedContextFn, decoder,
+                        table) -> FixedStepsResult:
+    """Inverse of :func:`encode_masked_fixed`."""
+
+    def read_symbols(k, mask, scale_index, means_k):
+        return decoder.decode_gaussian(scale_index).to(torch.int64)
+
+    return run_masked_steps_fixed(prior, masks, context, read_symbols, table)

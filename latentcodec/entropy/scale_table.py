@@ -57,6 +57,16 @@ class ScaleTable:
         indices = torch.where(torch.isnan(sigma), torch.zeros_like(indices), indices)
         return indices.to(torch.int64).reshape(scales.shape)
 
+    def index_fixed(self, scales_fixed: torch.Tensor, fraction_bits: int) -> torch.Tensor:
+        """int64 table indices of fixed-point sigmas (int64, ``fraction_bits`` fractional bits).
+
+        The portable path: integer comparisons against ceil(values[j] * 2**bits), so that
+        index >= j exactly when sigma >= values[j], on every device.
+        """
+        sigma = scales_fixed.detach().reshape(-1)
+        thresholds = _fixed_thresholds(self, fraction_bits).to(sigma.device)
+        return torch.searchsorted(thresholds, sigma, right=True).to(torch.int64).reshape(scales_fixed.shape)
+
 
 DEFAULT_SCALE_TABLE = ScaleTable()
 
@@ -72,3 +82,9 @@ def _table_values(table: ScaleTable) -> np.ndarray:
 def _index_thresholds(table: ScaleTable) -> torch.Tensor:
     # index >= j  <=>  sigma >= values[j]; float32 because index() compares float32 sigmas.
     return torch.from_numpy(_table_values(table)[1:].astype(np.float32))
+
+
+@lru_cache(maxsize=16)
+def _fixed_thresholds(table: ScaleTable, fraction_bits: int) -> torch.Tensor:
+    # values * 2**bits is exact in float64 (a power-of-two scaling), so ceil is exact too.
+    return torch.from_numpy(np.ceil(np.ldexp(_table_values(table)[1:], fraction_bits)).astype(np.int64))

@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentcodec.nn import integer
+from latentcodec.nn.integer import integer_twin, register_integer_twin
+
 
 def conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size=1)
@@ -119,3 +122,67 @@ class ResidualBlockUpsample(nn.Module):
         out = F.leaky_relu(self.subpel_conv(x), 0.01)
         out = F.leaky_relu(self.conv(out), 0.1)
         return out + self.upsample(x)
+
+
+# -- integer twins (latentcodec.nn.integer): the same blocks in exact fixed-point arithmetic -----------
+class IntegerDepthConv(nn.Module):
+    def __init__(self, block: DepthConv):
+        super().__init__()
+        self.conv1 = integer_twin(block.conv1)
+        self.depth_conv = integer_twin(block.depth_conv)
+        self.conv2 = integer_twin(block.conv2)
+        self.adaptor = None if block.adaptor is None else integer_twin(block.adaptor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.adaptor is None else self.adaptor(x)
+        return integer.saturate(self.conv2(self.depth_conv(self.conv1(x))) + identity)
+
+
+class IntegerDepthConv2(nn.Module):
+    def __init__(self, block: DepthConv2):
+        super().__init__()
+        self.conv1 = integer_twin(block.conv1)
+        self.conv2 = integer_twin(block.conv2)
+        self.out_conv = integer_twin(block.out_conv)
+        self.adaptor = None if block.adaptor is None else integer_twin(block.adaptor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.adaptor is None else self.adaptor(x)
+        gated = integer.fixed_multiply(self.conv1(x), self.conv2(x))
+        return integer.saturate(self.out_conv(gated) + identity)
+
+
+class IntegerConvFFN(nn.Module):
+    def __init__(self, block: ConvFFN):
+        super().__init__()
+        self.additive = isinstance(block, ConvFFN3)
+        self.conv = integer_twin(block.conv)
+        self.conv_out = integer_twin(block.conv_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.conv(x).chunk(2, 1)
+        if self.additive:
+            gated = integer.saturate(integer.leaky_relu(x1, 0.1) + integer.leaky_relu(x2, 0.01))
+        else:
+            gated = integer.fixed_multiply(x1, integer.leaky_relu(x2, 0.1))
+        return integer.saturate(self.conv_out(gated) + x)
+
+
+class IntegerResidualBlockUpsample(nn.Module):
+    def __init__(self, block: ResidualBlockUpsample):
+        super().__init__()
+        self.subpel_conv = integer_twin(block.subpel_conv)
+        self.conv = integer_twin(block.conv)
+        self.upsample = integer_twin(block.upsample)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = integer.leaky_relu(self.subpel_conv(x), 0.01)
+        out = integer.leaky_relu(self.conv(out), 0.1)
+        return integer.saturate(out + self.upsample(x))
+
+
+register_integer_twin(DepthConv)(IntegerDepthConv)
+register_integer_twin(DepthConv2)(IntegerDepthConv2)
+register_integer_twin(ConvFFN)(IntegerConvFFN)
+register_integer_twin(ResidualBlockUpsample)(IntegerResidualBlockUpsample)
+register_integer_twin(DepthConvBlock)(lambda block: integer_twin(block.block))

@@ -1,0 +1,258 @@
+"""Exact integer arithmetic for every network whose output decides an entropy-coding parameter.
+
+A file is only portable if encoder and decoder compute bit-identical Gaussian parameters. Float
+convolutions do not: oneDNN, MKL, cuDNN and a change of thread count each sum in their own order
+and the last bits differ, which moves a scale index or a mean across a rounding boundary and
+desynchronises the stream (Ballé, Johnston and Minnen, "Integer networks for data compression with
+latent-variable models", ICLR 2019). This module gives those networks an integer twin whose result
+is the same on every CPU ISA, thread count, memory format and on CUDA:
+
+* **Activations** are int64 fixed-point numbers with :data:`FRACTION_BITS` fractional bits,
+  saturated to ``|x| <= ACTIVATION_LIMIT`` after every operation (a defined clamp, never overflow).
+* **Weights** are integers with a power-of-two scale per output channel (at most
+  :data:`WEIGHT_BITS` bits of magnitude), chosen on conversion so that no accumulator can reach
+  2**53 for any admissible input (checked exactly, in integers).
+* **Accumulation** runs as float64 matrix products and multiply-adds of integer-valued operands. Every
+  product and every partial sum is an integer below 2**53, so each float64 operation is exact and the
+  result is the same in any summation order, with or without FMA, on any BLAS. Only matmul and
+  elementwise operations are used (never a convolution kernel, which may pick FFT or Winograd).
+* **Requantisation** is an integer addition of half the divisor, then a floor division by a power
+  of two (round half up), in int64.
+* **Nonlinearities** are defined on integers: LeakyReLU as a multiply by a 16-bit slope and a
+  rounding shift; sigmoid by linear interpolation in a table built with platform-independent maths.
+
+Conversion (:func:`integer_twin`) is a deterministic post-training quantisation of the float module:
+the same float32 weights give the same integers everywhere. Codecs register twins of their own
+blocks with :func:`register_integer_twin`; DLF's detail context and PerCoV2's token transformer
+build on the same primitives.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FRACTION_BITS = 12
+ONE = 1 << FRACTION_BITS
+# Saturation bound of every activation: |x| <= 2**15 in real units. Trained nets stay far inside.
+ACTIVATION_LIMIT = (1 << 27) - 1
+WEIGHT_BITS = 15
+# Strictly below 2**53: every integer of this size is exact in float64.
+ACCUMULATOR_LIMIT = 1 << 53
+# Per-channel gains and LeakyReLU slopes carry 16 fractional bits.
+GAIN_BITS = 16
+SLOPE_BITS = 16
+# Sigmoid table: knots every 2**-SIGMOID_KNOT_BITS over [-SIGMOID_RANGE, SIGMOID_RANGE].
+SIGMOID_KNOT_BITS = 6
+SIGMOID_RANGE = 16
+
+
+# -- fixed-point conversion and requantisation ------------------------------------------------------
+def to_fixed(x: torch.Tensor, fraction_bits: int = FRACTION_BITS) -> torch.Tensor:
+    """Float tensor -> int64 fixed point (round half to even of x * 2**bits, exact in float64), saturated."""
+    scaled = torch.round(x.detach().to(torch.float64) * float(1 << fraction_bits))
+    scaled = torch.nan_to_num(scaled, nan=0.0, posinf=ACTIVATION_LIMIT, neginf=-ACTIVATION_LIMIT)
+    return scaled.clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT).to(torch.int64)
+
+
+def from_fixed(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """int64 fixed point -> float (exact in float64; float32 rounds once, the same everywhere)."""
+    return (x.to(torch.float64) * (1.0 / ONE)).to(dtype)
+
+
+def saturate(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+
+
+def rounding_shift(x: torch.Tensor, shift: int | torch.Tensor) -> torch.Tensor:
+    """round(x / 2**shift), halves rounded up, for int64 x; ``shift`` >= 0 (an int or a broadcastable tensor)."""
+    if isinstance(shift, int):
+        if shift == 0:
+            return x
+        return torch.div(x + (1 << (shift - 1)), 1 << shift, rounding_mode="floor")
+    divisor = torch.ones_like(shift) << shift
+    return torch.div(x + (divisor >> 1), divisor, rounding_mode="floor")
+
+
+def rounding_divide(x: torch.Tensor, divisor: int) -> torch.Tensor:
+    """round(x / divisor) for int64 x and a positive int, halves rounded up."""
+    return torch.div(x + divisor // 2, divisor, rounding_mode="floor")
+
+
+def fixed_multiply(a: torch.Tensor, b: torch.Tensor, fraction_bits: int = FRACTION_BITS) -> torch.Tensor:
+    """Product of two fixed-point tensors (b may carry ``fraction_bits`` of its own), saturated.
+
+    Operands are saturated to 2**27, so the int64 product (< 2**54 for two activations, < 2**50 for
+    an activation and a 16-bit gain below 2**7) cannot overflow.
+    """
+    return saturate(rounding_shift(a * b, fraction_bits))
+
+
+def scale_by_gain(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """x times a float gain (e.g. a per-rate channel gain), the gain rounded to GAIN_BITS fractional bits."""
+    gain_fixed = torch.round(gain.detach().to(torch.float64) * float(1 << GAIN_BITS))
+    gain_fixed = gain_fixed.clamp_(-(1 << 34), 1 << 34).to(torch.int64).to(x.device)
+    return fixed_multiply(x, gain_fixed, GAIN_BITS)
+
+
+def leaky_relu(x: torch.Tensor, slope: float) -> torch.Tensor:
+    slope_fixed = int(round(slope * (1 << SLOPE_BITS)))
+    return torch.where(x < 0, rounding_shift(x * slope_fixed, SLOPE_BITS), x)
+
+
+@lru_cache(maxsize=4)
+def _sigmoid_knots() -> torch.Tensor:
+    from latentcodec.entropy._exact_math import exact_exp
+
+    steps = SIGMOID_RANGE << SIGMOID_KNOT_BITS
+    points = np.arange(-steps, steps + 1, dtype=np.float64) / float(1 << SIGMOID_KNOT_BITS)
+    values = 1.0 / (1.0 + exact_exp(-points))  # +, / and exact_exp: identical on every machine
+    return torch.from_numpy(np.rint(values * ONE).astype(np.int64))
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Fixed-point sigmoid: linear interpolation between table knots (max error about 2**-13)."""
+    knots = _sigmoid_knots().to(x.device)
+    shift = FRACTION_BITS - SIGMOID_KNOT_BITS
+    limit = SIGMOID_RANGE << FRACTION_BITS
+    clipped = x.clamp(-limit, limit - 1) + limit
+    index = torch.div(clipped, 1 << shift, rounding_mode="floor")
+    fraction = clipped - (index << shift)
+    low, high = knots[index], knots[index + 1]
+    return low + rounding_shift((high - low) * fraction, shift)
+
+
+# -- linear layers ----------------------------------------------------------------------------------
+def _channel_exponents(weight: torch.Tensor, bias: torch.Tensor, input_limit: int) -> torch.Tensor:
+    """Per output channel, the largest e such that round(W * 2**e) fits WEIGHT_BITS and
+    sum |w_int| * input_limit + |bias_int| < ACCUMULATOR_LIMIT, checked exactly in int64."""
+    out_channels = weight.shape[0]
+    flat = weight.reshape(out_channels, -1)
+    largest = flat.abs().amax(dim=1)
+    _, exponent = torch.frexp(largest)  # largest < 2**exponent (exact)
+    e = torch.where(largest > 0, WEIGHT_BITS - exponent, torch.zeros_like(exponent)).to(torch.int64).clamp(max=60)
+    for _ in range(128):
+        scale = torch.ldexp(torch.ones_like(largest), e.to(largest.dtype))
+        w_int = torch.round(flat * scale[:, None]).to(torch.int64)
+        b_int = torch.round(bias * torch.ldexp(scale, torch.full_like(scale, FRACTION_BITS))).to(torch.int64)
+        bound = w_int.abs().sum(dim=1) * input_limit + b_int.abs()
+        too_big = (bound >= ACCUMULATOR_LIMIT) | (w_int.abs().amax(dim=1) > (1 << WEIGHT_BITS))
+        if not too_big.any():
+            return e
+        e = e - too_big.to(torch.int64)
+    raise ValueError("weights too large for the integer path")
+
+
+class IntegerConv2d(nn.Module):
+    """Integer twin of a 1x1 or 3x3 (padding 1, stride 1) Conv2d, dense or depthwise."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        k = conv.kernel_size
+        if k not in ((1, 1), (3, 3)) or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.padding != (k[0] // 2, k[1] // 2):
+            raise TypeError(f"no integer version of {conv}: only 1x1 and 3x3 'same' convolutions with stride 1")
+        self.depthwise = conv.groups > 1
+        if self.depthwise and not (conv.groups == conv.in_channels == conv.out_channels):
+            raise TypeError(f"no integer version of {conv}: grouped convolutions must be depthwise")
+        weight = conv.weight.detach().to("cpu", torch.float64)
+        bias = (conv.bias.detach().to("cpu", torch.float64) if conv.bias is not None
+                else torch.zeros(conv.out_channels, dtype=torch.float64))
+        exponents = _channel_exponents(weight, bias, ACTIVATION_LIMIT)
+        scale = torch.ldexp(torch.ones_like(bias), exponents.to(torch.float64))
+        w_int = torch.round(weight * scale.view(-1, 1, 1, 1))
+        self.kernel = k[0]
+        # Weights are stored as float64 holding integers (the operand dtype of the exact matmul).
+        self.register_buffer("weight", w_int.permute(2, 3, 0, 1).contiguous())  # (k, k, O, I/g)
+        self.register_buffer("bias", torch.round(bias * scale * ONE).to(torch.int64).view(1, -1, 1, 1))
+        self.register_buffer("shift", exponents.view(1, -1, 1, 1))
+
+    def _accumulate(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer-valued float64 accumulator (B, O, H, W), exact by the bound of _channel_exponents."""
+        b, c, h, w = x.shape
+        xf = x.to(torch.float64)
+        if self.kernel == 1:
+            if self.depthwise:
+                return xf * self.weight[0, 0].view(1, -1, 1, 1)
+            return torch.matmul(self.weight[0, 0], xf.reshape(b, c, h * w)).view(b, -1, h, w)
+        padded = F.pad(xf, (1, 1, 1, 1))
+        acc = None
+        for dy in range(3):
+            for dx in range(3):
+                window = padded[:, :, dy : dy + h, dx : dx + w]
+                if self.depthwise:
+                    term = window * self.weight[dy, dx].view(1, -1, 1, 1)
+                else:
+                    term = torch.matmul(self.weight[dy, dx], window.reshape(b, c, h * w)).view(b, -1, h, w)
+                acc = term if acc is None else acc.add_(term)
+        return acc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        acc = self._accumulate(x.contiguous()).to(torch.int64)
+        return saturate(rounding_shift(acc + self.bias, self.shift))
+
+
+class IntegerLeakyReLU(nn.Module):
+    def __init__(self, slope: float):
+        super().__init__()
+        self.slope = float(slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return leaky_relu(x, self.slope)
+
+
+class IntegerSequential(nn.Sequential):
+    """nn.Sequential of integer twins (same indices, so errors name the float layer)."""
+
+
+# -- conversion -------------------------------------------------------------------------------------
+class TwinCache:
+    """Integer twins of a model's float modules, rebuilt whenever a parameter of the float module
+    changed (training steps and loads bump ``_version``) or moved to another device."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[tuple, nn.Module]] = {}
+
+    def get(self, name: str, build: Callable[[nn.Module], nn.Module], source: nn.Module) -> nn.Module:
+        key = tuple((id(p), p._version, p.device) for p in source.parameters())
+        cached = self._entries.get(name)
+        if cached is None or cached[0] != key:
+            twin = build(source)
+            first = next(source.parameters(), None)
+            cached = (key, twin if first is None else twin.to(first.device))
+            self._entries[name] = cached
+        return cached[1]
+
+
+TwinBuilder = Callable[[nn.Module], nn.Module]
+_TWINS: dict[type, TwinBuilder] = {}
+
+
+def register_integer_twin(float_class: type) -> Callable[[TwinBuilder], TwinBuilder]:
+    """Decorator: ``builder(float_module) -> integer module`` for ``float_class`` and its subclasses."""
+
+    def decorate(builder: TwinBuilder) -> TwinBuilder:
+        _TWINS[float_class] = builder
+        return builder
+
+    return decorate
+
+
+def integer_twin(module: nn.Module) -> nn.Module:
+    """The integer version of a float module (a deterministic post-training quantisation)."""
+    for cls in type(module).__mro__:
+        builder = _TWINS.get(cls)
+        if builder is not None:
+            return builder(module).eval()
+    raise TypeError(f"no integer version of {type(module).__name__}; register one with register_integer_twin")
+
+
+register_integer_twin(nn.Conv2d)(IntegerConv2d)
+register_integer_twin(nn.LeakyReLU)(lambda m: IntegerLeakyReLU(m.negative_slope))
+register_integer_twin(nn.Sequential)(lambda m: IntegerSequential(*[integer_twin(c) for c in m]))
+register_integer_twin(nn.PixelShuffle)(lambda m: nn.PixelShuffle(m.upscale_factor))
+register_integer_twin(nn.Identity)(lambda m: nn.Identity())
