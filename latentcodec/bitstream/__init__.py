@@ -2,8 +2,10 @@
 
 from latentcodec.bitstream.container import (
     DEFAULT_MAX_SIDE,
+    FLOAT_FORMAT_VERSION,
     FORMAT_VERSION,
     MAGIC_NIBBLE,
+    SUPPORTED_VERSIONS,
     FileInfo,
     FileKind,
     ImageHeader,
@@ -43,8 +45,10 @@ __all__ = [
     "CRC8_POLYNOMIAL",
     "DEFAULT_MAX_SIDE",
     "END_OF_SEQUENCE",
+    "FLOAT_FORMAT_VERSION",
     "FORMAT_VERSION",
     "MAGIC_NIBBLE",
+    "SUPPORTED_VERSIONS",
     "MAX_VARINT_BYTES",
     "FileInfo",
     "FileKind",

@@ -26,7 +26,13 @@ from latentcodec.bitstream.primitives import crc8, decode_varint, encode_varint
 from latentcodec.errors import BitstreamError, LatentCodecError
 from latentcodec.zoo.registry import get_entry_by_id
 
-FORMAT_VERSION = 1
+# Version 2: entropy parameters from exact integer networks (latentcodec.nn.integer), so the file
+# decodes identically on any CPU, thread count and GPU. Version 1: float arithmetic, decodable only
+# where the encoder's float kernels are reproduced (in practice the machine kind that wrote it);
+# still written on request (portable=False), because it reproduces the official test vectors.
+FORMAT_VERSION = 2
+FLOAT_FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (FLOAT_FORMAT_VERSION, FORMAT_VERSION)
 DEFAULT_MAX_SIDE = 16384
 
 # High nibble of the lead byte. 0xB_ starts none of the common image/video/archive formats and is
@@ -51,8 +57,17 @@ def lead_byte(kind: FileKind, version: int = FORMAT_VERSION) -> int:
     return (MAGIC_NIBBLE << 4) | (int(kind) << 2) | version
 
 
+def format_version_for(portable: bool) -> int:
+    return FORMAT_VERSION if portable else FLOAT_FORMAT_VERSION
+
+
 def parse_lead_byte(data: bytes | bytearray | memoryview) -> FileKind:
     """Check magic and version of any latentcodec file; return its kind (the video reader reuses this)."""
+    return parse_lead_byte_version(data)[0]
+
+
+def parse_lead_byte_version(data: bytes | bytearray | memoryview) -> tuple[FileKind, int]:
+    """(kind, format version) of any latentcodec file, both checked."""
     if len(data) == 0:
         raise BitstreamError("truncated file: it is empty")
     first = data[0]
@@ -60,13 +75,13 @@ def parse_lead_byte(data: bytes | bytearray | memoryview) -> FileKind:
         raise BitstreamError(f"not a latentcodec file (first byte 0x{first:02X}; latentcodec files start "
                              "with 0xB0-0xBF)")
     version = first & 0b11
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         label = f"{version}" if version != _VERSION_FIELD_ESCAPE else f">= {_VERSION_FIELD_ESCAPE}"
-        raise BitstreamError(f"unsupported latentcodec format version {label} (this build reads version "
-                             f"{FORMAT_VERSION}; the file may come from a newer latentcodec)")
+        raise BitstreamError(f"unsupported latentcodec format version {label} (this build reads versions "
+                             f"{FLOAT_FORMAT_VERSION} and {FORMAT_VERSION}; the file may come from a newer latentcodec)")
     kind_bits = (first >> 2) & 0b11
     try:
-        return FileKind(kind_bits)
+        return FileKind(kind_bits), version
     except ValueError:
         raise BitstreamError(f"unsupported latentcodec file kind {kind_bits} (reserved; the file may come "
                              "from a newer latentcodec)") from None
@@ -78,6 +93,11 @@ class ImageHeader:
     rate_index: int
     height: int
     width: int
+    portable: bool = True  # format version 2 (exact integer entropy parameters); False: version 1
+
+    @property
+    def format_version(self) -> int:
+        return format_version_for(self.portable)
 
 
 SectionLayout = Callable[[ImageHeader], Sequence[int | None]]
@@ -118,7 +138,7 @@ def _as_int(value, name: str, minimum: int) -> int:
 
 
 def _encode_header_fields(header: ImageHeader) -> bytearray:
-    out = bytearray([lead_byte(FileKind.IMAGE)])
+    out = bytearray([lead_byte(FileKind.IMAGE, header.format_version)])
     out += encode_varint(_as_int(header.model_id, "model_id", 0))
     out += encode_varint(_as_int(header.rate_index, "rate_index", 0))
     out += encode_varint(_as_int(header.height, "height", 1))
@@ -164,9 +184,9 @@ def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-def _parse_header_fields(data: memoryview) -> tuple[tuple[int, ...], int]:
-    """Lead byte and the four header varints, unvalidated; returns (values, offset after them)."""
-    kind = parse_lead_byte(data)
+def _parse_header_fields(data: memoryview) -> tuple[tuple[int, ...], int, bool]:
+    """Lead byte and the four header varints, unvalidated; returns (values, offset after them, portable)."""
+    kind, version = parse_lead_byte_version(data)
     if kind is not FileKind.IMAGE:
         raise BitstreamError("not an image file: it holds a latentcodec video sequence")
     values = []
@@ -176,7 +196,7 @@ def _parse_header_fields(data: memoryview) -> tuple[tuple[int, ...], int]:
         values.append(value)
     if offset >= len(data):
         raise BitstreamError(f"truncated file: it ends after the header ({len(data)} bytes, no sections or checksum)")
-    return tuple(values), offset
+    return tuple(values), offset, version == FORMAT_VERSION
 
 
 def _header_problem(height: int, width: int, max_side: int) -> str | None:
@@ -236,7 +256,7 @@ def _parse(data: bytes | bytearray | memoryview, layout: SectionLayout | None, e
     file size before slicing.
     """
     view = _byte_view(data)
-    (model_id, rate_index, height, width), offset = _parse_header_fields(view)
+    (model_id, rate_index, height, width), offset, portable = _parse_header_fields(view)
     checksum_error = _checksum_error(view)
 
     def field_error(message: str) -> BitstreamError:
@@ -245,7 +265,7 @@ def _parse(data: bytes | bytearray | memoryview, layout: SectionLayout | None, e
     problem = _header_problem(height, width, max_side)
     if problem is not None:
         raise field_error(problem)
-    header = ImageHeader(model_id=model_id, rate_index=rate_index, height=height, width=width)
+    header = ImageHeader(model_id=model_id, rate_index=rate_index, height=height, width=width, portable=portable)
     if expected_model_id is not None and model_id != expected_model_id:
         found = _model_name(model_id)
         expected = _model_name(expected_model_id)
@@ -307,14 +327,15 @@ def read_image_header(data: bytes, max_side: int = DEFAULT_MAX_SIDE) -> tuple[Im
     trusted), but section boundaries need the codec's layout: use read_image_file for those.
     """
     view = _byte_view(data)
-    (model_id, rate_index, height, width), offset = _parse_header_fields(view)
+    (model_id, rate_index, height, width), offset, portable = _parse_header_fields(view)
     checksum_error = _checksum_error(view)
     if checksum_error is not None:
         raise checksum_error
     problem = _header_problem(height, width, max_side)
     if problem is not None:
         raise BitstreamError(problem)
-    return ImageHeader(model_id=model_id, rate_index=rate_index, height=height, width=width), offset
+    return ImageHeader(model_id=model_id, rate_index=rate_index, height=height, width=width,
+                       portable=portable), offset
 
 
 def describe_image_file(data: bytes, layout: SectionLayout | None = None,
@@ -325,7 +346,7 @@ def describe_image_file(data: bytes, layout: SectionLayout | None = None,
     section_bytes = tuple(end - start for start, end in parsed.section_spans)
     total = len(data)
     return FileInfo(
-        format_version=FORMAT_VERSION,
+        format_version=header.format_version,
         model_id=header.model_id,
         model_name=_model_name(header.model_id),
         rate_index=header.rate_index,

@@ -2,7 +2,7 @@
 
 Layout (docs/bitstream.md, "Video sequences", has the byte-level table)::
 
-    sequence header  lead byte 0xB5 (magic 0xB, kind 1 = video sequence, version 1), then varints:
+    sequence header  lead byte 0xB6 (magic 0xB, kind 1 = video sequence, version 2; 0xB5 for version 1), then varints:
                      model id, intra rate, inter rate, height, width, frame count (0 = open-ended),
                      frame rate numerator, denominator, intra period, reset interval; then a CRC-8
                      over the header
@@ -30,11 +30,11 @@ from typing import BinaryIO, Iterator, NamedTuple
 
 from latentcodec.bitstream.container import (
     DEFAULT_MAX_SIDE,
-    FORMAT_VERSION,
     FileKind,
     _model_name,
+    format_version_for,
     lead_byte,
-    parse_lead_byte,
+    parse_lead_byte_version,
 )
 from latentcodec.bitstream.primitives import MAX_VARINT_BYTES, crc8, encode_varint
 from latentcodec.errors import BitstreamError
@@ -63,6 +63,11 @@ class SequenceHeader:
     frame_rate_den: int
     intra_period: int  # 0: only frame 0 is intra
     reset_interval: int  # 0: never
+    portable: bool = True  # format version 2 (exact integer entropy parameters); False: version 1
+
+    @property
+    def format_version(self) -> int:
+        return format_version_for(self.portable)
 
     @property
     def frame_rate(self) -> Fraction:
@@ -77,7 +82,7 @@ _MINIMUMS = {"height": 1, "width": 1, "frame_rate_den": 1}
 
 def encode_sequence_header(header: SequenceHeader) -> bytes:
     """The header bytes including their CRC-8. ValueError on an invalid field (a programming error)."""
-    out = bytearray([lead_byte(FileKind.VIDEO_SEQUENCE)])
+    out = bytearray([lead_byte(FileKind.VIDEO_SEQUENCE, header.format_version)])
     for name in _FIELDS:
         value = getattr(header, name)
         try:
@@ -233,7 +238,7 @@ class SequenceReader:
                  max_side: int = DEFAULT_MAX_SIDE):
         self._source = _ByteSource(source)
         lead = self._source.read(1)
-        kind = parse_lead_byte(lead)
+        kind, version = parse_lead_byte_version(lead)
         if kind is not FileKind.VIDEO_SEQUENCE:
             raise BitstreamError("not a video sequence file: it holds a latentcodec image")
         raw = bytearray(lead)
@@ -251,7 +256,7 @@ class SequenceReader:
                                  f"(stored CRC-8 0x{stored[0]:02X}, computed 0x{computed:02X})")
         self.header_crc = computed
         self.header_bytes = len(raw) + 1
-        header = SequenceHeader(**values)
+        header = SequenceHeader(**values, portable=version != 1)
         if header.height == 0 or header.width == 0 or header.frame_rate_den == 0:
             raise BitstreamError(f"invalid sequence header: frame size {header.height}x{header.width}, frame rate "
                                  f"{header.frame_rate_num}/{header.frame_rate_den}")
@@ -358,7 +363,7 @@ def describe_sequence_file(data: bytes | BinaryIO, max_side: int = DEFAULT_MAX_S
     total = reader._source.offset
     frames = len(units)
     return SequenceInfo(
-        format_version=FORMAT_VERSION,
+        format_version=header.format_version,
         model_id=header.model_id,
         model_name=_model_name(header.model_id),
         intra_rate=header.intra_rate,

@@ -15,6 +15,7 @@ import latentcodec.bitstream.container as container
 from latentcodec.bitstream import (
     DEFAULT_MAX_SIDE,
     FORMAT_VERSION,
+    SUPPORTED_VERSIONS,
     FileKind,
     ImageHeader,
     crc8,
@@ -156,10 +157,10 @@ def test_rejects_files_that_are_not_latentcodec_files(data):
         parse(data)
 
 
-@pytest.mark.parametrize("version_field", [0, 2, 3])
+@pytest.mark.parametrize("version_field", [0, 3])
 def test_rejects_unsupported_versions(version_field):
     lead = (0xB << 4) | (FileKind.IMAGE << 2) | version_field
-    assert version_field != FORMAT_VERSION
+    assert version_field not in SUPPORTED_VERSIONS
     with pytest.raises(BitstreamError, match=r"^unsupported latentcodec format version"):
         parse(raw_image_file(lead=lead, body=bytes(2)))
 

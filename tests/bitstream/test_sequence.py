@@ -41,7 +41,7 @@ def test_worked_example_bytes():
     """The exact bytes of docs/bitstream.md's worked example (pins the format)."""
     data = write_sequence(header(frame_count=2, height=64, width=96, frame_rate_num=25, frame_rate_den=1,
                                  intra_rate=5, inter_rate=5), [b"\x01\x02\x03", b"\x04"])
-    expected_header = bytes([0xB5, 0x02, 0x05, 0x05, 0x40, 0x60, 0x02, 0x19, 0x01, 0x60, 0x20])
+    expected_header = bytes([0xB6, 0x02, 0x05, 0x05, 0x40, 0x60, 0x02, 0x19, 0x01, 0x60, 0x20])
     header_crc = crc8(expected_header)
     assert data[: len(expected_header) + 1] == expected_header + bytes([header_crc])
     unit0 = bytes([0x03, 0x01, 0x02, 0x03])
@@ -49,7 +49,12 @@ def test_worked_example_bytes():
     crc0 = crc8(unit0, crc8(b"\x00", header_crc))
     crc1 = crc8(unit1, crc8(b"\x01", header_crc))
     assert data[len(expected_header) + 1 :] == unit0 + bytes([crc0]) + unit1 + bytes([crc1])
-    assert data.hex(" ") == "b5 02 05 05 40 60 02 19 01 60 20 b6 03 01 02 03 f8 01 04 f5"
+    assert data.hex(" ") == "b6 02 05 05 40 60 02 19 01 60 20 97 03 01 02 03 fe 01 04 dd"
+    # Version 1 (float arithmetic) differs in the lead byte only, and so in every CRC after it.
+    float_data = write_sequence(header(frame_count=2, height=64, width=96, frame_rate_num=25, frame_rate_den=1,
+                                       intra_rate=5, inter_rate=5, portable=False), [b"\x01\x02\x03", b"\x04"])
+    assert float_data.hex(" ") == "b5 02 05 05 40 60 02 19 01 60 20 b6 03 01 02 03 f8 01 04 f5"
+    assert not SequenceReader(float_data).header.portable and SequenceReader(data).header.portable
 
 
 def test_counted_round_trip_and_header_fields():
