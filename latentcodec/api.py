@@ -129,9 +129,17 @@ def load(
     quality: int = 0,
     weights: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
+    portable: bool = True,
 ) -> "ImageCodec | VideoCodec":
-    """An ImageCodec for image models, a VideoCodec for video models (e.g. ``glc-video``)."""
+    """An ImageCodec for image models, a VideoCodec for video models (e.g. ``glc-video``).
+
+    ``portable`` (default) writes files whose entropy parameters come from exact integer networks,
+    so they decode identically on any CPU, thread count and GPU. ``portable=False`` keeps the float
+    arithmetic of the reference implementations (it reproduces official test vectors); its files
+    are marked as such and decode reliably only on the machine kind that wrote them.
+    """
     model, entry, source = load_model(name, weights, device)
+    model.set_portable(portable)
     if entry.kind == "video":
         return VideoCodec(model.eval(), entry, quality, source)
     return ImageCodec(model.eval(), entry, quality, source)
@@ -143,12 +151,15 @@ def load_video(
     weights: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     intra_quality: int | None = None,
+    portable: bool = True,
 ) -> "VideoCodec":
-    """A registered video codec; ``intra_quality`` sets the I-frame rate level (default: ``quality``)."""
+    """A registered video codec; ``intra_quality`` sets the I-frame rate level (default: ``quality``);
+    ``portable`` as in :func:`load`."""
     entry = get_entry(name)
     if entry.kind != "video":
         raise LatentCodecError(f"{name} is an {entry.kind} codec; use load")
     model, entry, source = load_model(name, weights, device)
+    model.set_portable(portable)
     return VideoCodec(model.eval(), entry, quality, source, intra_quality)
 
 

@@ -90,13 +90,16 @@ def _add_model_options(parser: argparse.ArgumentParser, with_model: bool = True)
         parser.add_argument("--quality", type=int, default=0, help="rate index, 0 = lowest rate")
     parser.add_argument("--weights", default=None, help="save_pretrained directory or official checkpoint; default: shipped weights")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--no-portable", dest="portable", action="store_false",
+                        help="write float-arithmetic files (format version 1: reproduce official numbers, but decode "
+                             "reliably only on the machine kind that wrote them); default: portable integer path")
 
 
 def _load_codec(args, name=None, quality=None):
     from latentcodec.api import load
 
     return load(name or args.model or "glc-image", quality=args.quality if quality is None else quality,
-                weights=args.weights, device=args.device)
+                weights=args.weights, device=args.device, portable=args.portable)
 
 
 def _is_video_job(args) -> bool:
@@ -128,6 +131,7 @@ def cmd_compress_video(args) -> int:
     sources = [Path(name) for name in args.inputs]
     many = len(sources) > 1
     codec = load_video(args.model or "glc-video", quality=args.quality, weights=args.weights, device=args.device,
+                       portable=args.portable,
                        intra_quality=args.intra_quality)
 
     def work(path: Path, root: Path) -> None:

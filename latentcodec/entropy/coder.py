@@ -57,10 +57,11 @@ _CATEGORICAL_CHUNK_ELEMENTS = 1 << 21
 # Row maxima in this range keep any row sum (<= K * max < 2**24 * 2**900) a normal, finite float.
 _MODERATE_LOW, _MODERATE_HIGH = 2.0**-900, 2.0**900
 
-# A file whose checksum passed but whose entropy decoding fails was most likely encoded on another
-# kind of device: the priors are floating point, so CPU and CUDA disagree in the last bits.
-_CORRUPT = ("corrupt or truncated entropy-coded data (or encoded on another kind of device: files decode "
-            "on the device type, CPU or CUDA, that wrote them)")
+# The codec layer adds the likely cause for float-arithmetic (version-1) files: FLOAT_FORMAT_HINT.
+_CORRUPT = "corrupt or truncated entropy-coded data"
+FLOAT_FORMAT_HINT = ("; this is a format-version-1 file, whose entropy parameters are float arithmetic: it decodes "
+                     "only where the writer's float kernels are reproduced (the same kind of CPU and thread count, "
+                     "or GPU); files written by this version are portable")
 
 T = TypeVar("T")
 

@@ -22,6 +22,7 @@ from torch import nn
 from latentcodec.config import config_from_dict, config_to_dict
 from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.files import atomic_write
+from latentcodec.nn.integer import TwinCache
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -39,17 +40,22 @@ class LatentCodec(nn.Module):
     def __init__(self, config: Any):
         super().__init__()
         self.config = config
+        # Files are written in the portable format (exact integer entropy parameters) unless a
+        # caller asks for the float arithmetic that reproduces official test vectors.
+        self.portable = True
+        self._integer_twins = TwinCache()
 
-    # -- protocol -----------------------------------------------------------------
-    @property
-    def num_rates(self) -> int:
-        raise NotImplementedError
+    def set_portable(self, portable: bool) -> "LatentCodec":
+        """Choose the arithmetic of the files ``compress`` writes: True (default) for the exact
+        integer path (format version 2, decodes anywhere), False for float (version 1, reproduces
+        the official numbers but decodes reliably only on the machine kind that wrote it).
+        Decoding always follows what the file records."""
+        self.portable = bool(portable)
+        return self
 
-    def compress(self, x: torch.Tensor, rate_index: int = 0) -> bytes:
-        raise NotImplementedError
-
-    def decompress(self, data: bytes) -> torch.Tensor:
-        raise NotImplementedError
+    def integer_twin_of(self, name: str, build, source: nn.Module) -> nn.Module:
+        """The integer version of ``source`` built by ``build(source)``, kept until ``source`` changes."""
+        return self._integer_twins.get(name, build, source)
 
     # -- persistence -------------------------------------------------------------
     def state_dict_for_saving(self) -> dict[str, torch.Tensor]:

@@ -31,15 +31,21 @@ from latentcodec.entropy import (
 from latentcodec.entropy.masked_gaussian import (
     MaskedStepsResult,
     decode_masked,
+    decode_masked_fixed,
     encode_masked,
+    encode_masked_fixed,
     quadtree_masks,
     quantize_masked,
     split_prior,
+    split_prior_fixed,
 )
+from latentcodec.entropy.coder import FLOAT_FORMAT_HINT
 from latentcodec.errors import BitstreamError, WeightsError
 from latentcodec.models.base import LatentCodec
 from latentcodec.nn.code_predictor import CodePredictor, CodePredictorConfig
+from latentcodec.nn import integer
 from latentcodec.nn.dcvc import DepthConvBlock, DepthConvBlock2, ResidualBlockUpsample, conv1x1, conv3x3
+from latentcodec.nn.integer import integer_twin, register_integer_twin
 from latentcodec.nn.vq import VectorQuantizer
 from latentcodec.tokenizers.vqgan import VQGAN, VQGANConfig
 
@@ -135,6 +141,49 @@ class LatentTransform(nn.Module):
         return second(first(x) * gain)
 
 
+class IntegerLatentTransform(nn.Module):
+    def __init__(self, transform: LatentTransform):
+        super().__init__()
+        first, second = (getattr(transform, name) for name in transform.stage_names)
+        self.first, self.second = integer_twin(first), integer_twin(second)
+
+    def forward(self, x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        return self.second(integer.scale_by_gain(self.first(x), gain))
+
+
+register_integer_twin(LatentTransform)(IntegerLatentTransform)
+
+
+class IntegerDecoderSide(nn.Module):
+    """The integer twins of every decoder-side net of GLC-image up to the decoded latent: the
+    hyper decoder, prior fusion, spatial-prior reduction, adaptors and context net, and ``dec``.
+    With them, files decode to the same symbols and the same latent on every machine."""
+
+    def __init__(self, nets: nn.ModuleList):
+        super().__init__()
+        hyper_dec, fusion, reduction, adaptor_1, adaptor_2, adaptor_3, spatial_prior, dec = nets
+        self.hyper_dec = integer_twin(hyper_dec)
+        self.y_prior_fusion = integer_twin(fusion)
+        self.y_spatial_prior_reduction = integer_twin(reduction)
+        self.adaptors = nn.ModuleList([integer_twin(a) for a in (adaptor_1, adaptor_2, adaptor_3)])
+        self.y_spatial_prior = integer_twin(spatial_prior)
+        self.dec = integer_twin(dec)
+
+    def prior(self, z_hat: torch.Tensor) -> torch.Tensor:
+        """Float z codewords (exact stored values) -> fixed-point prior parameters."""
+        return self.y_prior_fusion(self.hyper_dec(integer.to_fixed(z_hat)))
+
+    def context_fn(self, prior_fixed: torch.Tensor):
+        common = self.y_spatial_prior_reduction(prior_fixed)
+
+        def context(step: int, y_hat_so_far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            params = self.y_spatial_prior(self.adaptors[step - 1](torch.cat((y_hat_so_far, common), dim=1)))
+            scales, means = params.chunk(2, 1)
+            return scales, means
+
+        return context
+
+
 class GLCImageOutput(NamedTuple):
     """What ``GLCImage.forward`` returns for training."""
 
@@ -162,6 +211,7 @@ class EncodedImage(NamedTuple):
     steps: MaskedStepsResult
     latent_hat: torch.Tensor
     vq_loss: torch.Tensor  # z_vq commitment/codebook loss (0 at inference)
+    latent_hat_fixed: torch.Tensor | None = None  # portable path: the exact fixed-point decoded latent
 
 
 class EncodeResult(NamedTuple):
@@ -292,6 +342,12 @@ class GLCImage(LatentCodec):
 
         return context
 
+    def integer_decoder_side(self) -> IntegerDecoderSide:
+        nets = nn.ModuleList([self.hyper_dec, self.y_prior_fusion, self.y_spatial_prior_reduction,
+                              self.y_spatial_prior_adaptor_1, self.y_spatial_prior_adaptor_2,
+                              self.y_spatial_prior_adaptor_3, self.y_spatial_prior, self.dec])
+        return self.integer_twin_of("decoder_side", IntegerDecoderSide, nets)
+
     def z_bits_per_image(self, height: int, width: int) -> int:
         return self.z_positions(height, width) * self.config.z_index_bits
 
@@ -312,6 +368,21 @@ class GLCImage(LatentCodec):
             steps = encode_masked(y, prior, masks, context, encoder, DEFAULT_SCALE_TABLE)
         latent_hat = self.dec(steps.y_hat, self._rate_gain(self.q_dec, rate_index))
         return EncodedImage(latent, y, z, vq.indices, vq.quantized, hyper_params, prior_params, steps, latent_hat, vq.loss)
+
+    def analyse_portable(self, x_padded: torch.Tensor, rate_index: int, encoder) -> EncodedImage:
+        """The encoder side on the exact integer path: y and z in float (only the encoder sees them),
+        every entropy parameter and the decoded latent in fixed point."""
+        latent = self.vqgan.encoder(x_padded)
+        y = self.enc(latent, self._rate_gain(self.q_enc, rate_index))
+        z = self.hyper_enc(y)
+        vq = self.z_vq(z)
+        nets = self.integer_decoder_side()
+        prior_fixed = nets.prior(vq.quantized)
+        steps = encode_masked_fixed(y, split_prior_fixed(prior_fixed), self.masks(y), nets.context_fn(prior_fixed),
+                                    encoder, DEFAULT_SCALE_TABLE)
+        latent_hat_fixed = nets.dec(steps.y_hat_fixed, self._rate_gain(self.q_dec, rate_index))
+        return EncodedImage(latent, y, z, vq.indices, vq.quantized, None, integer.from_fixed(prior_fixed), steps,
+                            integer.from_fixed(latent_hat_fixed), vq.loss, latent_hat_fixed)
 
     def forward(
         self, x: torch.Tensor, rate_index: int | torch.Tensor = 0, decode_pixels: bool = True
@@ -351,9 +422,13 @@ class GLCImage(LatentCodec):
             raise ValueError(f"compress expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
         height, width = x.shape[-2:]
         encoder = EntropyEncoder(DEFAULT_SCALE_TABLE)
-        encoded = self.analyse(self.pad(x), rate_index, encoder=encoder)
+        if self.portable:
+            encoded = self.analyse_portable(self.pad(x), rate_index, encoder)
+        else:
+            encoded = self.analyse(self.pad(x), rate_index, encoder=encoder)
         z_section = pack_indices(encoded.z_indices.flatten().cpu(), self.config.z_index_bits)
-        header = ImageHeader(model_id=self.model_id, rate_index=rate_index, height=height, width=width)
+        header = ImageHeader(model_id=self.model_id, rate_index=rate_index, height=height, width=width,
+                             portable=self.portable)
         data = write_image_file(header, [z_section, encoder.finish()], self.layout)
         y_bits = gaussian_residual_bits(encoded.steps.symbols, encoded.steps.scales).sum().item()
         return EncodeResult(data, encoded.latent_hat, y_bits + self.z_bits_per_image(height, width))
@@ -372,26 +447,49 @@ class GLCImage(LatentCodec):
         header = parsed.header
         if header.rate_index >= self.num_rates:
             raise BitstreamError(f"rate index {header.rate_index} is out of range for this model ({self.num_rates} rates)")
-        latent_hat = self.decode_sections(parsed.sections[0], parsed.sections[1], header.height, header.width,
-                                          header.rate_index)
+        try:
+            latent_hat = self.decode_sections(parsed.sections[0], parsed.sections[1], header.height, header.width,
+                                              header.rate_index, portable=header.portable)
+        except BitstreamError as exc:
+            if header.portable:
+                raise
+            raise BitstreamError(f"{exc}{FLOAT_FORMAT_HINT}") from None
         return header, latent_hat
 
     @torch.inference_mode()
     def decode_sections(self, z_section: bytes, y_section: bytes, height: int, width: int,
-                        rate_index: int) -> torch.Tensor:
-        """The two payload sections of an image (also a GLC-video I-frame) -> the decoded latent."""
-        device = self.q_dec.device
-        z_shape = (1, *z_grid(height, width, self.config.pad_multiple))
-        indices = unpack_indices(z_section, math.prod(z_shape), self.config.z_index_bits)
-        if int(indices.max()) >= self.config.z_codebook_size:
-            raise BitstreamError("corrupt z section: index beyond the codebook")
-        z_hat = self.z_vq.lookup(indices.view(z_shape).to(device))
+                        rate_index: int, portable: bool = False) -> torch.Tensor:
+        """The two payload sections of an image (also a GLC-video I-frame) -> the decoded latent
+        (float; on the portable path, the exact fixed-point latent converted once)."""
+        if portable:
+            return integer.from_fixed(self.decode_sections_fixed(z_section, y_section, height, width, rate_index))
+        z_hat = self._z_hat_from_section(z_section, height, width)
         _, prior_params = self.prior_from_z_hat(z_hat)
         decoder = EntropyDecoder(y_section, DEFAULT_SCALE_TABLE)
         steps = decode_masked(split_prior(prior_params), self.masks(prior_params[:, : self.config.latent_channels]),
                               self.context_fn(prior_params), decoder, DEFAULT_SCALE_TABLE)
         decoder.finish()
         return self.dec(steps.y_hat, self._rate_gain(self.q_dec, rate_index))
+
+    def _z_hat_from_section(self, z_section: bytes, height: int, width: int) -> torch.Tensor:
+        z_shape = (1, *z_grid(height, width, self.config.pad_multiple))
+        indices = unpack_indices(z_section, math.prod(z_shape), self.config.z_index_bits)
+        if int(indices.max()) >= self.config.z_codebook_size:
+            raise BitstreamError("corrupt z section: index beyond the codebook")
+        return self.z_vq.lookup(indices.view(z_shape).to(self.q_dec.device))
+
+    @torch.inference_mode()
+    def decode_sections_fixed(self, z_section: bytes, y_section: bytes, height: int, width: int,
+                              rate_index: int) -> torch.Tensor:
+        """Portable decoding of the two sections -> the exact fixed-point latent (int64)."""
+        nets = self.integer_decoder_side()
+        prior_fixed = nets.prior(self._z_hat_from_section(z_section, height, width))
+        decoder = EntropyDecoder(y_section, DEFAULT_SCALE_TABLE)
+        latent_like = prior_fixed[:, : self.config.latent_channels]
+        steps = decode_masked_fixed(split_prior_fixed(prior_fixed), self.masks(latent_like),
+                                    nets.context_fn(prior_fixed), decoder, DEFAULT_SCALE_TABLE)
+        decoder.finish()
+        return nets.dec(steps.y_hat_fixed, self._rate_gain(self.q_dec, rate_index))
 
     @torch.inference_mode()
     def generate(self, latent_hat: torch.Tensor, height: int, width: int) -> torch.Tensor:

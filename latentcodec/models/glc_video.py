@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import torch
-from torch import nn
 
 from latentcodec.bitstream.sequence import (
     FrameUnitError,
@@ -44,20 +43,13 @@ from latentcodec.entropy import (
     packed_size,
     unpack_indices,
 )
-from latentcodec.entropy.masked_gaussian import (
-    MaskedStepsResult,
-    SplitPrior,
-    decode_masked,
-    dual_masks,
-    encode_masked,
-    quantize_masked,
-    split_prior,
-)
+from latentcodec.entropy.masked_gaussian import decode_masked, decode_masked_fixed
+from latentcodec.entropy.coder import FLOAT_FORMAT_HINT
 from latentcodec.errors import BitstreamError, ConfigError, InputError, LatentCodecError, WeightsError
 from latentcodec.models.base import WEIGHTS_FILE, LatentCodec, load_strict
 from latentcodec.models.glc_image import GLCImage, GLCImageConfig, GLCImageOutput, load_official_checkpoint
-from latentcodec.nn.dcvc import DepthConvBlock3, conv1x1, conv3x3
-from latentcodec.nn.vq import VectorQuantizer
+from latentcodec.models.glc_video_inter import GLCVideoInter
+from latentcodec.nn import integer
 from latentcodec.tokenizers.vqgan import VQGAN
 
 # fa_idx of the reference: which 1x1 feature adaptor a P-frame uses, by its position in a group of 8.
@@ -162,253 +154,6 @@ def plan_frame(index: int, gop: GOPConfig) -> FramePlan:
     return FramePlan(index, position == 0, after_intra, adaptor_index)
 
 
-# -- the P-frame model (official layout) -----------------------------------------------------------
-class FeatureExtractor(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.context_refine = nn.Sequential(*[DepthConvBlock3(channels) for _ in range(4)], conv1x1(channels, channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.context_refine(x)
-
-
-class ConditionalTransform(nn.Module):
-    """first(cat(x, context)) * gain -> second: the P-model's encoder (enc_1, enc_2) and decoder (dec_1, dec_2)."""
-
-    def __init__(self, channels: int, first: str, second: str):
-        super().__init__()
-        self.stage_names = (first, second)
-        setattr(self, first, nn.Sequential(DepthConvBlock3(2 * channels, channels), DepthConvBlock3(channels)))
-        setattr(self, second, nn.Sequential(DepthConvBlock3(channels), DepthConvBlock3(channels)))
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-        first, second = (getattr(self, name) for name in self.stage_names)
-        return second(first(torch.cat((x, context), dim=1)) * gain)
-
-
-class ConvStack(nn.Module):
-    """A Sequential kept under ``conv`` (official names ``y_prior_fusion.conv.0`` etc.)."""
-
-    def __init__(self, *layers: nn.Module):
-        super().__init__()
-        self.conv = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-
-class PriorFusionAdaptor(nn.Module):
-    def __init__(self, channels: int, out_channels: int):
-        super().__init__()
-        self.conv1 = DepthConvBlock3(channels)
-        self.conv2 = conv1x1(channels, out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(x))
-
-
-class HyperTokenizer(nn.Module):
-    """Hyper input (B, Ci, H, W) -> K global tokens (B, C, K, 1).
-
-    Token k of head n is the spatial mean of the head's C/heads projected channels weighted by the
-    map w'[k, n] = sigmoid(enhancement(cat(prior_extraction(h), weight_map)))[k * heads + n].
-    """
-
-    def __init__(self, in_channels: int, channels: int, tokens: int, heads: int):
-        super().__init__()
-        self.tokens, self.heads = tokens, heads
-        weight_channels = tokens * heads
-        self.proj = nn.Sequential(
-            DepthConvBlock3(in_channels, channels), nn.LeakyReLU(0.01), conv1x1(channels, channels)
-        )
-        self.prior_extraction = DepthConvBlock3(in_channels, channels)
-        self.enhancement = nn.Sequential(
-            DepthConvBlock3(channels + weight_channels), nn.LeakyReLU(0.01),
-            DepthConvBlock3(channels + weight_channels, weight_channels),
-        )
-        self.out_proj = nn.Linear(channels, channels)
-
-    def forward(self, hyper_input: torch.Tensor, weight_map: torch.Tensor) -> torch.Tensor:
-        prior = self.prior_extraction(hyper_input)
-        weights = torch.sigmoid(self.enhancement(torch.cat((prior, weight_map), dim=1)))
-        x = self.proj(hyper_input)
-        b, c, h, w = x.shape
-        per_head = x.reshape(b, 1, self.heads, c // self.heads, h * w)
-        head_weights = weights.reshape(b, self.tokens, self.heads, 1, h * w)
-        # The mean of the products (not a matmul) follows the reference's summation order: the
-        # indices are an argmin over these tokens and one official token is a near-tie.
-        tokens = (per_head * head_weights).mean(-1).reshape(b, self.tokens, c)
-        return self.out_proj(tokens).transpose(1, 2).unsqueeze(-1)
-
-
-class HyperInverseTokenizer(nn.Module):
-    """Quantised tokens (B, C, K, 1) -> spatial hyper parameters (B, C, H, W), spread by the
-    decoder-side weight map (the un-enhanced one, which the decoder can compute)."""
-
-    def __init__(self, channels: int, tokens: int, heads: int):
-        super().__init__()
-        self.tokens, self.heads = tokens, heads
-        self.proj = conv1x1(channels, channels)
-        self.out_proj = nn.Sequential(DepthConvBlock3(channels), nn.LeakyReLU(0.01), conv1x1(channels, channels))
-
-    def forward(self, z_hat: torch.Tensor, weight_map: torch.Tensor) -> torch.Tensor:
-        tokens = self.proj(z_hat)  # (B, C, K, 1)
-        b, c = tokens.shape[:2]
-        h, w = weight_map.shape[-2:]
-        per_token = tokens.reshape(b, self.heads, c // self.heads, self.tokens).permute(0, 3, 1, 2)
-        head_weights = weight_map.reshape(b, self.tokens, self.heads, 1, h * w)
-        spread = (per_token.unsqueeze(-1) * head_weights).mean(1)  # (B, heads, C/heads, HW)
-        return self.out_proj(spread.reshape(b, c, h, w))
-
-
-class InterAnalysis(NamedTuple):
-    """Every intermediate of a P-frame, encoder side (reference checks use all of them)."""
-
-    adapted_ref: torch.Tensor
-    context: torch.Tensor
-    y: torch.Tensor
-    temporal_params: torch.Tensor
-    weight_map: torch.Tensor
-    temporal_cond: torch.Tensor
-    hyper_input: torch.Tensor
-    z: torch.Tensor  # (B, C, K, 1)
-    z_indices: torch.Tensor  # (B, K)
-    z_hat: torch.Tensor
-    hier_params: torch.Tensor
-    prior_params: torch.Tensor
-    steps: MaskedStepsResult
-    latent_hat: torch.Tensor
-    vq_loss: torch.Tensor
-
-
-class InterReconstruction(NamedTuple):
-    """The decoder side of a P-frame, from z indices and a symbol source."""
-
-    context: torch.Tensor
-    hier_params: torch.Tensor
-    prior_params: torch.Tensor
-    steps: MaskedStepsResult
-    latent_hat: torch.Tensor
-
-
-StepsFn = Callable[[SplitPrior, torch.Tensor, Callable], MaskedStepsResult]
-
-
-class GLCVideoInter(nn.Module):
-    """The P-frame model with the official ``GLC_Video`` state-dict names."""
-
-    def __init__(self, config: GLCVideoConfig):
-        super().__init__()
-        self.config = config
-        n = config.latent_channels
-        half = n // 2
-        self.y_q_enc = nn.Parameter(torch.ones(config.num_rates, n, 1, 1))
-        self.y_q_dec = nn.Parameter(torch.ones(config.num_rates, n, 1, 1))
-        self.feature_adaptor_I = conv3x3(n, n)
-        self.feature_adaptor = nn.ModuleList([conv1x1(n, n) for _ in range(3)])
-        self.feature_extractor = FeatureExtractor(n)
-        self.encoder = ConditionalTransform(n, "enc_1", "enc_2")
-        self.temporal_cond = conv3x3(n, half)
-        self.y_temporal_combine = ConvStack(DepthConvBlock3(n + half), DepthConvBlock3(n + half))
-        self.weight_generator = ConvStack(
-            DepthConvBlock3(n), nn.LeakyReLU(0.01), DepthConvBlock3(n), nn.LeakyReLU(0.01),
-            DepthConvBlock3(n), nn.LeakyReLU(0.01), conv1x1(n, config.weight_map_channels),
-        )
-        self.hyper_tokenizer = HyperTokenizer(n + half, n, config.hyper_tokens, config.token_heads)
-        self.hyper_inv_tokenizer = HyperInverseTokenizer(n, config.hyper_tokens, config.token_heads)
-        self.temporal_prior_encoder = conv3x3(n, n)
-        self.prior_fusion_adaptor_0 = PriorFusionAdaptor(2 * n, 3 * n)
-        self.prior_fusion_adaptor_1 = PriorFusionAdaptor(2 * n, 3 * n)
-        self.y_prior_fusion = ConvStack(DepthConvBlock3(3 * n), DepthConvBlock3(3 * n))
-        self.y_spatial_prior = ConvStack(
-            DepthConvBlock3(4 * n, 3 * n), DepthConvBlock3(3 * n), DepthConvBlock3(3 * n, 2 * n)
-        )
-        self.decoder = ConditionalTransform(n, "dec_1", "dec_2")
-        self.z_vq = VectorQuantizer(config.z_codebook_size, n)
-        self.vqgan = None if config.share_vqgan else VQGAN(config.intra.vqgan)
-
-    # -- shared by both sides --------------------------------------------------------------------
-    def rate_gain(self, table: torch.Tensor, rate_index: int | torch.Tensor) -> torch.Tensor:
-        if isinstance(rate_index, int):
-            if not 0 <= rate_index < self.config.num_rates:
-                raise ValueError(f"rate index {rate_index} out of range 0..{self.config.num_rates - 1}")
-            return table[rate_index : rate_index + 1]
-        return table[rate_index]
-
-    def temporal_context(self, ref_latent: torch.Tensor, plan: FramePlan) -> tuple[torch.Tensor, torch.Tensor]:
-        """(adapted reference, context) from the previous decoded latent."""
-        adaptor = self.feature_adaptor_I if plan.after_intra else self.feature_adaptor[plan.adaptor_index]
-        adapted = adaptor(ref_latent)
-        return adapted, self.feature_extractor(adapted)
-
-    def temporal_priors(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(temporal_params, weight_map): both sides compute them from the context alone."""
-        temporal_params = self.temporal_prior_encoder(context)
-        return temporal_params, torch.sigmoid(self.weight_generator(temporal_params))
-
-    def prior_from_tokens(self, z_hat: torch.Tensor, weight_map: torch.Tensor, temporal_params: torch.Tensor,
-                          plan: FramePlan) -> tuple[torch.Tensor, torch.Tensor]:
-        hier_params = self.hyper_inv_tokenizer(z_hat, weight_map)
-        adaptor = self.prior_fusion_adaptor_0 if plan.after_intra else self.prior_fusion_adaptor_1
-        prior_params = self.y_prior_fusion(adaptor(torch.cat((hier_params, temporal_params), dim=1)))
-        return hier_params, prior_params
-
-    def context_fn(self, prior_params: torch.Tensor):
-        """Step 1 of the dual prior: the full 768-channel params, no reduction layer."""
-
-        def context(step: int, y_hat_so_far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            scales, means = self.y_spatial_prior(torch.cat((y_hat_so_far, prior_params), dim=1)).chunk(2, 1)
-            return scales, means
-
-        return context
-
-    def masks(self, latent_like: torch.Tensor) -> torch.Tensor:
-        _, c, h, w = latent_like.shape
-        return dual_masks(c, h, w, device=latent_like.device)
-
-    def z_lookup(self, z_indices: torch.Tensor) -> torch.Tensor:
-        """(B, K) indices -> (B, C, K, 1) codewords."""
-        return self.z_vq.lookup(z_indices.unsqueeze(-1))
-
-    # -- encoder side ----------------------------------------------------------------------------
-    def analyse(self, latent: torch.Tensor, ref_latent: torch.Tensor, plan: FramePlan,
-                rate_index: int | torch.Tensor, encoder: EntropyEncoder | None = None) -> InterAnalysis:
-        """The whole P-frame on the encoder side; codes y into ``encoder`` when one is given,
-        otherwise quantises with straight-through rounding (training/estimation)."""
-        adapted, context = self.temporal_context(ref_latent, plan)
-        y = self.encoder(latent, context, self.rate_gain(self.y_q_enc, rate_index))
-        temporal_params, weight_map = self.temporal_priors(context)
-        temporal_cond = self.temporal_cond(context)
-        hyper_input = self.y_temporal_combine(torch.cat((y, temporal_cond), dim=1))
-        z = self.hyper_tokenizer(hyper_input, weight_map)
-        vq = self.z_vq(z)  # exact codewords at inference: what the decoder looks up
-        z_indices = vq.indices.flatten(1)
-        hier_params, prior_params = self.prior_from_tokens(vq.quantized, weight_map, temporal_params, plan)
-        prior = split_prior(prior_params)
-        masks = self.masks(y)
-        context_fn = self.context_fn(prior_params)
-        if encoder is None:
-            steps = quantize_masked(y, prior, masks, context_fn)
-        else:
-            steps = encode_masked(y, prior, masks, context_fn, encoder, DEFAULT_SCALE_TABLE)
-        latent_hat = self.decoder(steps.y_hat, context, self.rate_gain(self.y_q_dec, rate_index))
-        return InterAnalysis(adapted, context, y, temporal_params, weight_map, temporal_cond, hyper_input, z,
-                             z_indices, vq.quantized, hier_params, prior_params, steps, latent_hat, vq.loss)
-
-    # -- decoder side ----------------------------------------------------------------------------
-    def reconstruct(self, ref_latent: torch.Tensor, plan: FramePlan, rate_index: int, z_indices: torch.Tensor,
-                    steps_fn: StepsFn) -> InterReconstruction:
-        """Decoder side: ``steps_fn(prior, masks, context_fn)`` supplies the symbols (entropy decoder,
-        or stored symbols for teacher forcing)."""
-        _, context = self.temporal_context(ref_latent, plan)
-        temporal_params, weight_map = self.temporal_priors(context)
-        hier_params, prior_params = self.prior_from_tokens(self.z_lookup(z_indices), weight_map, temporal_params, plan)
-        masks = self.masks(prior_params[:, : self.config.latent_channels])
-        steps = steps_fn(split_prior(prior_params), masks, self.context_fn(prior_params))
-        latent_hat = self.decoder(steps.y_hat, context, self.rate_gain(self.y_q_dec, rate_index))
-        return InterReconstruction(context, hier_params, prior_params, steps, latent_hat)
-
-
 # -- outputs ---------------------------------------------------------------------------------------
 class GLCVideoOutput(NamedTuple):
     """What ``GLCVideo.forward`` returns for a clip of T frames (training)."""
@@ -425,8 +170,14 @@ class GLCVideoOutput(NamedTuple):
 
 class EncodedFrame(NamedTuple):
     payload: bytes  # the frame unit's payload: z section then y stream
-    latent_hat: torch.Tensor  # the decoded latent; the decoder reproduces it exactly
+    latent_hat: torch.Tensor  # the decoded latent (float); the decoder reproduces it exactly
     estimated_bits: float  # official estimate for this frame
+    reference: torch.Tensor  # what the next P-frame conditions on: latent_hat, or its exact fixed-point form
+
+
+class DecodedFrame(NamedTuple):
+    latent_hat: torch.Tensor  # float, the generator's input
+    reference: torch.Tensor  # the next P-frame's reference (fixed point on the portable path)
 
 
 class FrameStats(NamedTuple):
@@ -443,6 +194,7 @@ class DecodedLatent(NamedTuple):
     header: SequenceHeader
     plan: FramePlan
     latent_hat: torch.Tensor
+    latent_hat_fixed: torch.Tensor | None = None  # portable files: the exact latent (int64 fixed point)
 
 
 FrameSource = Iterable[torch.Tensor]
@@ -556,26 +308,33 @@ class GLCVideo(LatentCodec):
 
     @torch.inference_mode()
     def encode_frame(self, frame: torch.Tensor, plan: FramePlan, rate_index: int,
-                     ref_latent: torch.Tensor | None) -> EncodedFrame:
-        """One [0, 1] frame (1, 3, H, W) -> its unit payload and decoded latent."""
+                     ref_latent: torch.Tensor | None, portable: bool | None = None) -> EncodedFrame:
+        """One [0, 1] frame (1, 3, H, W) -> its unit payload and decoded latent. ``ref_latent`` is the
+        previous frame's ``EncodedFrame.reference``; ``portable`` defaults to the model's setting."""
+        portable = self.portable if portable is None else portable
         height, width = frame.shape[-2:]
         coder = EntropyEncoder(DEFAULT_SCALE_TABLE)
         x_padded = self._pad(frame)
         if plan.intra:
-            encoded = self.intra.analyse(x_padded, rate_index, encoder=coder)
+            if portable:
+                encoded = self.intra.analyse_portable(x_padded, rate_index, coder)
+            else:
+                encoded = self.intra.analyse(x_padded, rate_index, encoder=coder)
             z_section = pack_indices(encoded.z_indices.flatten().cpu(), self.intra.config.z_index_bits)
-            steps, latent_hat = encoded.steps, encoded.latent_hat
             z_bits = self.intra.z_bits_per_image(height, width)
         else:
             if ref_latent is None:
                 raise ValueError("a P-frame needs the previous decoded latent")
             latent = self.inter_vqgan.encoder(x_padded)
-            analysis = self.inter.analyse(latent, ref_latent, plan, rate_index, encoder=coder)
-            z_section = pack_indices(analysis.z_indices.flatten().cpu(), self.config.z_index_bits)
-            steps, latent_hat = analysis.steps, analysis.latent_hat
+            if portable:
+                encoded = self.inter.analyse_portable(latent, ref_latent, plan, rate_index, coder)
+            else:
+                encoded = self.inter.analyse(latent, ref_latent, plan, rate_index, encoder=coder)
+            z_section = pack_indices(encoded.z_indices.flatten().cpu(), self.config.z_index_bits)
             z_bits = self.inter_z_bits()
-        y_bits = gaussian_residual_bits(steps.symbols, steps.scales).sum().item()
-        return EncodedFrame(z_section + coder.finish(), latent_hat, y_bits + z_bits)
+        y_bits = gaussian_residual_bits(encoded.steps.symbols, encoded.steps.scales).sum().item()
+        reference = encoded.latent_hat_fixed if portable else encoded.latent_hat
+        return EncodedFrame(z_section + coder.finish(), encoded.latent_hat, y_bits + z_bits, reference)
 
     def _z_section_bytes(self, plan: FramePlan, height: int, width: int) -> int:
         if plan.intra:
@@ -584,28 +343,39 @@ class GLCVideo(LatentCodec):
 
     @torch.inference_mode()
     def decode_frame(self, payload: bytes, plan: FramePlan, rate_index: int, height: int, width: int,
-                     ref_latent: torch.Tensor | None) -> torch.Tensor:
-        """A unit payload -> the decoded latent (exactly the encoder's)."""
+                     ref_latent: torch.Tensor | None, portable: bool = False) -> DecodedFrame:
+        """A unit payload -> the decoded latent (exactly the encoder's) and the next reference."""
         split = self._z_section_bytes(plan, height, width)
         if len(payload) < split:
             raise BitstreamError(f"payload of {len(payload)} bytes is shorter than its {split}-byte token section")
         z_section, y_section = payload[:split], payload[split:]
         if plan.intra:
-            return self.intra.decode_sections(z_section, y_section, height, width, rate_index)
+            if portable:
+                fixed = self.intra.decode_sections_fixed(z_section, y_section, height, width, rate_index)
+                return DecodedFrame(integer.from_fixed(fixed), fixed)
+            latent_hat = self.intra.decode_sections(z_section, y_section, height, width, rate_index)
+            return DecodedFrame(latent_hat, latent_hat)
         if ref_latent is None:
             raise BitstreamError("a P-frame without a preceding decoded frame")
         indices = unpack_indices(z_section, self.config.hyper_tokens, self.config.z_index_bits)
         if int(indices.max()) >= self.config.z_codebook_size:
             raise BitstreamError("corrupt token section: index beyond the codebook")
         decoder = EntropyDecoder(y_section, DEFAULT_SCALE_TABLE)
+        indices = indices.view(1, -1).to(self.inter.y_q_dec.device)
+        if portable:
+            def read_fixed(prior, masks, context_fn):
+                return decode_masked_fixed(prior, masks, context_fn, decoder, DEFAULT_SCALE_TABLE)
+
+            fixed = self.inter.reconstruct_portable(ref_latent, plan, rate_index, indices, read_fixed)
+            decoder.finish()
+            return DecodedFrame(integer.from_fixed(fixed), fixed)
 
         def read_steps(prior, masks, context_fn):
             return decode_masked(prior, masks, context_fn, decoder, DEFAULT_SCALE_TABLE)
 
-        device = self.inter.y_q_dec.device
-        result = self.inter.reconstruct(ref_latent, plan, rate_index, indices.view(1, -1).to(device), read_steps)
+        result = self.inter.reconstruct(ref_latent, plan, rate_index, indices, read_steps)
         decoder.finish()
-        return result.latent_hat
+        return DecodedFrame(result.latent_hat, result.latent_hat)
 
     @torch.inference_mode()
     def generate(self, latent_hat: torch.Tensor, plan: FramePlan, height: int, width: int) -> torch.Tensor:
@@ -631,6 +401,7 @@ class GLCVideo(LatentCodec):
             frame_rate_den=rate.denominator,
             intra_period=gop.intra_period,
             reset_interval=gop.reset_interval,
+            portable=self.portable,
         )
 
     def encode_sequence(self, frames: FrameSource, stream: BinaryIO, rate_index: int = 0,
@@ -652,9 +423,9 @@ class GLCVideo(LatentCodec):
                 writer = SequenceWriter(stream, header)
             plan = plan_frame(index, GOPConfig(writer.header.intra_period, writer.header.reset_interval))
             rate = writer.header.intra_rate if plan.intra else writer.header.inter_rate
-            encoded = self.encode_frame(frame, plan, rate, ref_latent)
+            encoded = self.encode_frame(frame, plan, rate, ref_latent, portable=writer.header.portable)
             unit_bytes = writer.write_frame(encoded.payload)
-            ref_latent = encoded.latent_hat
+            ref_latent = encoded.reference
             count += 1
             if on_frame is not None:
                 on_frame(FrameStats(index, plan.intra, len(encoded.payload), unit_bytes, encoded.estimated_bits))
@@ -699,10 +470,12 @@ class GLCVideo(LatentCodec):
             plan = plan_frame(unit.index, gop)
             rate = header.intra_rate if plan.intra else header.inter_rate
             try:
-                ref_latent = self.decode_frame(unit.payload, plan, rate, header.height, header.width, ref_latent)
+                decoded = self.decode_frame(unit.payload, plan, rate, header.height, header.width, ref_latent,
+                                            portable=header.portable)
             except BitstreamError as exc:
-                raise FrameUnitError(unit.index, str(exc)) from None
-            yield DecodedLatent(header, plan, ref_latent)
+                raise FrameUnitError(unit.index, str(exc) + ("" if header.portable else FLOAT_FORMAT_HINT)) from None
+            ref_latent = decoded.reference
+            yield DecodedLatent(header, plan, decoded.latent_hat, decoded.reference if header.portable else None)
 
     def decode_sequence(self, source: bytes | BinaryIO, max_side: int | None = None) -> Iterator[torch.Tensor]:
         """Stream decoded [0, 1] frames (1, 3, H, W) one by one: memory holds one unit, one frame

@@ -44,7 +44,7 @@ def encoder_latents(model: GLCVideo, frames: list[torch.Tensor], rate: int, gop:
     for index, frame in enumerate(frames):
         encoded = model.encode_frame(frame, plan_frame(index, gop), rate, ref)
         latents.append(encoded.latent_hat)
-        ref = encoded.latent_hat
+        ref = encoded.reference
     return latents
 
 

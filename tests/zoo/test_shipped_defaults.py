@@ -57,7 +57,7 @@ def test_video_default_codes_a_clip_with_no_weights_argument(tmp_path):
         x = torch.from_numpy(frame.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
         result = codec.model.encode_frame(x, plan_frame(index, codec.model.config.gop), 40, reference)
         encoded.append(result.latent_hat)
-        reference = result.latent_hat
+        reference = result.reference
     assert all(torch.equal(a, b) for a, b in zip(decoded, encoded))
 
 
