@@ -19,7 +19,10 @@ is the same on every CPU ISA, thread count, memory format and on CUDA:
 * **Requantisation** is an integer addition of half the divisor, then a floor division by a power
   of two (round half up), in int64.
 * **Nonlinearities** are defined on integers: LeakyReLU as a multiply by a 16-bit slope and a
-  rounding shift; sigmoid by linear interpolation in a table built with platform-independent maths.
+  rounding shift; sigmoid, exp (for softmax) and the normal CDF (for GELU) by linear interpolation
+  in tables built with platform-independent maths; LayerNorm with an exact integer square root.
+  These are the transformer pieces (I-BERT's integer softmax, LayerNorm and GELU, Kim et al. 2021)
+  that PerCoV2's masked-token entropy model and DLF's detail context need.
 
 Conversion (:func:`integer_twin`) is a deterministic post-training quantisation of the float module:
 the same float32 weights give the same integers everywhere. Codecs register twins of their own
@@ -50,6 +53,10 @@ SLOPE_BITS = 16
 # Sigmoid table: knots every 2**-SIGMOID_KNOT_BITS over [-SIGMOID_RANGE, SIGMOID_RANGE].
 SIGMOID_KNOT_BITS = 6
 SIGMOID_RANGE = 16
+EXP_RANGE = 16  # exp(-16) < 2**-12: below it the table is 0
+CDF_RANGE = 8
+# fixed_matmul operands: |x| <= 128 in real units, so 2**38 per product and up to 2**14 terms.
+MATMUL_OPERAND_LIMIT = 1 << 19
 
 
 # -- fixed-point conversion and requantisation ------------------------------------------------------
@@ -105,26 +112,76 @@ def leaky_relu(x: torch.Tensor, slope: float) -> torch.Tensor:
     return torch.where(x < 0, rounding_shift(x * slope_fixed, SLOPE_BITS), x)
 
 
-@lru_cache(maxsize=4)
-def _sigmoid_knots() -> torch.Tensor:
-    from latentcodec.entropy._exact_math import exact_exp
+@lru_cache(maxsize=8)
+def _knots(function: str) -> tuple[torch.Tensor, int]:
+    """(fixed-point values at every 2**-KNOT_BITS, the first knot's position in knot units) of a
+    nonlinearity, computed with platform-independent maths (+, -, *, / and _exact_math)."""
+    from latentcodec.entropy._exact_math import exact_exp, gaussian_upper_tail
 
-    steps = SIGMOID_RANGE << SIGMOID_KNOT_BITS
-    points = np.arange(-steps, steps + 1, dtype=np.float64) / float(1 << SIGMOID_KNOT_BITS)
-    values = 1.0 / (1.0 + exact_exp(-points))  # +, / and exact_exp: identical on every machine
-    return torch.from_numpy(np.rint(values * ONE).astype(np.int64))
+    low, high = {"sigmoid": (-SIGMOID_RANGE, SIGMOID_RANGE), "exp": (-EXP_RANGE, 0),
+                 "normal_cdf": (-CDF_RANGE, CDF_RANGE)}[function]
+    first, last = low << SIGMOID_KNOT_BITS, high << SIGMOID_KNOT_BITS
+    points = np.arange(first, last + 1, dtype=np.float64) / float(1 << SIGMOID_KNOT_BITS)
+    if function == "sigmoid":
+        values = 1.0 / (1.0 + exact_exp(-points))
+    elif function == "exp":
+        values = exact_exp(points)
+    else:
+        upper = gaussian_upper_tail(np.abs(points))
+        values = np.where(points >= 0, 1.0 - upper, upper)
+    return torch.from_numpy(np.rint(values * ONE).astype(np.int64)), first
+
+
+def _interpolate(x: torch.Tensor, function: str) -> torch.Tensor:
+    """Linear interpolation between the knots of ``function``; inputs outside clamp to the ends."""
+    knots, first = _knots(function)
+    knots = knots.to(x.device)
+    shift = FRACTION_BITS - SIGMOID_KNOT_BITS
+    offset = x.clamp(first << shift, ((first + knots.numel() - 1) << shift) - 1) - (first << shift)
+    index = torch.div(offset, 1 << shift, rounding_mode="floor")
+    fraction = offset - (index << shift)
+    low, high = knots[index], knots[index + 1]
+    return low + rounding_shift((high - low) * fraction, shift)
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
     """Fixed-point sigmoid: linear interpolation between table knots (max error about 2**-13)."""
-    knots = _sigmoid_knots().to(x.device)
-    shift = FRACTION_BITS - SIGMOID_KNOT_BITS
-    limit = SIGMOID_RANGE << FRACTION_BITS
-    clipped = x.clamp(-limit, limit - 1) + limit
-    index = torch.div(clipped, 1 << shift, rounding_mode="floor")
-    fraction = clipped - (index << shift)
-    low, high = knots[index], knots[index + 1]
-    return low + rounding_shift((high - low) * fraction, shift)
+    return _interpolate(x, "sigmoid")
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """Fixed-point GELU, x * Phi(x), with the normal CDF interpolated from a table (I-BERT's role
+    for i-GELU; a table is simpler and as exact)."""
+    return fixed_multiply(x, _interpolate(x, "normal_cdf"))
+
+
+def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Fixed-point softmax: exp of (x - max) from a table, integer sum, one rounding division per
+    element. Rows sum to ONE within the row length (each entry rounds once)."""
+    exponentials = _interpolate(x - x.amax(dim=dim, keepdim=True), "exp")
+    total = exponentials.sum(dim=dim, keepdim=True)  # >= ONE: the maximum contributes exp(0)
+    return torch.div(exponentials * ONE + total // 2, total, rounding_mode="floor")
+
+
+def integer_sqrt(n: torch.Tensor) -> torch.Tensor:
+    """floor(sqrt(n)) for int64 0 <= n < 2**53, exactly: a float64 estimate (exact input) corrected
+    in integers, so a last-ulp difference of a device's sqrt cannot change the result."""
+    root = torch.sqrt(n.to(torch.float64)).floor().to(torch.int64)
+    for _ in range(2):
+        root = torch.where(root * root > n, root - 1, root)
+        root = torch.where((root + 1) * (root + 1) <= n, root + 1, root)
+    return root
+
+
+def fixed_matmul(a: torch.Tensor, b: torch.Tensor, operand_limit: int = MATMUL_OPERAND_LIMIT) -> torch.Tensor:
+    """a @ b of two fixed-point tensors (attention scores, attention-weighted values). Operands are
+    saturated to ``operand_limit`` so every partial sum stays an exact float64 integer."""
+    inner = a.shape[-1]
+    if operand_limit * operand_limit * inner >= ACCUMULATOR_LIMIT:
+        raise ValueError(f"fixed_matmul: {inner} terms of size {operand_limit}**2 could reach 2**53")
+    a64 = a.clamp(-operand_limit, operand_limit).to(torch.float64)
+    b64 = b.clamp(-operand_limit, operand_limit).to(torch.float64)
+    return saturate(rounding_shift(torch.matmul(a64, b64).to(torch.int64), FRACTION_BITS))
 
 
 # -- linear layers ----------------------------------------------------------------------------------
@@ -205,6 +262,58 @@ class IntegerLeakyReLU(nn.Module):
         return leaky_relu(x, self.slope)
 
 
+class IntegerLinear(nn.Module):
+    """Integer twin of nn.Linear over the last dimension (the token transformers of DLF and PerCoV2)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().to("cpu", torch.float64)
+        bias = (linear.bias.detach().to("cpu", torch.float64) if linear.bias is not None
+                else torch.zeros(linear.out_features, dtype=torch.float64))
+        exponents = _channel_exponents(weight, bias, ACTIVATION_LIMIT)
+        scale = torch.ldexp(torch.ones_like(bias), exponents.to(torch.float64))
+        self.register_buffer("weight_t", torch.round(weight * scale[:, None]).t().contiguous())
+        self.register_buffer("bias", torch.round(bias * scale * ONE).to(torch.int64))
+        self.register_buffer("shift", exponents)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        acc = torch.matmul(x.to(torch.float64), self.weight_t).to(torch.int64)
+        return saturate(rounding_shift(acc + self.bias, self.shift))
+
+
+class IntegerLayerNorm(nn.Module):
+    """Integer twin of nn.LayerNorm over the last dimension: integer mean, integer variance of
+    (slightly pre-shifted) deviations, exact integer square root, one rounding division."""
+
+    def __init__(self, norm: nn.LayerNorm):
+        super().__init__()
+        if len(norm.normalized_shape) != 1:
+            raise TypeError("no integer version of a LayerNorm over more than the last dimension")
+        self.features = norm.normalized_shape[0]
+        # Deviations reach 2**28; shifting them by `pre_shift` bits keeps features * d**2 < 2**62.
+        self.pre_shift = max(0, -(-(self.features.bit_length() + 56 - 62) // 2))
+        variance_bits = 2 * (FRACTION_BITS - self.pre_shift)
+        self.eps = max(1, int(round(norm.eps * 2.0**variance_bits)))
+        weight = norm.weight.detach() if norm.weight is not None else torch.ones(self.features)
+        bias = norm.bias.detach() if norm.bias is not None else torch.zeros(self.features)
+        self.register_buffer("weight", to_fixed(weight.cpu()))
+        self.register_buffer("bias", to_fixed(bias.cpu()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = rounding_divide(x.sum(dim=-1, keepdim=True), self.features)
+        deviation = x - mean
+        shifted = rounding_shift(deviation, self.pre_shift)
+        variance = rounding_divide((shifted * shifted).sum(dim=-1, keepdim=True), self.features) + self.eps
+        std = integer_sqrt(variance)  # in units of 2**-(FRACTION_BITS - pre_shift)
+        normalised = torch.div((deviation << (FRACTION_BITS - self.pre_shift)) + std // 2, std, rounding_mode="floor")
+        return saturate(fixed_multiply(saturate(normalised), self.weight) + self.bias)
+
+
+class IntegerGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gelu(x)
+
+
 class IntegerSequential(nn.Sequential):
     """nn.Sequential of integer twins (same indices, so errors name the float layer)."""
 
@@ -256,3 +365,12 @@ register_integer_twin(nn.LeakyReLU)(lambda m: IntegerLeakyReLU(m.negative_slope)
 register_integer_twin(nn.Sequential)(lambda m: IntegerSequential(*[integer_twin(c) for c in m]))
 register_integer_twin(nn.PixelShuffle)(lambda m: nn.PixelShuffle(m.upscale_factor))
 register_integer_twin(nn.Identity)(lambda m: nn.Identity())
+register_integer_twin(nn.Linear)(IntegerLinear)
+register_integer_twin(nn.LayerNorm)(IntegerLayerNorm)
+
+
+@register_integer_twin(nn.GELU)
+def _gelu_twin(module: nn.GELU) -> nn.Module:
+    if module.approximate != "none":
+        raise TypeError("no integer version of GELU(approximate='tanh'); use the exact GELU")
+    return IntegerGELU()

@@ -51,7 +51,7 @@ def test_conversion_is_deterministic_and_rejects_unsupported_layers():
     with pytest.raises(TypeError, match="no integer version"):
         integer_twin(nn.Conv2d(8, 8, 5, padding=2))
     with pytest.raises(TypeError, match="no integer version"):
-        integer_twin(nn.GELU())
+        integer_twin(nn.SiLU())
 
 
 def test_accumulators_stay_below_2_53_even_at_saturated_inputs():
@@ -90,3 +90,34 @@ def test_fixed_scale_index_agrees_with_the_float_index():
     fixed = to_fixed(sigma)
     exact = DEFAULT_SCALE_TABLE.index_fixed(fixed, integer.FRACTION_BITS)
     assert torch.equal(exact, DEFAULT_SCALE_TABLE.index(from_fixed(fixed, torch.float64)))
+
+
+def test_transformer_pieces_match_float_and_are_exact_under_threads():
+    torch.manual_seed(2)
+    tokens = torch.randn(3, 10, 64)
+    layers = nn.Sequential(nn.LayerNorm(64), nn.Linear(64, 96), nn.GELU(), nn.Linear(96, 64)).eval()
+    with torch.no_grad():
+        expected = layers(tokens)
+    twin = integer_twin(layers)
+    out = twin(to_fixed(tokens))
+    assert (from_fixed(out) - expected).abs().max() < 1e-2
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(twin(to_fixed(tokens)), out)
+    finally:
+        torch.set_num_threads(threads)
+
+    logits = torch.randn(4, 7, 33) * 3
+    probabilities = integer.softmax(to_fixed(logits))
+    assert (from_fixed(probabilities) - torch.softmax(logits, -1)).abs().max() < 2e-3
+    assert (probabilities.sum(-1) - integer.ONE).abs().max() <= 33
+    q, k = to_fixed(torch.randn(2, 5, 16)), to_fixed(torch.randn(2, 6, 16))
+    scores = integer.fixed_matmul(q, k.transpose(1, 2))
+    assert (from_fixed(scores) - from_fixed(q) @ from_fixed(k).transpose(1, 2)).abs().max() < 1e-3
+
+
+def test_integer_sqrt_is_exact():
+    n = torch.tensor([0, 1, 2, 3, 4, 15, 16, 17, 2**52 - 1, 2**52, (2**26 + 1) ** 2 - 1], dtype=torch.int64)
+    root = integer.integer_sqrt(n)
+    assert bool(((root * root <= n) & ((root + 1) * (root + 1) > n)).all())
