@@ -57,3 +57,21 @@ def test_video_file_decodes_identically_under_every_arithmetic(shared_dir, tmp_p
     reference = decode_fingerprint(data, codec.model)
     assert len(reference.latent_hashes) == 8
     _check(arithmetic_matrix([path], [reference], ["--model", "glc-video"]), 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cpu_and_cuda_decode_each_others_files(kodak_dir, shared_dir):
+    image = Image.open(kodak_dir / "kodim23.png").convert("RGB").crop((256, 128, 448, 256))
+    x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    cpu, cuda = latentcodec.load("glc-image"), latentcodec.load("glc-image", device="cuda")
+    for rate in range(cpu.model.num_rates):
+        for writer, reader in ((cpu.model, cuda.model), (cuda.model, cpu.model)):
+            data = writer.compress(x.to(next(writer.parameters()).device), rate)
+            assert decode_fingerprint(data, reader).latent_hashes == decode_fingerprint(data, writer).latent_hashes
+    frames = torch.stack([torch.from_numpy(f.copy()).permute(2, 0, 1).float().div(255)
+                          for f in read_frames(shared_dir / "data/video/carphone_qcif/carphone_qcif.y4m", limit=8)])
+    cpu_video, cuda_video = latentcodec.load("glc-video", quality=32), latentcodec.load("glc-video", quality=32,
+                                                                                        device="cuda")
+    for writer, reader in ((cpu_video.model, cuda_video.model), (cuda_video.model, cpu_video.model)):
+        data = writer.compress(frames.to(next(writer.parameters()).device), 32)
+        assert decode_fingerprint(data, reader).latent_hashes == decode_fingerprint(data, writer).latent_hashes
