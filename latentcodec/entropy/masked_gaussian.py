@@ -156,7 +156,7 @@ SYMBOL_CONTEXT_LIMIT = 1 << 14
 
 
 class FixedPrior(NamedTuple):
-    """(step, scale, mean) as int64 fixed point (latentcodec.nn.integer.FRACTION_BITS)."""
+    """(step, scale, mean) in fixed point (latentcodec.nn.integer: integer-valued float64)."""
 
     quant_step: torch.Tensor
     scales: torch.Tensor
@@ -164,7 +164,7 @@ class FixedPrior(NamedTuple):
 
 
 class FixedStepsResult(NamedTuple):
-    y_hat_fixed: torch.Tensor  # int64 fixed point: step * sum_k (r_k + mu_k) * M_k, exact everywhere
+    y_hat_fixed: torch.Tensor  # fixed point: step * sum_k (r_k + mu_k) * M_k, exact everywhere
     symbols: torch.Tensor  # integer residuals (float dtype), all steps merged
     scales: torch.Tensor  # sigma that coded each element, as float (for estimates and tests)
     means: torch.Tensor
@@ -201,7 +201,7 @@ def run_masked_steps_fixed(prior: FixedPrior, masks: torch.Tensor, context: Fixe
         scales_k, means_k = scales[mask], means[mask]
         symbols_k = symbol_source(k, mask, table.index_fixed(scales_k, integer.FRACTION_BITS), means_k)
         clipped = symbols_k.clamp(-SYMBOL_CONTEXT_LIMIT, SYMBOL_CONTEXT_LIMIT)
-        y_norm[mask] = integer.saturate((clipped << integer.FRACTION_BITS) + means_k)
+        y_norm[mask] = integer.saturate(clipped.to(integer.FIXED_DTYPE) * integer.ONE + means_k)
         symbols[mask] = symbols_k
         scales_used[mask] = scales_k
         means_used[mask] = means_k

@@ -58,13 +58,13 @@ class ScaleTable:
         return indices.to(torch.int64).reshape(scales.shape)
 
     def index_fixed(self, scales_fixed: torch.Tensor, fraction_bits: int) -> torch.Tensor:
-        """int64 table indices of fixed-point sigmas (int64, ``fraction_bits`` fractional bits).
+        """int64 table indices of fixed-point sigmas (integer-valued, ``fraction_bits`` fractional bits).
 
         The portable path: integer comparisons against ceil(values[j] * 2**bits), so that
         index >= j exactly when sigma >= values[j], on every device.
         """
         sigma = scales_fixed.detach().reshape(-1)
-        thresholds = _fixed_thresholds(self, fraction_bits).to(sigma.device)
+        thresholds = _fixed_thresholds(self, fraction_bits).to(sigma.device, sigma.dtype)
         return torch.searchsorted(thresholds, sigma, right=True).to(torch.int64).reshape(scales_fixed.shape)
 
 

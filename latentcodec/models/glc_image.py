@@ -481,7 +481,7 @@ class GLCImage(LatentCodec):
     @torch.inference_mode()
     def decode_sections_fixed(self, z_section: bytes, y_section: bytes, height: int, width: int,
                               rate_index: int) -> torch.Tensor:
-        """Portable decoding of the two sections -> the exact fixed-point latent (int64)."""
+        """Portable decoding of the two sections -> the exact fixed-point latent."""
         nets = self.integer_decoder_side()
         prior_fixed = nets.prior(self._z_hat_from_section(z_section, height, width))
         decoder = EntropyDecoder(y_section, DEFAULT_SCALE_TABLE)

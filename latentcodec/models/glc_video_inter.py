@@ -355,9 +355,10 @@ class IntegerHyperInverseTokenizer(nn.Module):
         h, w = weight_map.shape[-2:]
         per_token = tokens.reshape(b, self.heads, c // self.heads, self.tokens)
         head_weights = weight_map.reshape(b, self.tokens, self.heads, 1, h * w)
-        # The mean over tokens as an exact int64 sum of products (each < 2**54, 16 of them < 2**58),
-        # then one rounding division; token by token keeps one (B, C, HW) map alive, not K of them.
-        total = torch.zeros(b, self.heads, c // self.heads, h * w, dtype=torch.int64, device=tokens.device)
+        # The mean over tokens as an exact sum of products (weights are sigmoids <= ONE = 2**12, so
+        # each product is below 2**38), then one rounding division; token by token keeps one
+        # (B, C, HW) map alive, not K of them.
+        total = torch.zeros(b, self.heads, c // self.heads, h * w, dtype=integer.FIXED_DTYPE, device=tokens.device)
         for k in range(self.tokens):
             total += per_token[..., k].unsqueeze(-1) * head_weights[:, k]
         spread = integer.saturate(integer.rounding_divide(total, self.tokens * integer.ONE))

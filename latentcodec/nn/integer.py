@@ -7,8 +7,11 @@ desynchronises the stream (Ballé, Johnston and Minnen, "Integer networks for da
 latent-variable models", ICLR 2019). This module gives those networks an integer twin whose result
 is the same on every CPU ISA, thread count, memory format and on CUDA:
 
-* **Activations** are int64 fixed-point numbers with :data:`FRACTION_BITS` fractional bits,
-  saturated to ``|x| <= ACTIVATION_LIMIT`` after every operation (a defined clamp, never overflow).
+* **Activations** are fixed-point integers with :data:`FRACTION_BITS` fractional bits, stored as
+  integer-valued float64 (:data:`FIXED_DTYPE`), saturated to ``|x| <= ACTIVATION_LIMIT`` (2**26)
+  after every operation: a defined clamp, never an overflow. float64 holds every integer below
+  2**53 exactly and runs at SIMD speed on every CPU and GPU, where int64 multiplies and divisions
+  are slow or missing; all the operations below keep every intermediate an integer below 2**53.
 * **Weights** are integers with a power-of-two scale per output channel (at most
   :data:`WEIGHT_BITS` bits of magnitude), chosen on conversion so that no accumulator can reach
   2**53 for any admissible input (checked exactly, in integers).
@@ -16,8 +19,8 @@ is the same on every CPU ISA, thread count, memory format and on CUDA:
   product and every partial sum is an integer below 2**53, so each float64 operation is exact and the
   result is the same in any summation order, with or without FMA, on any BLAS. Only matmul and
   elementwise operations are used (never a convolution kernel, which may pick FFT or Winograd).
-* **Requantisation** is an integer addition of half the divisor, then a floor division by a power
-  of two (round half up), in int64.
+* **Requantisation** adds half the divisor, multiplies by 2**-shift and floors (round half up):
+  each step exact on integers below 2**53.
 * **Nonlinearities** are defined on integers: LeakyReLU as a multiply by a 16-bit slope and a
   rounding shift; sigmoid, exp (for softmax) and the normal CDF (for GELU) by linear interpolation
   in tables built with platform-independent maths; LayerNorm with an exact integer square root.
@@ -43,7 +46,9 @@ from torch import nn
 FRACTION_BITS = 12
 ONE = 1 << FRACTION_BITS
 # Saturation bound of every activation: |x| <= 2**15 in real units. Trained nets stay far inside.
-ACTIVATION_LIMIT = (1 << 27) - 1
+ACTIVATION_LIMIT = float((1 << 26) - 1)
+# The storage of every fixed-point tensor (integer values only).
+FIXED_DTYPE = torch.float64
 WEIGHT_BITS = 15
 # Strictly below 2**53: every integer of this size is exact in float64.
 ACCUMULATOR_LIMIT = 1 << 53
@@ -61,14 +66,14 @@ MATMUL_OPERAND_LIMIT = 1 << 19
 
 # -- fixed-point conversion and requantisation ------------------------------------------------------
 def to_fixed(x: torch.Tensor, fraction_bits: int = FRACTION_BITS) -> torch.Tensor:
-    """Float tensor -> int64 fixed point (round half to even of x * 2**bits, exact in float64), saturated."""
-    scaled = torch.round(x.detach().to(torch.float64) * float(1 << fraction_bits))
+    """Float tensor -> fixed point (round half to even of x * 2**bits, exact in float64), saturated."""
+    scaled = torch.round(x.detach().to(FIXED_DTYPE) * float(1 << fraction_bits))
     scaled = torch.nan_to_num(scaled, nan=0.0, posinf=ACTIVATION_LIMIT, neginf=-ACTIVATION_LIMIT)
-    return scaled.clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT).to(torch.int64)
+    return scaled.clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
 
 
 def from_fixed(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """int64 fixed point -> float (exact in float64; float32 rounds once, the same everywhere)."""
+    """Fixed point -> float (exact in float64; float32 rounds once, the same everywhere)."""
     return (x.to(torch.float64) * (1.0 / ONE)).to(dtype)
 
 
@@ -76,34 +81,29 @@ def saturate(x: torch.Tensor) -> torch.Tensor:
     return x.clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
 
 
-def rounding_shift(x: torch.Tensor, shift: int | torch.Tensor) -> torch.Tensor:
-    """round(x / 2**shift), halves rounded up, for int64 x; ``shift`` >= 0 (an int or a broadcastable tensor)."""
-    if isinstance(shift, int):
-        if shift == 0:
-            return x
-        return torch.div(x + (1 << (shift - 1)), 1 << shift, rounding_mode="floor")
-    divisor = torch.ones_like(shift) << shift
-    return torch.div(x + (divisor >> 1), divisor, rounding_mode="floor")
+def rounding_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """round(x / 2**shift), halves rounded up, for integer-valued x below 2**53 (shift >= 0)."""
+    if shift == 0:
+        return x
+    return (x + float(1 << (shift - 1))).mul_(1.0 / (1 << shift)).floor_()
 
 
 def rounding_divide(x: torch.Tensor, divisor: int) -> torch.Tensor:
-    """round(x / divisor) for int64 x and a positive int, halves rounded up."""
-    return torch.div(x + divisor // 2, divisor, rounding_mode="floor")
+    """round(x / divisor) for integer-valued |x| < 2**53 and a positive int, halves rounded up.
+    Exact: a non-integral quotient of such integers is never rounded up to the next integer."""
+    return torch.floor((x + float(divisor // 2)) / float(divisor))
 
 
 def fixed_multiply(a: torch.Tensor, b: torch.Tensor, fraction_bits: int = FRACTION_BITS) -> torch.Tensor:
     """Product of two fixed-point tensors (b may carry ``fraction_bits`` of its own), saturated.
-
-    Operands are saturated to 2**27, so the int64 product (< 2**54 for two activations, < 2**50 for
-    an activation and a 16-bit gain below 2**7) cannot overflow.
-    """
+    Both operands are at most 2**26, so the product (< 2**52) is exact."""
     return saturate(rounding_shift(a * b, fraction_bits))
 
 
 def scale_by_gain(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
     """x times a float gain (e.g. a per-rate channel gain), the gain rounded to GAIN_BITS fractional bits."""
-    gain_fixed = torch.round(gain.detach().to(torch.float64) * float(1 << GAIN_BITS))
-    gain_fixed = gain_fixed.clamp_(-(1 << 34), 1 << 34).to(torch.int64).to(x.device)
+    gain_fixed = torch.round(gain.detach().to(FIXED_DTYPE) * float(1 << GAIN_BITS))
+    gain_fixed = gain_fixed.clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT).to(x.device)
     return fixed_multiply(x, gain_fixed, GAIN_BITS)
 
 
@@ -129,7 +129,7 @@ def _knots(function: str) -> tuple[torch.Tensor, int]:
     else:
         upper = gaussian_upper_tail(np.abs(points))
         values = np.where(points >= 0, 1.0 - upper, upper)
-    return torch.from_numpy(np.rint(values * ONE).astype(np.int64)), first
+    return torch.from_numpy(np.rint(values * ONE)), first
 
 
 def _interpolate(x: torch.Tensor, function: str) -> torch.Tensor:
@@ -137,9 +137,11 @@ def _interpolate(x: torch.Tensor, function: str) -> torch.Tensor:
     knots, first = _knots(function)
     knots = knots.to(x.device)
     shift = FRACTION_BITS - SIGMOID_KNOT_BITS
-    offset = x.clamp(first << shift, ((first + knots.numel() - 1) << shift) - 1) - (first << shift)
-    index = torch.div(offset, 1 << shift, rounding_mode="floor")
-    fraction = offset - (index << shift)
+    start, stop = float(first << shift), float(((first + knots.numel() - 1) << shift) - 1)
+    offset = x.clamp(start, stop) - start
+    index = torch.floor(offset * (1.0 / (1 << shift)))
+    fraction = offset - index * float(1 << shift)
+    index = index.to(torch.int64)
     low, high = knots[index], knots[index + 1]
     return low + rounding_shift((high - low) * fraction, shift)
 
@@ -160,13 +162,14 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     element. Rows sum to ONE within the row length (each entry rounds once)."""
     exponentials = _interpolate(x - x.amax(dim=dim, keepdim=True), "exp")
     total = exponentials.sum(dim=dim, keepdim=True)  # >= ONE: the maximum contributes exp(0)
-    return torch.div(exponentials * ONE + total // 2, total, rounding_mode="floor")
+    return torch.floor((exponentials * ONE + torch.floor(total * 0.5)) / total)
 
 
 def integer_sqrt(n: torch.Tensor) -> torch.Tensor:
-    """floor(sqrt(n)) for int64 0 <= n < 2**53, exactly: a float64 estimate (exact input) corrected
-    in integers, so a last-ulp difference of a device's sqrt cannot change the result."""
-    root = torch.sqrt(n.to(torch.float64)).floor().to(torch.int64)
+    """floor(sqrt(n)) for integer-valued 0 <= n < 2**53 (int64 or float64), exactly: a float64
+    estimate corrected by exact integer comparisons, so a last-ulp difference of a device's sqrt
+    cannot change the result."""
+    root = torch.sqrt(n.to(torch.float64)).floor().to(n.dtype)
     for _ in range(2):
         root = torch.where(root * root > n, root - 1, root)
         root = torch.where((root + 1) * (root + 1) <= n, root + 1, root)
@@ -179,15 +182,16 @@ def fixed_matmul(a: torch.Tensor, b: torch.Tensor, operand_limit: int = MATMUL_O
     inner = a.shape[-1]
     if operand_limit * operand_limit * inner >= ACCUMULATOR_LIMIT:
         raise ValueError(f"fixed_matmul: {inner} terms of size {operand_limit}**2 could reach 2**53")
-    a64 = a.clamp(-operand_limit, operand_limit).to(torch.float64)
-    b64 = b.clamp(-operand_limit, operand_limit).to(torch.float64)
-    return saturate(rounding_shift(torch.matmul(a64, b64).to(torch.int64), FRACTION_BITS))
+    a64 = a.clamp(-operand_limit, operand_limit)
+    b64 = b.clamp(-operand_limit, operand_limit)
+    return saturate(rounding_shift(torch.matmul(a64, b64), FRACTION_BITS))
 
 
 # -- linear layers ----------------------------------------------------------------------------------
 def _channel_exponents(weight: torch.Tensor, bias: torch.Tensor, input_limit: int) -> torch.Tensor:
     """Per output channel, the largest e such that round(W * 2**e) fits WEIGHT_BITS and
-    sum |w_int| * input_limit + |bias_int| < ACCUMULATOR_LIMIT, checked exactly in int64."""
+    sum |w_int| * input_limit + |bias_int| + 2**(e-1) < ACCUMULATOR_LIMIT (the requantisation's
+    rounding term included), checked exactly in int64."""
     out_channels = weight.shape[0]
     flat = weight.reshape(out_channels, -1)
     largest = flat.abs().amax(dim=1)
@@ -197,12 +201,20 @@ def _channel_exponents(weight: torch.Tensor, bias: torch.Tensor, input_limit: in
         scale = torch.ldexp(torch.ones_like(largest), e.to(largest.dtype))
         w_int = torch.round(flat * scale[:, None]).to(torch.int64)
         b_int = torch.round(bias * torch.ldexp(scale, torch.full_like(scale, FRACTION_BITS))).to(torch.int64)
-        bound = w_int.abs().sum(dim=1) * input_limit + b_int.abs()
+        half = torch.where(e > 0, torch.ones_like(e) << (e - 1).clamp(min=0), torch.zeros_like(e))
+        bound = w_int.abs().sum(dim=1) * int(input_limit) + b_int.abs() + half
         too_big = (bound >= ACCUMULATOR_LIMIT) | (w_int.abs().amax(dim=1) > (1 << WEIGHT_BITS))
         if not too_big.any():
             return e
         e = e - too_big.to(torch.int64)
     raise ValueError("weights too large for the integer path")
+
+
+def _rounded_bias(bias: torch.Tensor, scale: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
+    """The bias at the accumulator's scale plus the rounding term 2**(e-1) (0 when e = 0)."""
+    half = torch.where(exponents > 0, torch.ldexp(torch.ones_like(scale), (exponents - 1).to(scale.dtype)),
+                       torch.zeros_like(scale))
+    return torch.round(bias * scale * ONE) + half
 
 
 class IntegerConv2d(nn.Module):
@@ -225,8 +237,9 @@ class IntegerConv2d(nn.Module):
         self.kernel = k[0]
         # Weights are stored as float64 holding integers (the operand dtype of the exact matmul).
         self.register_buffer("weight", w_int.permute(2, 3, 0, 1).contiguous())  # (k, k, O, I/g)
-        self.register_buffer("bias", torch.round(bias * scale * ONE).to(torch.int64).view(1, -1, 1, 1))
-        self.register_buffer("shift", exponents.view(1, -1, 1, 1))
+        # Requantisation: floor((acc + bias + 2**(e-1)) * 2**-e), per output channel.
+        self.register_buffer("bias", _rounded_bias(bias, scale, exponents).view(1, -1, 1, 1))
+        self.register_buffer("inverse_scale", (1.0 / scale).view(1, -1, 1, 1))
 
     def _accumulate(self, x: torch.Tensor) -> torch.Tensor:
         """Integer-valued float64 accumulator (B, O, H, W), exact by the bound of _channel_exponents."""
@@ -249,8 +262,8 @@ class IntegerConv2d(nn.Module):
         return acc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        acc = self._accumulate(x.contiguous()).to(torch.int64)
-        return saturate(rounding_shift(acc + self.bias, self.shift))
+        acc = self._accumulate(x.contiguous())  # a fresh tensor: requantised in place
+        return saturate(acc.add_(self.bias).mul_(self.inverse_scale).floor_())
 
 
 class IntegerLeakyReLU(nn.Module):
@@ -273,12 +286,11 @@ class IntegerLinear(nn.Module):
         exponents = _channel_exponents(weight, bias, ACTIVATION_LIMIT)
         scale = torch.ldexp(torch.ones_like(bias), exponents.to(torch.float64))
         self.register_buffer("weight_t", torch.round(weight * scale[:, None]).t().contiguous())
-        self.register_buffer("bias", torch.round(bias * scale * ONE).to(torch.int64))
-        self.register_buffer("shift", exponents)
+        self.register_buffer("bias", _rounded_bias(bias, scale, exponents))
+        self.register_buffer("inverse_scale", 1.0 / scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        acc = torch.matmul(x.to(torch.float64), self.weight_t).to(torch.int64)
-        return saturate(rounding_shift(acc + self.bias, self.shift))
+        return saturate(torch.matmul(x, self.weight_t).add_(self.bias).mul_(self.inverse_scale).floor_())
 
 
 class IntegerLayerNorm(nn.Module):
@@ -290,8 +302,8 @@ class IntegerLayerNorm(nn.Module):
         if len(norm.normalized_shape) != 1:
             raise TypeError("no integer version of a LayerNorm over more than the last dimension")
         self.features = norm.normalized_shape[0]
-        # Deviations reach 2**28; shifting them by `pre_shift` bits keeps features * d**2 < 2**62.
-        self.pre_shift = max(0, -(-(self.features.bit_length() + 56 - 62) // 2))
+        # Deviations reach 2**27; shifting them by `pre_shift` bits keeps features * d**2 < 2**62.
+        self.pre_shift = max(0, -(-(self.features.bit_length() + 54 - 62) // 2))
         variance_bits = 2 * (FRACTION_BITS - self.pre_shift)
         self.eps = max(1, int(round(norm.eps * 2.0**variance_bits)))
         weight = norm.weight.detach() if norm.weight is not None else torch.ones(self.features)
@@ -300,13 +312,17 @@ class IntegerLayerNorm(nn.Module):
         self.register_buffer("bias", to_fixed(bias.cpu()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = rounding_divide(x.sum(dim=-1, keepdim=True), self.features)
+        # Squares of deviations need 64 bits here, so this one runs in int64.
+        x = x.to(torch.int64)
+        mean = torch.div(x.sum(dim=-1, keepdim=True) + self.features // 2, self.features, rounding_mode="floor")
         deviation = x - mean
-        shifted = rounding_shift(deviation, self.pre_shift)
-        variance = rounding_divide((shifted * shifted).sum(dim=-1, keepdim=True), self.features) + self.eps
+        half = (1 << (self.pre_shift - 1)) if self.pre_shift else 0
+        shifted = torch.div(deviation + half, 1 << self.pre_shift, rounding_mode="floor")
+        variance = torch.div((shifted * shifted).sum(dim=-1, keepdim=True) + self.features // 2, self.features,
+                             rounding_mode="floor") + self.eps
         std = integer_sqrt(variance)  # in units of 2**-(FRACTION_BITS - pre_shift)
         normalised = torch.div((deviation << (FRACTION_BITS - self.pre_shift)) + std // 2, std, rounding_mode="floor")
-        return saturate(fixed_multiply(saturate(normalised), self.weight) + self.bias)
+        return saturate(fixed_multiply(saturate(normalised.to(FIXED_DTYPE)), self.weight) + self.bias)
 
 
 class IntegerGELU(nn.Module):
