@@ -65,3 +65,16 @@ def test_non_rgb_inputs_are_converted_with_a_warning(weights, picture, message):
     with pytest.warns(UserWarning, match=message):
         data = codec.compress(picture)
     assert codec.decompress(data).size == (40, 30)
+
+
+def test_portable_flag_chooses_the_arithmetic_and_decoding_follows_the_file(weights):
+    from PIL import Image
+
+    picture = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    portable = latentcodec.load("glc-image", weights=weights)
+    floating = latentcodec.load("glc-image", weights=weights, portable=False)
+    data_portable, data_float = portable.compress(picture), floating.compress(picture)
+    assert data_portable[0] == 0xB2 and data_float[0] == 0xB1
+    # Either codec object decodes either file: the file records its arithmetic.
+    assert np.array_equal(np.asarray(floating.decompress(data_portable)), np.asarray(portable.decompress(data_portable)))
+    assert np.array_equal(np.asarray(portable.decompress(data_float)), np.asarray(floating.decompress(data_float)))

@@ -136,3 +136,18 @@ def test_models_lists_the_registry(capsys):
     assert main(["models", "--json"]) == 0
     names = {row["name"]: row["id"] for row in json.loads(capsys.readouterr().out)}
     assert names["glc-image"] == 1
+
+
+def test_files_are_portable_unless_asked_and_info_says_which(tmp_path, photo, weights, capsys):
+    portable, floating = tmp_path / "portable.lci", tmp_path / "float.lci"
+    assert main(["compress", str(photo), "-o", str(portable), "--weights", weights]) == 0
+    assert main(["compress", str(photo), "-o", str(floating), "--weights", weights, "--no-portable"]) == 0
+    assert portable.read_bytes()[0] == 0xB2 and floating.read_bytes()[0] == 0xB1
+    capsys.readouterr()
+    versions = []
+    for path in (portable, floating):
+        capsys.readouterr()
+        assert main(["info", str(path), "--json"]) == 0
+        versions.append(json.loads(capsys.readouterr().out)["format_version"])
+        assert main(["decompress", str(path), "-o", str(path.with_suffix(".png")), "--weights", weights]) == 0
+    assert versions == [2, 1]
