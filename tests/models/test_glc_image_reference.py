@@ -2,9 +2,12 @@
 
 Deterministic synthetic weights (make_weights.py) loaded strictly into our model must reproduce
 image_vectors.safetensors under the README's comparison protocol: float tensors within
-1e-3 * std(reference), z indices exactly, y symbols exactly (the README allows rare near-boundary
-flips; none occur here, so none are allowed), and the decoder side teacher-forced from the stored
-indices and symbols.
+1e-3 * std(reference); z indices and y symbols exactly, except the documented near-boundary flips
+(reference_protocol.py: a symbol by +-1 only within NEAR_BOUNDARY of its rounding boundary, an
+index only at a top-2 near-tie, a handful at most; in kodim23_576x64 q0 one residual lies 8e-7
+from its boundary and rounds the other way here, which the model's own context model then carries
+into 2 more symbols of step 3); and the decoder side teacher-forced from the stored indices and
+symbols.
 """
 
 from __future__ import annotations
@@ -17,6 +20,16 @@ from latentcodec.entropy import gaussian_residual_bits
 from latentcodec.entropy.masked_gaussian import run_masked_steps, split_prior
 from latentcodec.errors import WeightsError
 from latentcodec.models.glc_image import GLCImage
+
+from reference_protocol import (
+    assert_indices_match,
+    assert_own_encoder_agrees,
+    assert_symbols_match,
+    bit_y_tolerance,
+    image_forced,
+    reference_residual,
+    tokens_of,
+)
 
 CASES = {
     "kodim23_192x128": (0, 1, 2, 3),
@@ -33,7 +46,8 @@ def official_state(shared_dir, make_weights):
 
 @pytest.fixture(scope="module")
 def model(official_state):
-    # NCHW, one thread: the conditions the vectors were made under, so symbols match exactly.
+    # NCHW, one thread: the conditions the vectors were made under, so symbols match up to the
+    # documented near-boundary flips.
     return GLCImage.from_official_state_dict(official_state).set_memory_format(torch.contiguous_format)
 
 
@@ -72,23 +86,44 @@ def teacher_forced_decode(model, z_index, y_q, rate_index):
     return hyper_params, prior_params, steps, latent_hat
 
 
+def assert_z_indices_match(model, vectors, prefix, z_indices, z, what):
+    """Exact, or a documented top-2 near-tie (judged on the stored z where there is one)."""
+    tokens = tokens_of(vectors[prefix + "z"] if prefix + "z" in vectors else z)
+    return assert_indices_match(z_indices, vectors[prefix + "z_index"], tokens, model.z_vq.embedding.weight, what)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_encoder_side_matches_official(model, vectors, case):
     x = image_of(vectors, case)
     for q in CASES[case]:
         prefix = f"{case}/q{q}/"
+        what = f"{case} q{q}"
         with torch.inference_mode():
             encoded = model.analyse(model.pad(x), q)
+            # Teacher-forced context: the stored z indices and y symbols feed the prior and the
+            # context model, our own y is rounded at every step (reference_protocol.py).
+            hyper_params, prior_params, forced = image_forced(
+                model, encoded.y, vectors[prefix + "z_index"], vectors[prefix + "y_q"])
         assert relative_error(encoded.latent, vectors[f"{case}/latent_ori"]) <= TOLERANCE
-        for name, ours in (("y", encoded.y), ("z", encoded.z), ("hyper_params", encoded.hyper_params),
-                           ("prior_params", encoded.prior_params)):
+        for name, ours in (("y", encoded.y), ("z", encoded.z)):
             if prefix + name in vectors:
                 assert relative_error(ours, vectors[prefix + name]) <= TOLERANCE, name
-        assert torch.equal(encoded.z_indices, vectors[prefix + "z_index"])
-        flips = (encoded.steps.symbols != vectors[prefix + "y_q"].float()).sum().item()
-        assert flips == 0, f"{case} q{q}: {flips} symbols differ"
-        bit_y = gaussian_residual_bits(encoded.steps.symbols, encoded.steps.scales).sum().item()
-        assert bit_y == pytest.approx(vectors[prefix + "bit_y"].item(), rel=1e-5)
+        z_flips = assert_z_indices_match(model, vectors, prefix, encoded.z_indices, encoded.z, what)
+        if z_flips == 0:
+            assert torch.equal(encoded.prior_params, prior_params), what
+        steps = forced.steps
+        for name, ours in (("hyper_params", hyper_params), ("prior_params", prior_params),
+                           ("quant_step", steps.quant_step), ("scales_hat", steps.scales),
+                           ("means_hat", steps.means), ("y_hat", steps.y_hat)):
+            if prefix + name in vectors:
+                assert relative_error(ours, vectors[prefix + name]) <= TOLERANCE, name
+        reference = vectors[prefix + "y_q"].float()
+        flips = assert_symbols_match(forced.rounded, reference,
+                                     reference_residual(vectors, prefix, forced.residual), what)
+        if z_flips == 0:
+            assert_own_encoder_agrees(encoded.steps, forced, flips, what)
+        bit_y = gaussian_residual_bits(forced.rounded, steps.scales).sum().item()
+        assert bit_y == pytest.approx(vectors[prefix + "bit_y"].item(), **bit_y_tolerance(flips))
         height, width = x.shape[-2:]
         assert model.z_bits_per_image(height, width) == vectors[prefix + "bit_z"].item()
 
@@ -128,7 +163,7 @@ def test_default_nhwc_path_stays_within_tolerance(fast_model, vectors, case):
     with torch.inference_mode():
         encoded = fast_model.analyse(fast_model.pad(x), 0)
     assert relative_error(encoded.latent, vectors[f"{case}/latent_ori"]) <= TOLERANCE
-    assert torch.equal(encoded.z_indices, vectors[prefix + "z_index"])
+    assert_z_indices_match(fast_model, vectors, prefix, encoded.z_indices, encoded.z, f"{case} NHWC")
     if prefix + "prior_params" in vectors:
         assert relative_error(encoded.prior_params, vectors[prefix + "prior_params"]) <= TOLERANCE
         assert relative_error(encoded.y, vectors[prefix + "y"]) <= TOLERANCE
@@ -153,4 +188,4 @@ def test_nested_official_checkpoint_file_loads(official_state, tmp_path, vectors
     x = image_of(vectors, "kodim01_150x100")
     with torch.inference_mode():
         encoded = model.analyse(model.pad(x), 1)
-    assert torch.equal(encoded.z_indices, vectors["kodim01_150x100/q1/z_index"])
+    assert_z_indices_match(model, vectors, "kodim01_150x100/q1/", encoded.z_indices, encoded.z, "nested checkpoint")
