@@ -19,7 +19,7 @@ def lower_is_better(metric: str) -> bool:
     name = metric.lower()
     if name in HIGHER_IS_BETTER:
         return not HIGHER_IS_BETTER[name]
-    return name.startswith(("lpips", "dists", "fid", "kid", "nlpd")) or name.endswith("_time")
+    return name.startswith(("lpips", "dists", "fid", "kid", "nlpd", "butteraugli")) or name.endswith("_time")
 
 
 MODE_SUFFIXES = ("-matched", "-target")

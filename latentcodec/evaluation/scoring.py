@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-DEFAULT_METRICS = ("psnr", "ms_ssim", "lpips_alex", "dists", "nlpd")
+DEFAULT_METRICS = (
+    "psnr", "ms_ssim", "lpips_alex", "dists", "nlpd", "ssimulacra2", "butteraugli", "butteraugli_3norm",
+)  # fmt: skip
 
 
 @dataclass
@@ -44,8 +46,10 @@ class MetricSuite:
 def build_suite(names: Sequence[str] | None, device: str = "cpu", patch_size: int = 256) -> MetricSuite:
     """The requested metrics (default :data:`DEFAULT_METRICS`); unavailable ones carry a reason.
 
-    An unknown name is a ConfigError. FID/KID are never in the default set: they are set-level,
-    costly, and meaningful only with many patches (CLIC/DIV2K at P = 256, Kodak at P = 64).
+    An unknown name is a ConfigError. SSIMULACRA 2 and Butteraugli without their tools come back
+    unavailable, as the network metrics do without their weights. FID/KID are never in the default
+    set: they are set-level, costly, and meaningful only with many patches (CLIC/DIV2K at P = 256,
+    Kodak at P = 64).
     """
     from latentcodec.evaluation.metrics import available_metrics
 

@@ -2,21 +2,25 @@
 
 Names (the runner's JSON keys), direction and what each needs:
 
-============== ======= ===============================================================================
-name           better  definition
-============== ======= ===============================================================================
-``psnr``       higher  RGB, [0, 1], peak 1; ``inf`` for identical images
-``ms_ssim``    higher  pytorch-msssim, data_range 1; fewer scales below 161 px (see :class:`MSSSIM`)
-``lpips_alex`` lower   LPIPS v0.1, AlexNet (the protocol's LPIPS)
-``lpips_vgg``  lower   LPIPS v0.1, VGG16
-``dists``      lower   DISTS (VGG16 with L2 pooling), as DISTS_pytorch on [0, 1]
-``nlpd``       lower   normalised Laplacian pyramid distance; no pretrained network
-``fid``        lower   patch FID (P x P patches + half-shifted grid), InceptionV3 pool features
-``kid``        lower   patch KID, cubic polynomial kernel, 100 subsets x min(1000, n)
-============== ======= ===============================================================================
+===================== ======= =============================================================================
+name                  better  definition
+===================== ======= =============================================================================
+``psnr``              higher  RGB, [0, 1], peak 1; ``inf`` for identical images
+``ms_ssim``           higher  pytorch-msssim, data_range 1; fewer scales below 161 px (see :class:`MSSSIM`)
+``lpips_alex``        lower   LPIPS v0.1, AlexNet (the protocol's LPIPS)
+``lpips_vgg``         lower   LPIPS v0.1, VGG16
+``dists``             lower   DISTS (VGG16 with L2 pooling), as DISTS_pytorch on [0, 1]
+``nlpd``              lower   normalised Laplacian pyramid distance; no pretrained network
+``ssimulacra2``       higher  SSIMULACRA 2 (``ssimulacra2`` package), 100 = identical (:mod:`.tools`)
+``butteraugli``       lower   Butteraugli max norm (libjxl ``butteraugli_main``), 0 = identical
+``butteraugli_3norm`` lower   the same Butteraugli run's 3-norm
+``fid``               lower   patch FID (P x P patches + half-shifted grid), InceptionV3 pool features
+``kid``               lower   patch KID, cubic polynomial kernel, 100 subsets x min(1000, n)
+===================== ======= =============================================================================
 
 Weight files and where they go: see :mod:`latentcodec.evaluation.metrics.weights` (all under
-``$TORCH_HOME/hub/checkpoints/``; never downloaded).
+``$TORCH_HOME/hub/checkpoints/``; never downloaded). SSIMULACRA 2 and Butteraugli need no weights but
+their tools (see :mod:`latentcodec.evaluation.metrics.tools`); without them they are unavailable.
 
 For the runner::
 
@@ -71,6 +75,14 @@ from latentcodec.evaluation.metrics.fid import (
 )
 from latentcodec.evaluation.metrics.perceptual import DISTS, LPIPS, load_dists_network, load_lpips_network
 from latentcodec.evaluation.metrics.pixel import MSSSIM, NLPD, PSNR, ms_ssim_scales
+from latentcodec.evaluation.metrics.tools import (
+    SSIMULACRA2,
+    TOOL_METRIC_NAMES,
+    Butteraugli,
+    ButteraugliRunner,
+    MetricToolError,
+    missing_tool_reason,
+)
 from latentcodec.evaluation.metrics.weights import (
     REQUIRED_WEIGHTS,
     checkpoint_dir,
@@ -78,10 +90,10 @@ from latentcodec.evaluation.metrics.weights import (
     write_random_weights,
 )
 
-METRIC_NAMES = ("psnr", "ms_ssim", "lpips_alex", "lpips_vgg", "dists", "nlpd", "fid", "kid")
-PER_IMAGE_NAMES = ("psnr", "ms_ssim", "lpips_alex", "lpips_vgg", "dists", "nlpd")
+PER_IMAGE_NAMES = ("psnr", "ms_ssim", "lpips_alex", "lpips_vgg", "dists", "nlpd", *TOOL_METRIC_NAMES)
 PER_DATASET_NAMES = ("fid", "kid")
-HIGHER_IS_BETTER = {name: name in ("psnr", "ms_ssim") for name in METRIC_NAMES}
+METRIC_NAMES = PER_IMAGE_NAMES + PER_DATASET_NAMES
+HIGHER_IS_BETTER = {name: name in ("psnr", "ms_ssim", "ssimulacra2") for name in METRIC_NAMES}
 
 
 class MetricSelection(NamedTuple):
@@ -92,7 +104,9 @@ class MetricSelection(NamedTuple):
     unavailable: list[UnavailableMetric]
 
 
-def _build_image_metric(name: str, device: torch.device, directory: Path | None) -> ImageMetric:
+def _build_image_metric(
+    name: str, device: torch.device, directory: Path | None, butteraugli: ButteraugliRunner
+) -> ImageMetric:
     if name == "psnr":
         return PSNR()
     if name == "ms_ssim":
@@ -105,6 +119,12 @@ def _build_image_metric(name: str, device: torch.device, directory: Path | None)
         return LPIPS("vgg", device, directory)
     if name == "dists":
         return DISTS(device, directory)
+    if name == "ssimulacra2":
+        return SSIMULACRA2()
+    if name == "butteraugli":
+        return Butteraugli("max", butteraugli)
+    if name == "butteraugli_3norm":
+        return Butteraugli("3", butteraugli)
     raise AssertionError(name)
 
 
@@ -115,7 +135,8 @@ def available_metrics(
     patch_size: int = 256,
     directory: Path | None = None,
 ) -> MetricSelection:
-    """Build the requested metrics; those whose weights are missing or broken come back unavailable.
+    """Build the requested metrics; those whose weights or tools are missing (or weights broken) come
+    back unavailable.
 
     ``names`` are from :data:`METRIC_NAMES` (an unknown one is a ConfigError); duplicates are
     ignored. ``patch_size`` is the FID/KID patch P (256; 64 for Kodak as GLC uses). ``directory``
@@ -128,13 +149,14 @@ def available_metrics(
     folder = checkpoint_dir() if directory is None else Path(directory)
     target = torch.device(device)
     selection = MetricSelection([], [], [])
+    butteraugli = ButteraugliRunner()  # shared: both Butteraugli norms of a pair come from one run
     for name in requested:
         if name in PER_DATASET_NAMES:
             continue
-        reason = missing_weights_reason(name, folder)
+        reason = missing_weights_reason(name, folder) or missing_tool_reason(name)
         if reason is None:
             try:
-                selection.per_image.append(_build_image_metric(name, target, folder))
+                selection.per_image.append(_build_image_metric(name, target, folder, butteraugli))
                 continue
             except WeightsError as exc:
                 reason = str(exc)
@@ -156,6 +178,8 @@ def available_metrics(
 
 __all__ = [
     "AlexNetFeatures",
+    "Butteraugli",
+    "ButteraugliRunner",
     "DISTS",
     "DatasetMetric",
     "FidInceptionV3",
@@ -167,12 +191,15 @@ __all__ = [
     "MSSSIM",
     "MetricScore",
     "MetricSelection",
+    "MetricToolError",
     "NLPD",
     "PER_DATASET_NAMES",
     "PER_IMAGE_NAMES",
     "PSNR",
     "PatchFidKid",
     "REQUIRED_WEIGHTS",
+    "SSIMULACRA2",
+    "TOOL_METRIC_NAMES",
     "UnavailableMetric",
     "VGG16Features",
     "available_metrics",
@@ -183,6 +210,7 @@ __all__ = [
     "load_dists_network",
     "load_fid_inception",
     "load_lpips_network",
+    "missing_tool_reason",
     "missing_weights_reason",
     "ms_ssim_scales",
     "protocol_patch_count",

@@ -20,7 +20,8 @@ file                                used by              what it is / where to g
                                                          ``weights-inception-2015-12-05-6726825d.pth``)
 =================================== ==================== ====================================================
 
-``psnr``, ``ms_ssim`` and ``nlpd`` need no file.
+``psnr``, ``ms_ssim`` and ``nlpd`` need no file; neither do ``ssimulacra2``, ``butteraugli`` and
+``butteraugli_3norm``, which need their tools instead (:mod:`latentcodec.evaluation.metrics.tools`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ REQUIRED_WEIGHTS: dict[str, tuple[WeightsFile, ...]] = {
     "psnr": (),
     "ms_ssim": (),
     "nlpd": (),
+    "ssimulacra2": (),
+    "butteraugli": (),
+    "butteraugli_3norm": (),
     "lpips_alex": (ALEXNET, LPIPS_ALEX),
     "lpips_vgg": (VGG16, LPIPS_VGG),
     "dists": (VGG16, DISTS_WEIGHTS),
