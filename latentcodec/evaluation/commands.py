@@ -171,7 +171,7 @@ def _register_bdrate(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("anchor", help="anchor results JSON (CompressAI layout)")
     parser.add_argument("test", help="test results JSON")
-    parser.add_argument("--metric", required=True, help="metric key in the results (psnr, lpips-alex, dists, ...)")
+    parser.add_argument("--metric", required=True, help="metric key in the results (psnr, lpips_alex, dists, ssimulacra2, butteraugli, ...)")
     parser.add_argument("--rate", default="bpp", help="rate key (default bpp; estimated_bpp for GLC's own accounting)")
     parser.set_defaults(func=run_bdrate_command)
 
