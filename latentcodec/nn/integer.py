@@ -108,8 +108,17 @@ def scale_by_gain(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
 
 
 def leaky_relu(x: torch.Tensor, slope: float) -> torch.Tensor:
-    slope_fixed = int(round(slope * (1 << SLOPE_BITS)))
-    return torch.where(x < 0, rounding_shift(x * slope_fixed, SLOPE_BITS), x)
+    """x for x >= 0, round(x * s) for x < 0, with s = round(slope * 2**16) / 2**16 in (0, 1).
+
+    Computed as max(x, floor(x * s + 1/2)): for x < 0, x * s > x, so the rounded product is >= the
+    integer x; for x >= 0 it is <= x. x * s is exact (x * round(slope * 2**16) < 2**43, scaled by
+    a power of two), and so is adding 1/2.
+    """
+    if not 0 < slope < 1:
+        raise ValueError(f"integer leaky_relu needs a slope in (0, 1), got {slope}")
+    slope_fixed = round(slope * (1 << SLOPE_BITS)) / float(1 << SLOPE_BITS)
+    scaled = (x * slope_fixed).add_(0.5).floor_()
+    return torch.maximum(x, scaled, out=scaled)
 
 
 @lru_cache(maxsize=8)
@@ -240,6 +249,9 @@ class IntegerConv2d(nn.Module):
         # Requantisation: floor((acc + bias + 2**(e-1)) * 2**-e), per output channel.
         self.register_buffer("bias", _rounded_bias(bias, scale, exponents).view(1, -1, 1, 1))
         self.register_buffer("inverse_scale", (1.0 / scale).view(1, -1, 1, 1))
+        # (bias + 2**(e-1)) * 2**-e: exact (a power-of-two scaling), so that one fused
+        # acc * 2**-e + offset (exact: both are multiples of 2**-e below 2**53 of them) requantises.
+        self.register_buffer("output_offset", self.bias * self.inverse_scale)
 
     def _accumulate(self, x: torch.Tensor) -> torch.Tensor:
         """Integer-valued float64 accumulator (B, O, H, W), exact by the bound of _channel_exponents."""
@@ -255,15 +267,16 @@ class IntegerConv2d(nn.Module):
             for dx in range(3):
                 window = padded[:, :, dy : dy + h, dx : dx + w]
                 if self.depthwise:
-                    term = window * self.weight[dy, dx].view(1, -1, 1, 1)
-                else:
-                    term = torch.matmul(self.weight[dy, dx], window.reshape(b, c, h * w)).view(b, -1, h, w)
+                    tap = self.weight[dy, dx].view(1, -1, 1, 1)
+                    acc = window * tap if acc is None else acc.addcmul_(window, tap)
+                    continue
+                term = torch.matmul(self.weight[dy, dx], window.reshape(b, c, h * w)).view(b, -1, h, w)
                 acc = term if acc is None else acc.add_(term)
         return acc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        acc = self._accumulate(x.contiguous())  # a fresh tensor: requantised in place
-        return saturate(acc.add_(self.bias).mul_(self.inverse_scale).floor_())
+        acc = self._accumulate(x.contiguous())
+        return saturate(torch.addcmul(self.output_offset, acc, self.inverse_scale).floor_())
 
 
 class IntegerLeakyReLU(nn.Module):
@@ -288,9 +301,10 @@ class IntegerLinear(nn.Module):
         self.register_buffer("weight_t", torch.round(weight * scale[:, None]).t().contiguous())
         self.register_buffer("bias", _rounded_bias(bias, scale, exponents))
         self.register_buffer("inverse_scale", 1.0 / scale)
+        self.register_buffer("output_offset", self.bias * self.inverse_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return saturate(torch.matmul(x, self.weight_t).add_(self.bias).mul_(self.inverse_scale).floor_())
+        return saturate(torch.addcmul(self.output_offset, torch.matmul(x, self.weight_t), self.inverse_scale).floor_())
 
 
 class IntegerLayerNorm(nn.Module):
