@@ -122,6 +122,26 @@ class GLCImageConfig:
 PRESETS = {"official": GLCImageConfig.official, "small": GLCImageConfig.small, "tiny": GLCImageConfig.tiny}
 
 
+def interpolate_rows(table: torch.Tensor, levels: int) -> torch.Tensor:
+    """Linear resampling of a (rows, C) table to (levels, C) rows, first and last rows kept (what
+    bilinear interpolation with aligned corners does along one axis), in float64.
+
+    Not F.interpolate: its float32 kernels differ in the last bit between CPU ISAs (an FMA or not),
+    and these gains feed the portable integer path, which must see the same values on every machine.
+    Each float64 step here is one correctly rounded operation; the result differs from the
+    reference's float32 interpolation by at most one float32 ulp.
+    """
+    rows = table.shape[0]
+    values = table.to(torch.float64)
+    if rows == 1 or levels == 1:
+        return values[:1].expand(levels, -1).clone()
+    position = torch.arange(levels, dtype=torch.float64) * (rows - 1) / (levels - 1)
+    lower = position.floor().clamp(max=rows - 2).to(torch.int64)
+    fraction = (position - lower.to(torch.float64)).unsqueeze(1)
+    low, high = values[lower], values[lower + 1]
+    return low + (high - low) * fraction
+
+
 def z_grid(height: int, width: int, pad_multiple: int) -> tuple[int, int]:
     """Rows and columns of z for an image: one position per pad_multiple x pad_multiple block."""
     return math.ceil(height / pad_multiple), math.ceil(width / pad_multiple)
@@ -272,10 +292,8 @@ class GLCImage(LatentCodec):
         with torch.no_grad():
             for name in ("q_enc", "q_dec"):
                 table = getattr(self, name)
-                rows, channels = table.shape[:2]
-                resampled = F.interpolate(table.detach().reshape(1, 1, rows, channels), size=(levels, channels),
-                                          mode="bilinear", align_corners=True)
-                setattr(self, name, nn.Parameter(resampled.reshape(levels, channels, 1, 1).contiguous(),
+                resampled = interpolate_rows(table.detach().flatten(1), levels).to(table.dtype)
+                setattr(self, name, nn.Parameter(resampled.view(levels, -1, 1, 1).contiguous(),
                                                  requires_grad=table.requires_grad))
         self.config = dataclasses.replace(self.config, num_rates=levels)
         return self

@@ -110,8 +110,13 @@ def assert_z_indices_match(codebook, vectors, prefix, z_indices, z):
 
 def test_intra_rate_tables_are_the_interpolated_official_ones(model, vectors):
     assert model.intra.num_rates == 64 and model.num_rates == 64
-    assert torch.equal(model.intra.q_enc.detach().view(64, -1), vectors["i_q_enc_64"])
-    assert torch.equal(model.intra.q_dec.detach().view(64, -1), vectors["i_q_dec_64"])
+    # Our interpolation runs in float64 and rounds once (the same on every machine); the
+    # reference's float32 F.interpolate rounds at each of its steps, differently per CPU ISA, so
+    # the two agree to a few float32 ulps (measured: at most 1.93 eps relative).
+    for ours, name in ((model.intra.q_enc, "i_q_enc_64"), (model.intra.q_dec, "i_q_dec_64")):
+        reference = vectors[name]
+        bound = 4 * torch.finfo(torch.float32).eps * reference.abs()
+        assert ((ours.detach().view(64, -1) - reference).abs() <= bound).all(), name
 
 
 def test_gop_branches_of_the_vectors():
