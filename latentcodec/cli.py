@@ -8,6 +8,7 @@ Every LatentCodecError (and a missing file) becomes one line on stderr and exit 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from latentcodec.errors import LatentCodecError
@@ -47,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("latentcodec: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`latentcodec info x.lcv | head`): stop quietly, and
+        # point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
