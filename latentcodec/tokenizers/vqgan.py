@@ -272,3 +272,21 @@ class VQGAN(nn.Module):
         self.encoder = VQGANEncoder(config)
         self.quantize = VectorQuantizer(config.codebook_size, config.latent_channels) if with_codebook else None
         self.generator = VQGANGenerator(config)
+
+
+@torch.no_grad()
+def rescale_latent(vqgan: VQGAN, factor: float) -> None:
+    """Divide the latent by ``factor`` without changing what the autoencoder computes: E's last 1x1
+    conv (``quant_conv``) is divided by it, G's first (``post_quant_conv``) takes it back on its
+    input weights, and the codebook (if any) is divided too, so nearest-codeword indices stay the
+    same. Used before a codec is trained on the latent, whose freshly initialised gated transforms
+    diverge on a latent with a large spread."""
+    if not factor > 0:
+        raise ValueError(f"latent rescale factor must be positive, got {factor}")
+    quant = vqgan.encoder.quant_conv
+    quant.weight.div_(factor)
+    if quant.bias is not None:
+        quant.bias.div_(factor)
+    vqgan.generator.post_quant_conv.weight.mul_(factor)
+    if vqgan.quantize is not None:
+        vqgan.quantize.embedding.weight.div_(factor)

@@ -137,6 +137,9 @@ class TrainConfig:
     freeze_vqgan_encoder: bool = True  # stage III: keep E fixed so the latent and code targets stay put
     quantize_generator_input: bool = True  # stage I: decode VQ codewords (True) or the continuous latent
     codebook_init_from_data: bool = True  # stage I: start the VQGAN codebook from encoder outputs
+    # Stages II/III of a fresh codec: rescale the initialised VQGAN (exactly: E/c, G(c *)) so that its
+    # latent's standard deviation on one training batch is this; None keeps it as trained.
+    latent_std: float | None = None
     perceptual: PerceptualChoice = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)

@@ -294,6 +294,8 @@ class Trainer:
         else:
             if config.stage == "vqgan" and config.codebook_init_from_data:
                 self._init_codebook_from_data()
+            if config.stage != "vqgan" and not self.is_video and config.latent_std is not None:
+                self._normalise_latent(config.latent_std)
             if self.is_video and not config.init_from and config.codebook_init_from_data:
                 self._init_token_codebook_from_data()
             if config.stage != "vqgan" and config.rates.initial_gains is not None:
@@ -363,6 +365,17 @@ class Trainer:
         with torch.no_grad():
             latent = self.model.vqgan.encoder(self.model.pad(probe.next_batch().to(self.device)))
         self._seed_codebook(quantize, latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1]))
+
+    def _normalise_latent(self, target_std: float) -> None:
+        """Rescale the VQGAN latent to ``target_std`` on one training batch (see rescale_latent)."""
+        from latentcodec.tokenizers.vqgan import rescale_latent
+
+        probe = BatchStream(self.stream.dataset, self.config.data.batch_size, self.config.seed + 1, 0, 1, 0)
+        with torch.no_grad():
+            latent = self.model.vqgan.encoder(self.model.pad(probe.next_batch().to(self.device)))
+        factor = float(latent.std()) / target_std
+        rescale_latent(self.model.vqgan, factor)
+        self.log(f"latent rescaled by 1/{factor:.4g} (std {float(latent.std()):.4g} -> {target_std})")
 
     def _seed_codebook(self, quantizer, vectors: torch.Tensor) -> None:
         """Codewords = randomly drawn sample vectors plus a little noise (10 % of their spread)."""
