@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
@@ -29,12 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_codec import DEFAULT_SHARED, load_model  # noqa: E402
 
+from latentcodec.data.images import pil_to_tensor  # noqa: E402
 from latentcodec.errors import LatentCodecError  # noqa: E402
 
 
 def image_tensor(path: Path) -> torch.Tensor:
-    array = np.asarray(Image.open(path).convert("RGB"))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    with Image.open(path) as image:
+        return pil_to_tensor(image)
 
 
 class NetTimer:

@@ -15,13 +15,13 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import latentcodec  # noqa: E402
+from latentcodec.data.images import pil_to_tensor  # noqa: E402
 from latentcodec.evaluation.portability import arithmetic_matrix, decode_fingerprint  # noqa: E402
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
@@ -42,8 +42,8 @@ def main() -> int:
             codec.model.set_portable(portable)
             paths, references = [], []
             for image_path in files:
-                x = torch.from_numpy(np.asarray(Image.open(image_path).convert("RGB")).copy())
-                x = x.permute(2, 0, 1).float().div(255).unsqueeze(0)
+                with Image.open(image_path) as image:
+                    x = pil_to_tensor(image)
                 for rate in range(codec.model.num_rates):
                     data = codec.model.compress(x, rate)
                     path = Path(folder) / f"{image_path.stem}_q{rate}_{int(portable)}.lci"

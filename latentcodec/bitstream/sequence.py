@@ -30,6 +30,7 @@ from typing import BinaryIO, Iterator, NamedTuple
 
 from latentcodec.bitstream.container import (
     DEFAULT_MAX_SIDE,
+    FORMAT_VERSION,
     FileKind,
     _model_name,
     format_version_for,
@@ -256,7 +257,7 @@ class SequenceReader:
                                  f"(stored CRC-8 0x{stored[0]:02X}, computed 0x{computed:02X})")
         self.header_crc = computed
         self.header_bytes = len(raw) + 1
-        header = SequenceHeader(**values, portable=version != 1)
+        header = SequenceHeader(**values, portable=version == FORMAT_VERSION)
         if header.height == 0 or header.width == 0 or header.frame_rate_den == 0:
             raise BitstreamError(f"invalid sequence header: frame size {header.height}x{header.width}, frame rate "
                                  f"{header.frame_rate_num}/{header.frame_rate_den}")

@@ -51,10 +51,10 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
 
 def decode_fingerprint(data: bytes, model) -> Fingerprint:
     """Latent hashes and pixels of an image (GLCImage) or sequence (GLCVideo) file."""
-    from latentcodec.bitstream import read_image_file
+    from latentcodec.bitstream import FileKind, parse_lead_byte, read_image_file
     from latentcodec.nn.integer import from_fixed, to_fixed
 
-    if data[:1] and (data[0] >> 2) & 0b11 == 1:  # a video sequence
+    if parse_lead_byte(data[:1]) is FileKind.VIDEO_SEQUENCE:
         hashes, frames = [], []
         for decoded in model.decode_latents(data):
             fixed = decoded.latent_hat_fixed if decoded.latent_hat_fixed is not None else to_fixed(decoded.latent_hat)

@@ -57,6 +57,17 @@ class LatentCodec(nn.Module):
         """The integer version of ``source`` built by ``build(source)``, kept until ``source`` changes."""
         return self._integer_twins.get(name, build, source)
 
+    # -- protocol -----------------------------------------------------------------
+    @property
+    def num_rates(self) -> int:
+        raise NotImplementedError
+
+    def compress(self, x: torch.Tensor, rate_index: int = 0) -> bytes:
+        raise NotImplementedError
+
+    def decompress(self, data: bytes) -> torch.Tensor:
+        raise NotImplementedError
+
     # -- persistence -------------------------------------------------------------
     def state_dict_for_saving(self) -> dict[str, torch.Tensor]:
         """Tensors written by save_pretrained. Subclasses may drop training-only parts."""

@@ -129,7 +129,7 @@ def interpolate_rows(table: torch.Tensor, levels: int) -> torch.Tensor:
     Not F.interpolate: its float32 kernels differ in the last bit between CPU ISAs (an FMA or not),
     and these gains feed the portable integer path, which must see the same values on every machine.
     Each float64 step here is one correctly rounded operation; the result differs from the
-    reference's float32 interpolation by at most one float32 ulp.
+    reference's float32 interpolation by a few float32 ulps (at most 1.93 eps relative, measured).
     """
     rows = table.shape[0]
     values = table.to(torch.float64)

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from latentcodec.evaluation.metrics.pixel import PSNR
 from latentcodec.models.glc_image import PRESETS, GLCImage
-
-THUMBNAIL_FACTOR = 16
+from latentcodec.training.stages import THUMBNAIL_FACTOR
 
 
 class AutoencoderQuality(NamedTuple):
@@ -36,15 +36,11 @@ class AutoencoderQuality(NamedTuple):
     mean_colour_error: float  # mean over images of |mean RGB of x_hat - mean RGB of x|, 8-bit units
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return 10 * np.log10(1.0 / max(mse, 1e-12))
-
-
 def thumbnail_psnr(x: torch.Tensor, x_hat: torch.Tensor, factor: int = THUMBNAIL_FACTOR) -> float:
-    """PSNR of [0, 1] images after box-filter downscaling by ``factor`` (edges cropped to a multiple)."""
+    """PSNR of (1, 3, H, W) [0, 1] images after box-filter downscaling by ``factor`` (edges cropped
+    to a multiple)."""
     h, w = (x.shape[-2] // factor) * factor, (x.shape[-1] // factor) * factor
-    return psnr(F.avg_pool2d(x[..., :h, :w], factor), F.avg_pool2d(x_hat[..., :h, :w], factor))
+    return PSNR()(F.avg_pool2d(x[..., :h, :w], factor), F.avg_pool2d(x_hat[..., :h, :w], factor))
 
 
 def load_checkpoint(path: Path) -> tuple[GLCImage, int, dict]:
@@ -72,13 +68,14 @@ def run_hours(run_dir: Path, step: int) -> float:
 def evaluate(model: GLCImage, kodak: Path, images: int) -> tuple[float, float, float, float]:
     from PIL import Image
 
+    from latentcodec.data.images import pil_to_tensor
     from latentcodec.evaluation.metrics.pixel import MSSSIM
 
-    msssim = MSSSIM()
+    psnr, msssim = PSNR(), MSSSIM()
     rows = []
     for path in tqdm(sorted(kodak.glob("*.png"))[:images], desc="autoencoder", unit="image"):
-        array = np.asarray(Image.open(path).convert("RGB"))
-        x = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+        with Image.open(path) as image:
+            x = pil_to_tensor(image)
         with torch.inference_mode():
             x_hat = model.vqgan.generator(model.vqgan.encoder(model.pad(x)))[..., : x.shape[-2], : x.shape[-1]]
             x_hat = torch.round((x_hat.clamp(-1, 1) + 1) / 2 * 255) / 255

@@ -358,21 +358,22 @@ class Trainer:
             with open(self.run_dir / METRICS_FILE, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
-    def _init_codebook_from_data(self) -> None:
-        """Start the VQGAN codebook on encoder outputs of one batch (avoids a collapsed codebook)."""
-        quantize = self.model.vqgan.quantize
+    def _probe_latents(self) -> torch.Tensor:
+        """VQGAN encoder outputs of one fixed training batch (the same batch on every rank)."""
         probe = BatchStream(self.stream.dataset, self.config.data.batch_size, self.config.seed + 1, 0, 1, 0)
         with torch.no_grad():
-            latent = self.model.vqgan.encoder(self.model.pad(probe.next_batch().to(self.device)))
-        self._seed_codebook(quantize, latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1]))
+            return self.model.vqgan.encoder(self.model.pad(probe.next_batch().to(self.device)))
+
+    def _init_codebook_from_data(self) -> None:
+        """Start the VQGAN codebook on encoder outputs of one batch (avoids a collapsed codebook)."""
+        latent = self._probe_latents()
+        self._seed_codebook(self.model.vqgan.quantize, latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1]))
 
     def _normalise_latent(self, target_std: float) -> None:
         """Rescale the VQGAN latent to ``target_std`` on one training batch (see rescale_latent)."""
         from latentcodec.tokenizers.vqgan import rescale_latent
 
-        probe = BatchStream(self.stream.dataset, self.config.data.batch_size, self.config.seed + 1, 0, 1, 0)
-        with torch.no_grad():
-            latent = self.model.vqgan.encoder(self.model.pad(probe.next_batch().to(self.device)))
+        latent = self._probe_latents()
         factor = float(latent.std()) / target_std
         rescale_latent(self.model.vqgan, factor)
         self.log(f"latent rescaled by 1/{factor:.4g} (std {float(latent.std()):.4g} -> {target_std})")
