@@ -4,8 +4,9 @@ Layout (docs/bitstream.md has the byte-level table)::
 
     lead byte        magic nibble 0xB | kind (2 bits) | format version (2 bits)
     model id         varint, the stable id from latentcodec.zoo.registry
-    rate index       varint
+    rate index       varint (kind 2: the rate in 1/256ths of a step, times 2, plus 1 if a scale follows)
     height, width    varints, the original (unpadded) size
+    scale            kind 2 only, when flagged: varint n, each side coded at n/64
     stored lengths   one varint per section whose length the codec cannot derive from the header,
                      except the last section, which takes the rest of the file
     sections         concatenated
@@ -47,7 +48,11 @@ class FileKind(enum.IntEnum):
     """The two kind bits of the lead byte. Values 2 and 3 are reserved."""
 
     IMAGE = 0
-    VIDEO_SEQUENCE = 1  # planned: see "Video sequences (planned)" in docs/bitstream.md
+    VIDEO_SEQUENCE = 1  # see "Video sequences" in docs/bitstream.md
+    # An image whose header also carries a fractional rate and/or a coding scale (rate control).
+    # A separate kind, so that kind-0 files stay byte-identical and older readers name the file as
+    # "from a newer latentcodec" instead of misreading the rate field.
+    IMAGE_EXTENDED = 2
 
 
 def lead_byte(kind: FileKind, version: int = FORMAT_VERSION) -> int:
@@ -87,17 +92,59 @@ def parse_lead_byte_version(data: bytes | bytearray | memoryview) -> tuple[FileK
                              "from a newer latentcodec)") from None
 
 
+# Extended image headers (kind 2) store the rate in 1/256ths of a rate step: fine enough that one
+# step moves a Kodak file by about a byte, and every value is exact in binary floating point.
+RATE_FRACTION_BITS = 8
+RATE_FRACTION_STEPS = 1 << RATE_FRACTION_BITS
+# A coding scale n (1..63) means each side was coded at n/64 of the original (rounded, at least 1).
+SCALE_DENOMINATOR = 64
+
+
+def coded_side(side: int, scale: int) -> int:
+    """The side the codec coded for an original ``side`` at ``scale`` (0 = full size), in integers."""
+    if scale == 0:
+        return side
+    return max(1, (side * scale + SCALE_DENOMINATOR // 2) // SCALE_DENOMINATOR)
+
+
 @dataclass(frozen=True)
 class ImageHeader:
     model_id: int
-    rate_index: int
-    height: int
+    rate_index: int  # the integer part of the rate
+    height: int  # the original size: what the decoder outputs
     width: int
     portable: bool = True  # format version 2 (exact integer entropy parameters); False: version 1
+    rate_fraction: int = 0  # 1/256ths of a rate step above rate_index (0..255); kind-2 header only
+    scale: int = 0  # 0 = coded at full size; n in 1..63 = each side coded at n/64; kind-2 header only
 
     @property
     def format_version(self) -> int:
         return format_version_for(self.portable)
+
+    @property
+    def extended(self) -> bool:
+        """Written as kind 2 (a fractional rate or a scale); otherwise the 8-byte kind-0 header."""
+        return self.rate_fraction != 0 or self.scale != 0
+
+    @property
+    def rate_code(self) -> int:
+        """The rate in 1/256ths of a step: rate_index * 256 + rate_fraction."""
+        return (self.rate_index << RATE_FRACTION_BITS) + self.rate_fraction
+
+    @property
+    def rate(self) -> int | float:
+        """The exact rate: an int for whole rates (as before), else a float k/256 (exact in binary)."""
+        if self.rate_fraction == 0:
+            return self.rate_index
+        return self.rate_code / RATE_FRACTION_STEPS
+
+    @property
+    def coded_height(self) -> int:
+        return coded_side(self.height, self.scale)
+
+    @property
+    def coded_width(self) -> int:
+        return coded_side(self.width, self.scale)
 
 
 SectionLayout = Callable[[ImageHeader], Sequence[int | None]]
@@ -124,6 +171,10 @@ class FileInfo:
     section_bytes: tuple[int, ...]
     total_bytes: int
     bpp: float  # 8 * total_bytes / (height * width): every byte counts, over the original size
+    rate: float = 0.0  # the exact rate (rate_index + rate_fraction / 256)
+    scale: int = 0  # 0 = full size; n = coded at n/64 of each side
+    coded_height: int = 0
+    coded_width: int = 0
 
 
 # -- writing ----------------------------------------------------------------------------------------
@@ -138,11 +189,24 @@ def _as_int(value, name: str, minimum: int) -> int:
 
 
 def _encode_header_fields(header: ImageHeader) -> bytearray:
-    out = bytearray([lead_byte(FileKind.IMAGE, header.format_version)])
+    fraction = _as_int(header.rate_fraction, "rate_fraction", 0)
+    scale = _as_int(header.scale, "scale", 0)
+    if fraction >= RATE_FRACTION_STEPS:
+        raise ValueError(f"rate_fraction must be below {RATE_FRACTION_STEPS}, got {fraction}")
+    if scale >= SCALE_DENOMINATOR:
+        raise ValueError(f"scale must be below {SCALE_DENOMINATOR} (0 = full size), got {scale}")
+    kind = FileKind.IMAGE_EXTENDED if header.extended else FileKind.IMAGE
+    out = bytearray([lead_byte(kind, header.format_version)])
     out += encode_varint(_as_int(header.model_id, "model_id", 0))
-    out += encode_varint(_as_int(header.rate_index, "rate_index", 0))
+    rate_index = _as_int(header.rate_index, "rate_index", 0)
+    if kind is FileKind.IMAGE:
+        out += encode_varint(rate_index)
+    else:  # the rate in 1/256ths, shifted left once; the low bit says "a scale field follows"
+        out += encode_varint((((rate_index << RATE_FRACTION_BITS) | fraction) << 1) | int(scale != 0))
     out += encode_varint(_as_int(header.height, "height", 1))
     out += encode_varint(_as_int(header.width, "width", 1))
+    if scale:
+        out += encode_varint(scale)
     return out
 
 
@@ -184,22 +248,59 @@ def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-def _parse_header_fields(data: memoryview) -> tuple[tuple[int, ...], int, bool]:
-    """Lead byte and the four header varints, unvalidated; returns (values, offset after them, portable)."""
+class _HeaderFields(NamedTuple):
+    """The header varints as read, before any validation."""
+
+    model_id: int
+    rate_index: int
+    rate_fraction: int
+    height: int
+    width: int
+    scale: int
+    portable: bool
+    extended: bool  # a kind-2 header
+    has_scale: bool
+
+    def header(self) -> ImageHeader:
+        return ImageHeader(model_id=self.model_id, rate_index=self.rate_index, height=self.height,
+                           width=self.width, portable=self.portable, rate_fraction=self.rate_fraction,
+                           scale=self.scale)
+
+
+def _parse_header_fields(data: memoryview) -> tuple[_HeaderFields, int]:
+    """Lead byte and the header varints, unvalidated; returns (fields, offset after them)."""
     kind, version = parse_lead_byte_version(data)
-    if kind is not FileKind.IMAGE:
+    if kind is FileKind.VIDEO_SEQUENCE:
         raise BitstreamError("not an image file: it holds a latentcodec video sequence")
+    extended = kind is FileKind.IMAGE_EXTENDED
     values = []
     offset = 1
     for name in _FIELD_NAMES:
         value, offset = decode_varint(data, offset, field=f"{name} field")
         values.append(value)
+    model_id, rate_field, height, width = values
+    rate_index, fraction, scale = rate_field, 0, 0
+    if extended:
+        code, has_scale = rate_field >> 1, rate_field & 1
+        rate_index, fraction = code >> RATE_FRACTION_BITS, code & (RATE_FRACTION_STEPS - 1)
+        if has_scale:
+            scale, offset = decode_varint(data, offset, field="scale field")
+    else:
+        has_scale = 0
     if offset >= len(data):
         raise BitstreamError(f"truncated file: it ends after the header ({len(data)} bytes, no sections or checksum)")
-    return tuple(values), offset, version == FORMAT_VERSION
+    fields = _HeaderFields(model_id, rate_index, fraction, height, width, scale, version == FORMAT_VERSION, extended,
+                           bool(has_scale))
+    return fields, offset
 
 
-def _header_problem(height: int, width: int, max_side: int) -> str | None:
+def _header_problem(fields: _HeaderFields, max_side: int) -> str | None:
+    height, width = fields.height, fields.width
+    if fields.extended and fields.rate_fraction == 0 and not fields.has_scale:
+        # Never written: such a header has exactly one encoding, the kind-0 one.
+        return "invalid header: an extended (kind 2) image header with neither a rate fraction nor a scale"
+    if fields.has_scale and not 1 <= fields.scale < SCALE_DENOMINATOR:
+        return f"invalid header: scale {fields.scale}/{SCALE_DENOMINATOR} (must be 1..{SCALE_DENOMINATOR - 1})"
     if height == 0 or width == 0:
         return f"invalid header: image size {height}x{width} (sides must be at least 1 pixel)"
     if height > max_side or width > max_side:
@@ -256,16 +357,17 @@ def _parse(data: bytes | bytearray | memoryview, layout: SectionLayout | None, e
     file size before slicing.
     """
     view = _byte_view(data)
-    (model_id, rate_index, height, width), offset, portable = _parse_header_fields(view)
+    fields, offset = _parse_header_fields(view)
+    model_id = fields.model_id
     checksum_error = _checksum_error(view)
 
     def field_error(message: str) -> BitstreamError:
         return checksum_error if checksum_error is not None else BitstreamError(message)
 
-    problem = _header_problem(height, width, max_side)
+    problem = _header_problem(fields, max_side)
     if problem is not None:
         raise field_error(problem)
-    header = ImageHeader(model_id=model_id, rate_index=rate_index, height=height, width=width, portable=portable)
+    header = fields.header()
     if expected_model_id is not None and model_id != expected_model_id:
         found = _model_name(model_id)
         expected = _model_name(expected_model_id)
@@ -327,15 +429,14 @@ def read_image_header(data: bytes, max_side: int = DEFAULT_MAX_SIDE) -> tuple[Im
     trusted), but section boundaries need the codec's layout: use read_image_file for those.
     """
     view = _byte_view(data)
-    (model_id, rate_index, height, width), offset, portable = _parse_header_fields(view)
+    fields, offset = _parse_header_fields(view)
     checksum_error = _checksum_error(view)
     if checksum_error is not None:
         raise checksum_error
-    problem = _header_problem(height, width, max_side)
+    problem = _header_problem(fields, max_side)
     if problem is not None:
         raise BitstreamError(problem)
-    return ImageHeader(model_id=model_id, rate_index=rate_index, height=height, width=width,
-                       portable=portable), offset
+    return fields.header(), offset
 
 
 def describe_image_file(data: bytes, layout: SectionLayout | None = None,
@@ -356,4 +457,8 @@ def describe_image_file(data: bytes, layout: SectionLayout | None = None,
         section_bytes=section_bytes,
         total_bytes=total,
         bpp=8 * total / (header.height * header.width),
+        rate=float(header.rate),
+        scale=header.scale,
+        coded_height=header.coded_height,
+        coded_width=header.coded_width,
     )
