@@ -12,6 +12,7 @@ which is what makes ``decompress`` reproduce the encoder-side latent bit for bit
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -82,8 +83,14 @@ def run_masked_steps(
     context: ContextFn,
     symbol_source: SymbolSource,
     normalised_y: torch.Tensor | None,
+    skip_below: float | None = None,
 ) -> MaskedStepsResult:
-    """The shared K-step loop. ``symbol_source`` quantises (encoder) or entropy-decodes (decoder)."""
+    """The shared K-step loop. ``symbol_source`` quantises (encoder) or entropy-decodes (decoder).
+
+    ``skip_below`` (DLF: 0.12) forces the residual of every element whose predicted sigma is below
+    it (including sigma <= 0) to 0 and leaves it uncoded: the decoder reconstructs it as its mean.
+    Its scale is recorded as 0. ``symbol_source`` then sees only the coded elements in its mask.
+    """
     step0_scales, step0_means = prior.scales, prior.means
     batch = prior.scales.shape[0]
     y_hat_so_far = torch.zeros_like(prior.means)
@@ -99,8 +106,13 @@ def run_masked_steps(
             scales, means = context(k, y_hat_so_far)
         scales_k = scales * mask_f
         means_k = means * mask_f
-        residual = None if normalised_y is None else (normalised_y - means_k) * mask_f
-        symbols_k = symbol_source(k, mask, scales_k, residual)
+        coded, coded_f = mask, mask_f
+        if skip_below is not None:
+            coded = mask & (scales_k >= skip_below)
+            coded_f = coded.to(prior.means.dtype)
+            scales_k = scales_k * coded_f
+        residual = None if normalised_y is None else (normalised_y - means_k) * coded_f
+        symbols_k = symbol_source(k, coded, scales_k, residual)
         y_hat_so_far = y_hat_so_far + (symbols_k + means_k) * mask_f
         symbols = symbols + symbols_k
         scales_hat = scales_hat + scales_k
@@ -108,18 +120,23 @@ def run_masked_steps(
     return MaskedStepsResult(y_hat_so_far * prior.quant_step, symbols, scales_hat, means_hat, prior.quant_step)
 
 
-def quantize_masked(y: torch.Tensor, prior: SplitPrior, masks: torch.Tensor, context: ContextFn) -> MaskedStepsResult:
-    """Training/estimation path: straight-through rounding of every step's residual."""
+def quantize_masked(y: torch.Tensor, prior: SplitPrior, masks: torch.Tensor, context: ContextFn,
+                    skip_below: float | None = None, divide: bool = False) -> MaskedStepsResult:
+    """Training/estimation path: straight-through rounding of every step's residual.
+
+    GLC multiplies by the reciprocal step, DLF divides (``divide``): each matches its reference bit
+    for bit, which keeps the exact-symbol reference tests free of spurious rounding flips."""
 
     def round_residual(k, mask, scales_k, residual):
         return round_straight_through(residual)
 
-    # Multiplying by the reciprocal (not dividing) matches the reference arithmetic bit for bit.
-    return run_masked_steps(prior, masks, context, round_residual, y * (1.0 / prior.quant_step))
+    normalised = y / prior.quant_step if divide else y * (1.0 / prior.quant_step)
+    return run_masked_steps(prior, masks, context, round_residual, normalised, skip_below)
 
 
 def encode_masked(
-    y: torch.Tensor, prior: SplitPrior, masks: torch.Tensor, context: ContextFn, encoder, table
+    y: torch.Tensor, prior: SplitPrior, masks: torch.Tensor, context: ContextFn, encoder, table,
+    skip_below: float | None = None, divide: bool = False,
 ) -> MaskedStepsResult:
     """Quantise and entropy-code every step, in step order, into ``encoder`` (an EntropyEncoder)."""
 
@@ -134,10 +151,12 @@ def encode_masked(
         encoder.encode_gaussian(coded, table.index(scales_k[mask]))
         return symbols_k
 
-    return run_masked_steps(prior, masks, context, round_and_code, y * (1.0 / prior.quant_step))
+    normalised = y / prior.quant_step if divide else y * (1.0 / prior.quant_step)
+    return run_masked_steps(prior, masks, context, round_and_code, normalised, skip_below)
 
 
-def decode_masked(prior: SplitPrior, masks: torch.Tensor, context: ContextFn, decoder, table) -> MaskedStepsResult:
+def decode_masked(prior: SplitPrior, masks: torch.Tensor, context: ContextFn, decoder, table,
+                  skip_below: float | None = None) -> MaskedStepsResult:
     """Inverse of :func:`encode_masked`: reads every step's symbols from ``decoder``."""
 
     def read_symbols(k, mask, scales_k, residual):
@@ -146,7 +165,7 @@ def decode_masked(prior: SplitPrior, masks: torch.Tensor, context: ContextFn, de
         symbols_k[mask] = decoded.to(symbols_k.dtype)
         return symbols_k
 
-    return run_masked_steps(prior, masks, context, read_symbols, None)
+    return run_masked_steps(prior, masks, context, read_symbols, None, skip_below)
 
 
 # -- the portable path: the same K-step loop on exact fixed-point parameters ------------------------
@@ -186,10 +205,17 @@ def split_prior_fixed(prior_fixed: torch.Tensor) -> FixedPrior:
     return FixedPrior(quant_step.clamp_min(int(MIN_QUANT_STEP * integer.ONE)), scales, means)
 
 
+def fixed_skip_threshold(skip_below: float | None) -> int | None:
+    """sigma < skip_below  <=>  fixed sigma < this integer (fixed values are exact multiples of 2**-12)."""
+    return None if skip_below is None else math.ceil(skip_below * integer.ONE)
+
+
 def run_masked_steps_fixed(prior: FixedPrior, masks: torch.Tensor, context: FixedContextFn,
-                           symbol_source: FixedSymbolSource, table) -> FixedStepsResult:
+                           symbol_source: FixedSymbolSource, table, skip_below: float | None = None) -> FixedStepsResult:
     """The K-step loop of :func:`run_masked_steps` in integers: scale indices by integer comparison,
-    reconstructions as exact fixed-point sums, so encoder and decoder agree on any machine."""
+    reconstructions as exact fixed-point sums, so encoder and decoder agree on any machine.
+    ``skip_below`` as in :func:`run_masked_steps`, decided by an integer comparison."""
+    skip_fixed = fixed_skip_threshold(skip_below)
     batch = prior.scales.shape[0]
     y_norm = torch.zeros_like(prior.means)
     symbols = torch.zeros(prior.means.shape, dtype=torch.int64, device=prior.means.device)
@@ -199,7 +225,16 @@ def run_masked_steps_fixed(prior: FixedPrior, masks: torch.Tensor, context: Fixe
         mask = masks[k].unsqueeze(0).expand(batch, -1, -1, -1)
         scales, means = (prior.scales, prior.means) if k == 0 else context(k, y_norm)
         scales_k, means_k = scales[mask], means[mask]
-        symbols_k = symbol_source(k, mask, table.index_fixed(scales_k, integer.FRACTION_BITS), means_k)
+        if skip_fixed is None:
+            symbols_k = symbol_source(k, mask, table.index_fixed(scales_k, integer.FRACTION_BITS), means_k)
+        else:
+            keep = scales_k >= skip_fixed
+            coded = mask.clone()
+            coded[mask] = keep
+            symbols_k = torch.zeros(scales_k.shape, dtype=torch.int64, device=scales_k.device)
+            symbols_k[keep] = symbol_source(k, coded, table.index_fixed(scales_k[keep], integer.FRACTION_BITS),
+                                            means_k[keep])
+            scales_k = torch.where(keep, scales_k, torch.zeros_like(scales_k))
         clipped = symbols_k.clamp(-SYMBOL_CONTEXT_LIMIT, SYMBOL_CONTEXT_LIMIT)
         y_norm[mask] = integer.saturate(clipped.to(integer.FIXED_DTYPE) * integer.ONE + means_k)
         symbols[mask] = symbols_k
@@ -211,7 +246,7 @@ def run_masked_steps_fixed(prior: FixedPrior, masks: torch.Tensor, context: Fixe
 
 
 def encode_masked_fixed(y: torch.Tensor, prior: FixedPrior, masks: torch.Tensor, context: FixedContextFn,
-                        encoder, table) -> FixedStepsResult:
+                        encoder, table, skip_below: float | None = None) -> FixedStepsResult:
     """Quantise y (float; only the encoder sees it) against the exact prior and code every step."""
     normalised = y.detach().to(torch.float64) / integer.from_fixed(prior.quant_step, torch.float64)
 
@@ -226,14 +261,14 @@ def encode_masked_fixed(y: torch.Tensor, prior: FixedPrior, masks: torch.Tensor,
         encoder.encode_gaussian(symbols_k, scale_index)
         return symbols_k
 
-    return run_masked_steps_fixed(prior, masks, context, round_and_code, table)
+    return run_masked_steps_fixed(prior, masks, context, round_and_code, table, skip_below)
 
 
 def decode_masked_fixed(prior: FixedPrior, masks: torch.Tensor, context: FixedContextFn, decoder,
-                        table) -> FixedStepsResult:
+                        table, skip_below: float | None = None) -> FixedStepsResult:
     """Inverse of :func:`encode_masked_fixed`."""
 
     def read_symbols(k, mask, scale_index, means_k):
         return decoder.decode_gaussian(scale_index).to(torch.int64)
 
-    return run_masked_steps_fixed(prior, masks, context, read_symbols, table)
+    return run_masked_steps_fixed(prior, masks, context, read_symbols, table, skip_below)

@@ -141,14 +141,16 @@ class LatentCodec(nn.Module):
         return model.to(device).eval()
 
     def load_state_dict_strict(
-        self, state: dict[str, torch.Tensor], source: str, ignored_prefixes: tuple[str, ...] = ()
+        self, state: dict[str, torch.Tensor], source: str, ignored_prefixes: tuple[str, ...] = (),
+        assign: bool = False,
     ) -> None:
         """Strict load: any missing/unexpected key or shape mismatch is a WeightsError naming it.
 
         ``ignored_prefixes`` is an explicit allow-list of checkpoint keys that are dropped
-        (e.g. training-only heads that an inference build does not instantiate).
+        (e.g. training-only heads that an inference build does not instantiate). ``assign`` adopts
+        the given tensors instead of copying them (for a model built on the meta device).
         """
-        load_strict(self, state, source, f"{self.model_name} weights for this config", ignored_prefixes)
+        load_strict(self, state, source, f"{self.model_name} weights for this config", ignored_prefixes, assign)
 
     @property
     def model_id(self) -> int:
@@ -159,7 +161,8 @@ class LatentCodec(nn.Module):
 
 
 def load_strict(
-    module: nn.Module, state: dict[str, torch.Tensor], source: str, what: str, ignored_prefixes: tuple[str, ...] = ()
+    module: nn.Module, state: dict[str, torch.Tensor], source: str, what: str, ignored_prefixes: tuple[str, ...] = (),
+    assign: bool = False,
 ) -> None:
     """Load ``state`` into ``module`` exactly: every missing or unexpected key (up to five of each
     are named) and every shape mismatch is a WeightsError; keys under ``ignored_prefixes`` that
@@ -178,4 +181,4 @@ def load_strict(
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(own[key].shape):
             raise WeightsError(f"{source}: {key} has shape {tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}")
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)

@@ -69,3 +69,36 @@ class VectorQuantizer(nn.Module):
         # the codebook towards the encoder with weight beta.
         loss = F.mse_loss(z, codewords.detach()) + self.beta * F.mse_loss(codewords, z.detach())
         return VQOutput(z + (codewords - z).detach(), indices, loss)
+
+
+class CosineVectorQuantizer(VectorQuantizer):
+    """VQ on the unit sphere (TiTok, DLF's semantic tokens; SYSTEMS.md 1.4): vectors and codewords are
+    l2-normalised before the nearest-codeword search, and the codewords handed on are normalised.
+
+    Training loss (TiTok): ``beta * |sg(e) - z|^2 + |e - sg(z)|^2`` on the normalised vectors, with a
+    straight-through estimator.
+    """
+
+    def __init__(self, codebook_size: int, dim: int, beta: float = 0.25):
+        super().__init__(codebook_size, dim, beta)
+        nn.init.normal_(self.embedding.weight)
+
+    def normalised_codebook(self) -> torch.Tensor:
+        return F.normalize(self.embedding.weight, dim=1)
+
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = z.shape
+        flat = F.normalize(z.permute(0, 2, 3, 1).reshape(-1, c), dim=1)
+        return nearest_codewords(flat, self.normalised_codebook()).view(b, h, w)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.normalised_codebook()[indices].permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, z: torch.Tensor) -> VQOutput:
+        indices = self.indices(z.detach())
+        codewords = self.lookup(indices)
+        if not self.training:
+            return VQOutput(codewords, indices, z.new_zeros(()))
+        z = F.normalize(z, dim=1)
+        loss = self.beta * F.mse_loss(z, codewords.detach()) + F.mse_loss(codewords, z.detach())
+        return VQOutput(z + (codewords - z).detach(), indices, loss)

@@ -26,7 +26,7 @@ class VQGANConfig:
     latent_channels: int = 256
     codebook_size: int = 16384
     norm_groups: int = 32
-    attention_window: int = 32  # latent positions per window side at inference
+    attention_window: int | None = 32  # latent positions per window side at inference; None: global
 
     @property
     def downsampling_factor(self) -> int:
@@ -104,20 +104,28 @@ class Swish(nn.Module):
 
 
 class ResBlock(nn.Module):
+    # The 1x1 conv on the identity path when widths differ; taming's checkpoints call it nin_shortcut.
+    shortcut_name = "conv_out"
+
     def __init__(self, in_channels: int, out_channels: int, groups: int):
         super().__init__()
         self.norm1 = group_norm(in_channels, groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.norm2 = group_norm(out_channels, groups)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.conv_out = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        setattr(self, self.shortcut_name, shortcut)
+
+    @property
+    def shortcut(self) -> nn.Module | None:
+        return getattr(self, self.shortcut_name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             h = self.conv1(F.silu(self.norm1(x)))
             h = self.conv2(F.silu(self.norm2(h)))
-            return h + (x if self.conv_out is None else self.conv_out(x))
-        if x.shape[-2] * x.shape[-1] >= TILED_INFERENCE_MIN_PIXELS and self.conv_out is None:
+            return h + (x if self.shortcut is None else self.shortcut(x))
+        if x.shape[-2] * x.shape[-1] >= TILED_INFERENCE_MIN_PIXELS and self.shortcut is None:
             # Large maps: two full-size maps alive instead of three. The block's input buffer is
             # reused for its output, which is safe because the VQGAN loops never read a block's
             # input again.
@@ -131,15 +139,15 @@ class ResBlock(nn.Module):
         del h
         h = self.conv2(F.silu(normed, inplace=True))
         del normed
-        return h.add_(x if self.conv_out is None else self.conv_out(x))
+        return h.add_(x if self.shortcut is None else self.shortcut(x))
 
 
 class AttnBlock(nn.Module):
     """Single-head self-attention over all channels, scale c^-1/2."""
 
-    def __init__(self, channels: int, groups: int, window: int):
+    def __init__(self, channels: int, groups: int, window: int | None):
         super().__init__()
-        self.window = window
+        self.window = window  # latent positions per window side at inference; None: global, as in training
         self.norm = group_norm(channels, groups)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
@@ -157,7 +165,7 @@ class AttnBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x)
         q, k, v = self.q(h), self.k(h), self.v(h)
-        if self.training:
+        if self.training or self.window is None:
             out = self._attend(q, k, v)
         else:
             out = torch.empty_like(v)

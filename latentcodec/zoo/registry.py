@@ -54,6 +54,14 @@ REGISTRY: tuple[ModelEntry, ...] = (
         kind="video",
         default_weights="glc-video-default",
     ),
+    ModelEntry(
+        name="dlf",
+        model_id=3,
+        class_path="latentcodec.models.dlf:DLF",
+        description="DLF (ICCV 2025): semantic 1-D tokens + scalar-quantised detail, fused into a VQGAN",
+        kind="image",
+        default_weights="dlf-default",
+    ),
 )
 
 

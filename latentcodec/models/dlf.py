@@ -1,0 +1,391 @@
+"""DLF: Dual-generative Latent Fusion (ICCV 2025; SYSTEMS.md 5).
+
+Two branches code one image. The *semantic* branch runs a 1-D TiTok tokenizer on every 256x256
+window and sends 32 cosine-VQ indices per window; the *detail* branch sends a scalar-quantised
+64 x H/32 x W/32 latent under a learned constant prior with the four-step context (skip below
+sigma 0.12). The decoder fuses both, through Interactive Transforms, into soft weights over a
+VQGAN codebook, and the VQGAN decoder paints the picture.
+
+Files: two sections. Section 0 holds the semantic indices, bit-packed at log2(K) bits each (its
+length follows from the image size); section 1 is the detail stream. On the portable path (the
+default) every detail entropy parameter comes from the exact integer twins of the prior nets, so
+a file decodes to the same symbols on any machine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentcodec.bitstream.container import ImageHeader, read_image_file, write_image_file
+from latentcodec.entropy.bitpack import pack_indices, packed_size, unpack_indices
+from latentcodec.entropy.coder import FLOAT_FORMAT_HINT, EntropyDecoder, EntropyEncoder
+from latentcodec.entropy.estimate import gaussian_residual_bits
+from latentcodec.entropy.masked_gaussian import (
+    decode_masked,
+    decode_masked_fixed,
+    encode_masked,
+    encode_masked_fixed,
+    quadtree_masks,
+    quantize_masked,
+    split_prior,
+    split_prior_fixed,
+)
+from latentcodec.entropy.scale_table import DEFAULT_SCALE_TABLE
+from latentcodec.errors import BitstreamError, WeightsError
+from latentcodec.models.base import LatentCodec
+from latentcodec.models.dlf_networks import DLFNetworkConfig, FeatMerge, HybridCodec, soft_codebook_latent
+from latentcodec.models.glc_image import load_official_checkpoint
+from latentcodec.nn import integer
+from latentcodec.nn.integer import integer_twin
+from latentcodec.tokenizers.taming_vqgan import TamingVQGAN, dlf_vqgan_config
+from latentcodec.tokenizers.titok import TiTokConfig
+
+DETAIL_DOWNSAMPLING = 32
+SKIP_THRESHOLD = 0.12
+# Checkpoint entries of the official Codec that no inference build holds: the LPIPS/PatchGAN loss
+# modules, the training schedule counters, and the VQGAN encoder (alignment targets in training).
+OFFICIAL_TRAINING_ONLY = ("img_loss.", "epoch_for_strategy", "lmbda_idx", "lmbda_list", "vqgan.encoder.",
+                          "vqgan.quant_conv.")
+
+
+@dataclass(frozen=True)
+class DLFConfig:
+    network: DLFNetworkConfig = field(default_factory=DLFNetworkConfig)
+    vqgan_base_channels: int = 128
+    skip_threshold: float = SKIP_THRESHOLD
+
+    @property
+    def window_pixels(self) -> int:
+        return self.network.titok.window_pixels
+
+    @property
+    def token_bits(self) -> int:
+        return max(1, (self.network.titok.codebook_size - 1).bit_length())
+
+    @classmethod
+    def official(cls) -> "DLFConfig":
+        return cls()
+
+    @classmethod
+    def small(cls) -> "DLFConfig":
+        """The CPU-trainable default (SYSTEMS.md 5.10): same windows, tokens and detail latent; a
+        12-layer ViT-S-like tokenizer, ITs after layers 1, 3, 5, 7, 9, a 384-wide detail trunk, a
+        512-wide adaptor and a 64-channel VQGAN, with 4 rates in one model."""
+        titok = TiTokConfig(width=384, layers=12, heads=6, num_tokens=32, token_dim=12, codebook_size=4096)
+        network = DLFNetworkConfig(titok=titok, detail_width=384, interactive_layers=(1, 3, 5, 7, 9),
+                                   num_rates=4, merge_hidden=1024, merge_width=512)
+        return cls(network=network, vqgan_base_channels=64)
+
+    @classmethod
+    def tiny(cls) -> "DLFConfig":
+        """For tests: 64-pixel windows (4x4 patches), narrow widths, 2 rates."""
+        titok = TiTokConfig(width=32, layers=4, heads=2, grid=4, num_tokens=8, token_dim=4, codebook_size=64)
+        network = DLFNetworkConfig(titok=titok, detail_width=32, interactive_layers=(0, 2), interactive_blocks=1,
+                                   feat_in_depth=2, feat_out_depth=2, init_up_depth=2, detail_channels=8,
+                                   num_rates=2, merge_hidden=48, merge_width=32, merge_depth=2, merge_in_depth=2,
+                                   vqgan_codebook_size=16, vqgan_latent_channels=8, window=4)
+        return cls(network=network, vqgan_base_channels=32)
+
+
+PRESETS = {"official": DLFConfig.official, "small": DLFConfig.small, "tiny": DLFConfig.tiny}
+
+
+class DLFAnalysis(NamedTuple):
+    """Everything the encoder side computes, in order (the reference test compares these)."""
+
+    tokens: torch.Tensor  # (N, token_dim, 1, T) continuous semantic tokens
+    token_indices: torch.Tensor  # (N, T) int64
+    codes: torch.Tensor  # (N, token_dim, 1, T) normalised codewords
+    h: torch.Tensor  # (B, d, H/32, W/32) detail features
+    y: torch.Tensor  # (B, C, H/32, W/32) detail latent before quantisation
+    prior: torch.Tensor  # (B, 3C, H/32, W/32)
+    steps: object  # MaskedStepsResult or FixedStepsResult
+    vq_loss: torch.Tensor
+    record: dict  # intermediate tensors (patch embedding, first IT), when asked for
+
+
+class DLFSynthesis(NamedTuple):
+    h_hat: torch.Tensor
+    semantic: torch.Tensor  # (B, t, H/16, W/16)
+    detail: torch.Tensor  # (B, d, H/16, W/16)
+    logits: torch.Tensor  # (B, K_vqgan, H/16, W/16)
+    soft_latent: torch.Tensor
+    x_hat: torch.Tensor  # (B, 3, Hp, Wp), [-1, 1] nominal, not clamped
+    record: dict
+
+
+class DLFOutput(NamedTuple):
+    x_hat: torch.Tensor
+    logits: torch.Tensor
+    soft_latent: torch.Tensor
+    detail_bits: torch.Tensor  # (B,) estimated bits of the detail latent
+    semantic_bits: torch.Tensor  # (B,) bits of the semantic indices (fixed length)
+    vq_loss: torch.Tensor
+    num_pixels: int
+
+
+class DLFEncodeResult(NamedTuple):
+    data: bytes
+    estimated_bits: float
+
+
+class DLF(LatentCodec):
+    model_name = "dlf"
+    config_class = DLFConfig
+    optional_prefixes = OFFICIAL_TRAINING_ONLY
+
+    def __init__(self, config: DLFConfig, with_training_modules: bool = False):
+        super().__init__(config)
+        net = config.network
+        self.hybrid_codec = HybridCodec(net)
+        self.prior_fusion = FeatMerge(net)
+        vqgan_config = dlf_vqgan_config(config.vqgan_base_channels, net.vqgan_codebook_size, net.vqgan_latent_channels)
+        self.vqgan = TamingVQGAN(vqgan_config, with_encoder=with_training_modules)
+
+    # -- shapes ----------------------------------------------------------------------------
+    @property
+    def num_rates(self) -> int:
+        return self.config.network.num_rates
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        m = self.config.window_pixels
+        return math.ceil(height / m) * m, math.ceil(width / m) * m
+
+    def num_windows(self, height: int, width: int) -> int:
+        padded_h, padded_w = self.padded_size(height, width)
+        m = self.config.window_pixels
+        return (padded_h // m) * (padded_w // m)
+
+    def semantic_bits_per_image(self, height: int, width: int) -> int:
+        return self.num_windows(height, width) * self.config.network.titok.num_tokens * self.config.token_bits
+
+    def layout(self, header: ImageHeader) -> list[int | None]:
+        """Section 0: the packed semantic indices (length from the size); section 1: the detail stream."""
+        tokens = self.num_windows(header.height, header.width) * self.config.network.titok.num_tokens
+        return [packed_size(tokens, self.config.token_bits), None]
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] image -> [-1, 1], replicate-padded right/bottom to whole windows."""
+        height, width = x.shape[-2:]
+        padded_h, padded_w = self.padded_size(height, width)
+        x = x * 2.0 - 1.0
+        if (padded_h, padded_w) != (height, width):
+            x = F.pad(x, (0, padded_w - width, 0, padded_h - height), mode="replicate")
+        return x
+
+    def _rate_row(self, table: torch.Tensor, rate_index: int) -> torch.Tensor:
+        if not (isinstance(rate_index, int) and 0 <= rate_index < self.num_rates):
+            raise ValueError(f"rate index {rate_index!r} out of range 0..{self.num_rates - 1}")
+        return table[rate_index : rate_index + 1]
+
+    def masks(self, like: torch.Tensor) -> torch.Tensor:
+        _, c, h, w = like.shape
+        return quadtree_masks(c, h, w, device=like.device)
+
+    def detail_prior(self, rate_index: int, batch: int, height: int, width: int) -> torch.Tensor:
+        bottleneck = self.hybrid_codec.quantize_feat
+        return bottleneck.prior(self._rate_row(bottleneck.factorized_prior_vec, rate_index), batch, height, width)
+
+    def context_fn(self, prior: torch.Tensor):
+        bottleneck = self.hybrid_codec.quantize_feat
+        common = bottleneck.y_spatial_prior_reduction(prior)
+        return lambda step, y_hat_so_far: bottleneck.context(step, y_hat_so_far, common)
+
+    def integer_prior_nets(self) -> "IntegerDetailPrior":
+        bottleneck = self.hybrid_codec.quantize_feat
+        nets = nn.ModuleList([bottleneck.y_prior_fusion, bottleneck.y_spatial_prior_reduction,
+                              bottleneck.y_spatial_prior_adaptor_1, bottleneck.y_spatial_prior_adaptor_2,
+                              bottleneck.y_spatial_prior_adaptor_3, bottleneck.y_spatial_prior])
+        return self.integer_twin_of("detail_prior", IntegerDetailPrior, nets)
+
+    def fixed_detail_prior(self, rate_index: int, batch: int, height: int, width: int) -> torch.Tensor:
+        vector = self._rate_row(self.hybrid_codec.quantize_feat.factorized_prior_vec, rate_index)
+        return self.integer_prior_nets().prior(integer.to_fixed(vector).expand(batch, -1, height, width))
+
+    # -- encoder side ------------------------------------------------------------------------
+    def analyse(self, x_padded: torch.Tensor, rate_index: int, encoder=None, portable: bool = False,
+                skip: bool = True, record: dict | None = None) -> DLFAnalysis:
+        """The encoder side on a padded [-1, 1] image; codes the detail latent into ``encoder`` if given."""
+        codec = self.hybrid_codec
+        tokens, h = codec.encoder(x_padded * 0.5 + 0.5, codec.latent_tokens, record)
+        vq = codec.quantize(tokens)
+        bottleneck = codec.quantize_feat
+        y = bottleneck.analysis(h, self._rate_row(bottleneck.enc_q, rate_index))
+        skip_below = self.config.skip_threshold if skip else None
+        b, _, hh, ww = y.shape
+        if portable:
+            nets = self.integer_prior_nets()
+            prior_fixed = self.fixed_detail_prior(rate_index, b, hh, ww)
+            steps = encode_masked_fixed(y, split_prior_fixed(prior_fixed), self.masks(y), nets.context_fn(prior_fixed),
+                                        encoder, DEFAULT_SCALE_TABLE, skip_below)
+            prior = integer.from_fixed(prior_fixed)
+        else:
+            prior = self.detail_prior(rate_index, b, hh, ww)
+            context = self.context_fn(prior)
+            if encoder is None:
+                steps = quantize_masked(y, split_prior(prior), self.masks(y), context, skip_below, divide=True)
+            else:
+                steps = encode_masked(y, split_prior(prior), self.masks(y), context, encoder, DEFAULT_SCALE_TABLE,
+                                      skip_below, divide=True)
+        return DLFAnalysis(tokens, vq.indices.flatten(1), vq.quantized, h, y, prior, steps, vq.loss,
+                           record if record is not None else {})
+
+    # -- decoder side ------------------------------------------------------------------------
+    def synthesise(self, codes: torch.Tensor, y_hat: torch.Tensor, rate_index: int,
+                   record: dict | None = None) -> DLFSynthesis:
+        """Semantic codewords (N, token_dim, 1, T) and the decoded detail latent -> padded image."""
+        codec = self.hybrid_codec
+        bottleneck = codec.quantize_feat
+        h_hat = bottleneck.synthesis(y_hat, self._rate_row(bottleneck.dec_q, rate_index))
+        semantic, detail = codec.decoder(codes, h_hat, record)
+        logits = self.prior_fusion(semantic, detail)
+        soft_latent = soft_codebook_latent(logits, self.vqgan.quantize.embedding.weight)
+        x_hat = self.vqgan.decode(soft_latent)
+        return DLFSynthesis(h_hat, semantic, detail, logits, soft_latent, x_hat, record if record is not None else {})
+
+    def codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """(N, T) indices -> (N, token_dim, 1, T) normalised codewords."""
+        return self.hybrid_codec.quantize.lookup(indices.unsqueeze(1))
+
+    def decode_detail(self, y_section: bytes, rate_index: int, height: int, width: int, portable: bool):
+        """The detail stream -> the step results (y_hat, symbols, scales), decoded like the encoder coded it."""
+        ph, pw = self.padded_size(height, width)
+        shape = (1, self.config.network.detail_channels, ph // DETAIL_DOWNSAMPLING, pw // DETAIL_DOWNSAMPLING)
+        decoder = EntropyDecoder(y_section, DEFAULT_SCALE_TABLE)
+        skip_below = self.config.skip_threshold
+        like = torch.empty(shape, device=self.hybrid_codec.latent_tokens.device)
+        if portable:
+            nets = self.integer_prior_nets()
+            prior_fixed = self.fixed_detail_prior(rate_index, *shape[:1], *shape[2:])
+            steps = decode_masked_fixed(split_prior_fixed(prior_fixed), self.masks(like), nets.context_fn(prior_fixed),
+                                        decoder, DEFAULT_SCALE_TABLE, skip_below)
+        else:
+            prior = self.detail_prior(rate_index, shape[0], *shape[2:])
+            steps = decode_masked(split_prior(prior), self.masks(like), self.context_fn(prior), decoder,
+                                  DEFAULT_SCALE_TABLE, skip_below)
+        decoder.finish()
+        return steps
+
+    # -- training -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, rate_index: int = 0) -> DLFOutput:
+        """Training forward on a [0, 1] batch (straight-through rounding, no skipping)."""
+        height, width = x.shape[-2:]
+        analysis = self.analyse(self.pad(x), rate_index, skip=False)
+        synthesis = self.synthesise(analysis.codes, analysis.steps.y_hat, rate_index)
+        detail_bits = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales)
+        semantic_bits = torch.full((x.shape[0],), float(self.semantic_bits_per_image(height, width)), device=x.device)
+        return DLFOutput(synthesis.x_hat, synthesis.logits, synthesis.soft_latent, detail_bits, semantic_bits,
+                         analysis.vq_loss, height * width)
+
+    @torch.inference_mode()
+    def estimate_bits(self, x: torch.Tensor, rate_index: int = 0) -> float:
+        height, width = x.shape[-2:]
+        analysis = self.analyse(self.pad(x), rate_index)
+        detail = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum().item()
+        return detail + self.semantic_bits_per_image(height, width)
+
+    # -- files -----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor, rate_index: int = 0) -> DLFEncodeResult:
+        if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+            raise ValueError(f"compress expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
+        self._rate_row(self.hybrid_codec.quantize_feat.enc_q, rate_index)
+        height, width = x.shape[-2:]
+        encoder = EntropyEncoder(DEFAULT_SCALE_TABLE)
+        analysis = self.analyse(self.pad(x), rate_index, encoder=encoder, portable=self.portable)
+        semantic = pack_indices(analysis.token_indices.flatten().cpu(), self.config.token_bits)
+        header = ImageHeader(model_id=self.model_id, rate_index=rate_index, height=height, width=width,
+                             portable=self.portable)
+        data = write_image_file(header, [semantic, encoder.finish()], self.layout)
+        detail = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum().item()
+        return DLFEncodeResult(data, detail + self.semantic_bits_per_image(height, width))
+
+    def compress(self, x: torch.Tensor, rate_index: int = 0) -> bytes:
+        return self.encode(x, rate_index).data
+
+    @torch.inference_mode()
+    def decompress(self, data: bytes) -> torch.Tensor:
+        parsed = read_image_file(data, self.layout, expected_model_id=self.model_id)
+        header = parsed.header
+        if header.rate_index >= self.num_rates:
+            raise BitstreamError(f"rate index {header.rate_index} is out of range for this model ({self.num_rates} rates)")
+        tokens = self.num_windows(header.height, header.width) * self.config.network.titok.num_tokens
+        indices = unpack_indices(parsed.sections[0], tokens, self.config.token_bits)
+        if tokens and int(indices.max()) >= self.config.network.titok.codebook_size:
+            raise BitstreamError("corrupt semantic section: index beyond the codebook")
+        try:
+            steps = self.decode_detail(parsed.sections[1], header.rate_index, header.height, header.width,
+                                       header.portable)
+        except BitstreamError as exc:
+            if header.portable:
+                raise
+            raise BitstreamError(f"{exc}{FLOAT_FORMAT_HINT}") from None
+        device = self.hybrid_codec.latent_tokens.device
+        codes = self.codes_from_indices(indices.view(-1, self.config.network.titok.num_tokens).to(device))
+        x_hat = self.synthesise(codes, steps.y_hat.to(device), header.rate_index).x_hat
+        x_hat = x_hat[..., : header.height, : header.width]
+        return (x_hat.clamp(-1.0, 1.0) + 1.0) / 2.0
+
+    # -- official checkpoints --------------------------------------------------------------------
+    @classmethod
+    def from_official_state_dict(cls, state: dict[str, torch.Tensor], source: str = "state dict") -> "DLF":
+        """The official preset with an official ``Codec`` state dict, loaded strictly: every key the
+        model has must be present with its shape, and every other key must be one of the known
+        training-only entries (:data:`OFFICIAL_TRAINING_ONLY`)."""
+        check_official_keys(state, source)
+        with torch.device("meta"):
+            model = cls(DLFConfig.official())
+        model.load_state_dict_strict(state, source=source, ignored_prefixes=cls.optional_prefixes, assign=True)
+        model._rebuild_non_persistent()
+        return model.eval()
+
+    @classmethod
+    def from_official(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "DLF":
+        """Load an official DLF checkpoint (.pth / .ckpt, a Lightning or plain state dict), strictly."""
+        state = load_official_checkpoint(Path(path))
+        return cls.from_official_state_dict(state, str(path)).to(device)
+
+    def _rebuild_non_persistent(self) -> None:
+        """Buffers that are not in any checkpoint (relative position indices) are rebuilt after a
+        meta-device construction."""
+        from latentcodec.nn.swin import WindowAttention, relative_position_index
+
+        for module in self.modules():
+            if isinstance(module, WindowAttention) and module.relative_bias:
+                module.relative_index = relative_position_index(module.window).to(module.pos_embedding.device)
+
+
+class IntegerDetailPrior(nn.Module):
+    """Exact integer twins of the detail prior nets: fusion, reduction, three adaptors, spatial prior."""
+
+    def __init__(self, nets: nn.ModuleList):
+        super().__init__()
+        self.fusion, self.reduction, adaptor_1, adaptor_2, adaptor_3, self.spatial = (integer_twin(n) for n in nets)
+        self.adaptors = nn.ModuleList([adaptor_1, adaptor_2, adaptor_3])
+
+    def prior(self, vector_fixed: torch.Tensor) -> torch.Tensor:
+        return self.fusion(vector_fixed)
+
+    def context_fn(self, prior_fixed: torch.Tensor):
+        common = self.reduction(prior_fixed)
+
+        def context(step: int, y_hat_so_far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            params = self.spatial(self.adaptors[step - 1](torch.cat([y_hat_so_far, common], dim=1)))
+            scales, means = params.chunk(2, 1)
+            return scales, means
+
+        return context
+
+
+def check_official_keys(state: dict[str, torch.Tensor], source: str) -> None:
+    """A clear error for a checkpoint of another model, before the key-by-key comparison."""
+    if not any(k.startswith("hybrid_codec.") for k in state):
+        raise WeightsError(f"{source}: not a DLF checkpoint (no 'hybrid_codec.' keys)")

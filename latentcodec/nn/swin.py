@@ -1,0 +1,172 @@
+"""Window-attention (Swin) and ConvNeXt blocks of DLF's detail branch and latent adaptor (SYSTEMS.md 5.4).
+
+Layout and names follow the DLF checkpoints (``norm_attn``, ``attention_block.to_qkv``, ``mlp_block.net``,
+``upper_lower_mask`` ...), so official weights load without renaming. Swin blocks work on channels-last
+maps (B, H, W, C) whose sides are multiples of the window; a stack (:func:`swin_stack`) alternates
+plain and shifted blocks, and only its first block uses the relative position bias: every later block
+learns a full (window², window²) bias table, as the reference does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HEAD_DIM = 64
+
+
+def heads_for(dim: int) -> int:
+    """The reference's head count (64-wide heads); narrow test models get one head."""
+    return max(1, dim // HEAD_DIM)
+
+
+def shifted_window_masks(window: int, displacement: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The additive masks of a cyclically shifted window row/column: (upper_lower, left_right).
+
+    After rolling the map by -displacement, the last row (column) of windows holds pixels from both
+    edges of the map; a query may only attend to keys from its own side. Entries are 0 or -inf,
+    indexed [query, key] in window-raster order.
+    """
+    size = window * window
+    cut = displacement * window
+    upper_lower = torch.zeros(size, size)
+    upper_lower[-cut:, :-cut] = float("-inf")
+    upper_lower[:-cut, -cut:] = float("-inf")
+    left_right = torch.zeros(window, window, window, window)  # (query row, query col, key row, key col)
+    left_right[:, -displacement:, :, :-displacement] = float("-inf")
+    left_right[:, :-displacement, :, -displacement:] = float("-inf")
+    return upper_lower, left_right.reshape(size, size)
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """(window², window², 2): (Δrow, Δcol) + window - 1, with Δ = key position - query position."""
+    rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+    coords = torch.stack([rows.flatten(), cols.flatten()], dim=-1)
+    return coords[None, :, :] - coords[:, None, :] + window - 1
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside non-overlapping windows, optionally on a shifted grid."""
+
+    def __init__(self, dim: int, window: int, shifted: bool, relative_bias: bool):
+        super().__init__()
+        self.heads = heads_for(dim)
+        self.head_dim = dim // self.heads
+        self.window = window
+        self.shifted = shifted
+        self.displacement = window // 2
+        self.relative_bias = relative_bias
+        self.to_qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+        if relative_bias:
+            self.pos_embedding = nn.Parameter(torch.randn(2 * window - 1, 2 * window - 1) * 0.02)
+            self.register_buffer("relative_index", relative_position_index(window), persistent=False)
+        else:
+            self.pos_embedding = nn.Parameter(torch.randn(window * window, window * window) * 0.02)
+        if shifted:
+            upper_lower, left_right = shifted_window_masks(window, self.displacement)
+            # Parameters (never trained) rather than buffers because the checkpoints store them so.
+            self.upper_lower_mask = nn.Parameter(upper_lower, requires_grad=False)
+            self.left_right_mask = nn.Parameter(left_right, requires_grad=False)
+
+    def position_bias(self) -> torch.Tensor:
+        if self.relative_bias:
+            index = self.relative_index
+            return self.pos_embedding[index[..., 0], index[..., 1]]
+        return self.pos_embedding
+
+    def attention_bias(self, windows_h: int, windows_w: int) -> torch.Tensor:
+        """(windows, 1, window², window²) additive bias: position bias plus the shift masks."""
+        bias = self.position_bias().expand(windows_h * windows_w, 1, -1, -1)
+        if not self.shifted:
+            return bias
+        bias = bias.clone()
+        bias = bias.view(windows_h, windows_w, *bias.shape[1:])
+        bias[-1] += self.upper_lower_mask  # last row of windows
+        bias[:, -1] += self.left_right_mask  # last column of windows
+        return bias.view(windows_h * windows_w, *bias.shape[2:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, height, width, dim = x.shape
+        w = self.window
+        if height % w or width % w:
+            raise ValueError(f"window attention needs sides divisible by {w}, got {height}x{width}")
+        if self.shifted:
+            x = torch.roll(x, shifts=(-self.displacement, -self.displacement), dims=(1, 2))
+        nh, nw = height // w, width // w
+        qkv = self.to_qkv(x).view(b, nh, w, nw, w, 3, self.heads, self.head_dim)
+        # -> (3, b, windows, heads, window², head_dim)
+        qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, b * nh * nw, self.heads, w * w, self.head_dim)
+        bias = self.attention_bias(nh, nw).to(x.dtype).repeat(b, 1, 1, 1)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
+        out = out.view(b, nh, nw, self.heads, w, w, self.head_dim).permute(0, 1, 4, 2, 5, 3, 6)
+        out = self.to_out(out.reshape(b, height, width, dim))
+        if self.shifted:
+            out = torch.roll(out, shifts=(self.displacement, self.displacement), dims=(1, 2))
+        return out
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SwinBlock(nn.Module):
+    """Pre-LN window attention and MLP (4x), each with a residual; channels-last input."""
+
+    def __init__(self, dim: int, window: int, shifted: bool, relative_bias: bool, mlp_ratio: int = 4):
+        super().__init__()
+        self.norm_attn = nn.LayerNorm(dim)
+        self.attention_block = WindowAttention(dim, window, shifted, relative_bias)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp_block = FeedForward(dim, dim * mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention_block(self.norm_attn(x))
+        return x + self.mlp_block(self.norm_mlp(x))
+
+
+def swin_blocks(dim: int, depth: int, window: int) -> list[SwinBlock]:
+    """Block i is shifted iff i is odd; only block 0 has the relative position bias."""
+    return [SwinBlock(dim, window, shifted=i % 2 == 1, relative_bias=i == 0) for i in range(depth)]
+
+
+class ChannelsLast(nn.Module):
+    """(B, C, H, W) -> (B, H, W, C). Parameter-free, but it holds a Sequential index in the checkpoints."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+class ChannelsFirst(nn.Module):
+    """(B, H, W, C) -> (B, C, H, W)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 3, 1, 2)
+
+
+def swin_stack(dim: int, depth: int, window: int) -> nn.Sequential:
+    """A channels-first stack: [to channels-last, Swin x depth, back] (checkpoint indices 1..depth)."""
+    return nn.Sequential(ChannelsLast(), *swin_blocks(dim, depth, window), ChannelsFirst())
+
+
+class ConvNeXtBlock(nn.Module):
+    """DLF's ConvNeXt variant: the *input* is scaled per channel, then depthwise 5x5, LN, MLP (ratio 2),
+    GELU; the residual adds the unscaled input and there is no output gain."""
+
+    def __init__(self, dim: int, kernel: int = 5, mlp_ratio: int = 2):
+        super().__init__()
+        self.layer_scale = nn.Parameter(torch.ones(1, dim, 1, 1))
+        self.conv = nn.Conv2d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim * mlp_ratio), nn.GELU(), nn.Linear(dim * mlp_ratio, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x * self.layer_scale).permute(0, 2, 3, 1)
+        h = self.mlp(self.norm(h)).permute(0, 3, 1, 2)
+        return h + x
