@@ -4,6 +4,9 @@
     data = codec.compress(pil_image)       # bytes: the whole file
     image = codec.decompress(data)         # PIL.Image of the original size
     bits = codec.estimate_bits(pil_image)  # the model's own rate estimate, in bits
+    codec.at_quality(1.37)                 # a continuous rate (snapped to 1/256 of a level)
+    data = codec.compress(pil_image, target_bytes=1000)          # the largest file <= 1000 bytes
+    result = codec.compress_to_target(pil_image, target_bpp=0.02)  # ... with rate, encodes, scale
 
     video = latentcodec.load("glc-video", quality=21)   # a VideoCodec
     data = video.compress_video("clip.y4m")             # bytes: the sequence file
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 from pathlib import Path
@@ -33,17 +37,25 @@ OFFICIAL_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 class LoadedCodec:
     """What image and video codecs share: the model, its registry entry, quality and weights."""
 
-    def __init__(self, model, entry: ModelEntry, quality: int, weights_source: str):
-        self._check_quality(model, entry, quality, "quality")
+    def __init__(self, model, entry: ModelEntry, quality: int | float, weights_source: str):
+        quality = self._check_quality(model, entry, quality, "quality")
         self.model = model
         self.entry = entry
         self.quality = quality
         self.weights_source = weights_source
 
     @staticmethod
-    def _check_quality(model, entry: ModelEntry, value, what: str) -> None:
-        if not (isinstance(value, int) and 0 <= value < model.num_rates):
+    def _check_quality(model, entry: ModelEntry, value, what: str) -> int | float:
+        """The quality as the file will record it: an int level, or for codecs with continuous
+        rates any number in 0..num_rates-1, snapped to the 1/256 grid (whole values become ints)."""
+        if getattr(model, "continuous_rates", False) and isinstance(value, float):
+            from latentcodec.ratecontrol import snap_quality
+
+            if math.isfinite(value) and 0 <= value <= model.num_rates - 1:
+                return snap_quality(value, model.num_rates)
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < model.num_rates):
             raise LatentCodecError(f"{what} {value!r} out of range for {entry.name}: 0..{model.num_rates - 1}")
+        return value
 
     @property
     def name(self) -> str:
@@ -61,8 +73,8 @@ class LoadedCodec:
 class ImageCodec(LoadedCodec):
     """A loaded image codec at one quality (rate index); PIL images in, bytes out."""
 
-    def at_quality(self, quality: int) -> "ImageCodec":
-        """The same model (shared, not copied) at another quality."""
+    def at_quality(self, quality: int | float) -> "ImageCodec":
+        """The same model (shared, not copied) at another quality (a float for continuous rates)."""
         return ImageCodec(self.model, self.entry, quality, self.weights_source)
 
     def _tensor(self, image: Image.Image) -> torch.Tensor:
@@ -70,8 +82,29 @@ class ImageCodec(LoadedCodec):
             raise LatentCodecError(f"expected a PIL.Image, got {type(image).__name__}")
         return pil_to_tensor(to_rgb(image)).to(self.device)
 
-    def compress(self, image: Image.Image) -> bytes:
-        return self.model.compress(self._tensor(image), self.quality)
+    def compress(self, image: Image.Image, target_bytes: int | None = None, target_bpp: float | None = None,
+                 allow_downscale: bool = False) -> bytes:
+        """The whole file at this quality, or with ``target_bytes`` / ``target_bpp`` the largest file
+        not above that budget (see :meth:`compress_to_target`)."""
+        if target_bytes is None and target_bpp is None:
+            return self.model.compress(self._tensor(image), self.quality)
+        return self.compress_to_target(image, target_bytes, target_bpp, allow_downscale).data
+
+    def compress_to_target(self, image: Image.Image, target_bytes: int | None = None,
+                           target_bpp: float | None = None, allow_downscale: bool = False, config=None):
+        """Search the continuous rate for the largest file not above the budget (``target_bpp``
+        counts over the original H x W); returns a ``latentcodec.ratecontrol.RateSearchResult``
+        (data, rate, scale, encodes, ...). Raises ``TargetUnreachable`` (a LatentCodecError naming
+        the smallest reachable size) when the lowest rate is too large, unless ``allow_downscale``
+        lets it code a smaller image that the decoder upsamples back to the original size."""
+        from latentcodec.ratecontrol import RateSearchConfig, compress_to_target, target_bytes_for
+
+        if not hasattr(self.model, "rate_trials"):
+            raise LatentCodecError(f"{self.name} has no continuous rates, so no target-size mode")
+        x = self._tensor(image)
+        budget = target_bytes_for(target_bytes, target_bpp, x.shape[-2], x.shape[-1])
+        return compress_to_target(lambda scale: self.model.rate_trials(x, scale), budget, allow_downscale,
+                                  config or RateSearchConfig())
 
     def decompress(self, data: bytes) -> Image.Image:
         if not isinstance(data, (bytes, bytearray, memoryview)):

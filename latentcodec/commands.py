@@ -87,7 +87,9 @@ def _add_model_options(parser: argparse.ArgumentParser, with_model: bool = True)
         parser.add_argument("--model", default=None,
                             help="registered codec name (see `latentcodec models`); default glc-image for images, "
                                  "glc-video for videos")
-        parser.add_argument("--quality", type=int, default=0, help="rate index, 0 = lowest rate")
+        parser.add_argument("--quality", type=_quality_number, default=None,
+                            help="rate, 0 = lowest; images: any number in the codec's range, e.g. 1.37 (GLC-image "
+                                 "0..3, snapped to 1/256); videos: a level 0..63; default 0")
     parser.add_argument("--weights", default=None, help="save_pretrained directory or official checkpoint; default: shipped weights")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--no-portable", dest="portable", action="store_false",
@@ -98,7 +100,7 @@ def _add_model_options(parser: argparse.ArgumentParser, with_model: bool = True)
 def _load_codec(args, name=None, quality=None):
     from latentcodec.api import load
 
-    return load(name or args.model or "glc-image", quality=args.quality if quality is None else quality,
+    return load(name or args.model or "glc-image", quality=_quality(args) if quality is None else quality,
                 weights=args.weights, device=args.device, portable=args.portable)
 
 
@@ -130,7 +132,9 @@ def cmd_compress_video(args) -> int:
 
     sources = [Path(name) for name in args.inputs]
     many = len(sources) > 1
-    codec = load_video(args.model or "glc-video", quality=args.quality, weights=args.weights, device=args.device,
+    if getattr(args, "target_bytes", None) is not None or getattr(args, "target_bpp", None) is not None:
+        raise InputError("--target-bytes/--target-bpp apply to images; for videos use --target-bitrate")
+    codec = load_video(args.model or "glc-video", quality=_quality(args), weights=args.weights, device=args.device,
                        portable=args.portable,
                        intra_quality=args.intra_quality)
 
@@ -160,12 +164,62 @@ def cmd_compress_video(args) -> int:
     return run_files([(p, p.parent) for p in sources], work, "compress")
 
 
+def _quality_number(text: str) -> int | float:
+    """A --quality value: an int when whole (video levels, old scripts), else a float rate."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return int(value) if value == int(value) else value
+
+
+def _quality(args) -> int | float:
+    return 0 if args.quality is None else args.quality
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {'whole ' if kind is int else ''}number: {text!r}") from None
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+        return value
+
+    return parse
+
+
+def _size_target(args) -> dict | None:
+    """The target-size options as compress_to_target keywords, or None for a fixed quality."""
+    if args.target_bytes is None and args.target_bpp is None:
+        if args.allow_downscale:
+            raise InputError("--allow-downscale needs --target-bytes or --target-bpp")
+        return None
+    if args.target_bytes is not None and args.target_bpp is not None:
+        raise InputError("give --target-bytes or --target-bpp, not both")
+    if args.quality is not None:
+        raise InputError("give either --quality or a target size (--target-bytes/--target-bpp), not both")
+    return dict(target_bytes=args.target_bytes, target_bpp=args.target_bpp, allow_downscale=args.allow_downscale)
+
+
+def _compress_to_target(codec, image, target: dict) -> tuple[bytes, str]:
+    """The file for a target size and the report line's tail (rate, scale, encodes)."""
+    result = codec.compress_to_target(image, **target)
+    scale = f", coded at {result.scale}/64 scale" if result.scale else ""
+    return result.data, (f" (target {result.target_bytes} bytes: quality {result.rate:g}{scale}, "
+                         f"{result.encodes} encodes, {result.estimates} estimates)")
+
+
 def cmd_compress(args) -> int:
     from latentcodec.data.images import IMAGE_SUFFIXES, load_rgb
 
     if _is_video_job(args):
         return cmd_compress_video(args)
     files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
+    size_target = _size_target(args)
     codec = _load_codec(args)
     many = len(files) > 1
 
@@ -178,11 +232,20 @@ def cmd_compress(args) -> int:
             image = load_rgb(path)
         for warning in caught:
             print(f"latentcodec: warning: {path}: {warning.message}", file=sys.stderr)
-        data = codec.compress(image)
+        if size_target is None:
+            data, note = codec.compress(image), ""
+        else:
+            data, note = _compress_to_target(codec, image, size_target)
         atomic_write(target, data, force=args.force)
-        if not many:
+        if not many or size_target is not None:
             bpp = 8 * len(data) / (image.width * image.height)
-            print(f"{target}: {len(data)} bytes, {bpp:.5f} bpp")
+            line = f"{target}: {len(data)} bytes, {bpp:.5f} bpp{note}"
+            if many:  # beside the progress bar, not through it
+                from tqdm import tqdm
+
+                tqdm.write(line, file=sys.stdout)
+            else:
+                print(line)
 
     return run_files(files, work, "compress")
 
@@ -411,6 +474,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="output file (one input) or folder")
     _add_model_options(p)
     p.add_argument("--intra-quality", type=int, default=None, help="videos: I-frame rate index (default: --quality)")
+    p.add_argument("--target-bytes", type=_positive(int), default=None,
+                   help="images: the largest file not above this many bytes (searched over the continuous rate)")
+    p.add_argument("--target-bpp", type=_positive(float), default=None,
+                   help="images: the largest file not above this bpp (8 x bytes / original H x W)")
+    p.add_argument("--allow-downscale", action="store_true",
+                   help="with a target: when even the lowest rate is too large, code a downscaled image (the scale "
+                        "is in the header; decoding upsamples to the original size)")
     p.add_argument("--frame-rate", type=_fraction, default=None,
                    help="videos: frame rate, e.g. 25 or 30000/1001 (default: from the input; 25 for PNG frames)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

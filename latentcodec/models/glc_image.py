@@ -47,6 +47,7 @@ from latentcodec.nn import integer
 from latentcodec.nn.dcvc import DepthConvBlock, DepthConvBlock2, ResidualBlockUpsample, conv1x1, conv3x3
 from latentcodec.nn.integer import integer_twin, register_integer_twin
 from latentcodec.nn.vq import VectorQuantizer
+from latentcodec.ratecontrol import interpolated_gain, resize_image, split_rate
 from latentcodec.tokenizers.vqgan import VQGAN, VQGANConfig
 
 # z is at 1/4 of the VQGAN latent (two stride-2 convs in hyper_enc).
@@ -244,6 +245,8 @@ class GLCImage(LatentCodec):
     model_name = "glc-image"
     config_class = GLCImageConfig
     optional_prefixes = ("code_pred_loss.", "code_pred_pix_loss.", "vqgan.quantize.")
+    # Any rate on the 1/256 grid between the trained levels (latentcodec.ratecontrol).
+    continuous_rates = True
 
     def __init__(self, config: GLCImageConfig, with_training_modules: bool = False):
         super().__init__(config)
@@ -317,19 +320,21 @@ class GLCImage(LatentCodec):
         The default index width is the official 16384-entry z codebook's, which every shipped
         GLC-image model uses, so ``latentcodec info`` can split a file without loading weights.
         """
-        positions = math.prod(z_grid(header.height, header.width, GLCImageConfig().pad_multiple))
+        positions = math.prod(z_grid(header.coded_height, header.coded_width, GLCImageConfig().pad_multiple))
         return [packed_size(positions, z_index_bits), None]
 
     def layout(self, header: ImageHeader) -> list[int | None]:
         return self.section_layout(header, self.config.z_index_bits)
 
     # -- building blocks -------------------------------------------------------------
-    def _rate_gain(self, table: torch.Tensor, rate_index: int | torch.Tensor) -> torch.Tensor:
-        if isinstance(rate_index, int):
-            if not 0 <= rate_index < self.num_rates:
-                raise ValueError(f"rate index {rate_index} out of range 0..{self.num_rates - 1}")
-            return table[rate_index : rate_index + 1]
-        return table[rate_index]
+    def _rate_gain(self, table: torch.Tensor, rate_index: int | float | torch.Tensor) -> torch.Tensor:
+        """The gain row of a rate: indexed for whole rates (and training's (B,) tensors),
+        interpolated between the two neighbouring rows for a rate on the 1/256 grid."""
+        if isinstance(rate_index, torch.Tensor):
+            return table[rate_index]
+        if isinstance(rate_index, int) and not 0 <= rate_index < self.num_rates:
+            raise ValueError(f"rate index {rate_index} out of range 0..{self.num_rates - 1}")
+        return interpolated_gain(table, rate_index)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] image -> [-1, 1], replicate-padded right/bottom to a multiple of 64."""
@@ -370,9 +375,14 @@ class GLCImage(LatentCodec):
         return self.z_positions(height, width) * self.config.z_index_bits
 
     # -- encoder side ------------------------------------------------------------------
-    def analyse(self, x_padded: torch.Tensor, rate_index: int | torch.Tensor, encoder=None) -> EncodedImage:
+    def analyse(self, x_padded: torch.Tensor, rate_index: int | float | torch.Tensor, encoder=None) -> EncodedImage:
         """Run the encoder side on a padded [-1, 1] image; code y into ``encoder`` when given."""
-        latent = self.vqgan.encoder(x_padded)
+        return self.analyse_latent(self.vqgan.encoder(x_padded), rate_index, encoder)
+
+    def analyse_latent(self, latent: torch.Tensor, rate_index: int | float | torch.Tensor,
+                       encoder=None) -> EncodedImage:
+        """``analyse`` from the VQGAN encoder's output, which does not depend on the rate (rate
+        control reuses it across trial rates)."""
         y = self.enc(latent, self._rate_gain(self.q_enc, rate_index))
         z = self.hyper_enc(y)
         vq = self.z_vq(z)
@@ -387,10 +397,12 @@ class GLCImage(LatentCodec):
         latent_hat = self.dec(steps.y_hat, self._rate_gain(self.q_dec, rate_index))
         return EncodedImage(latent, y, z, vq.indices, vq.quantized, hyper_params, prior_params, steps, latent_hat, vq.loss)
 
-    def analyse_portable(self, x_padded: torch.Tensor, rate_index: int, encoder) -> EncodedImage:
+    def analyse_portable(self, x_padded: torch.Tensor, rate_index: int | float, encoder) -> EncodedImage:
         """The encoder side on the exact integer path: y and z in float (only the encoder sees them),
         every entropy parameter and the decoded latent in fixed point."""
-        latent = self.vqgan.encoder(x_padded)
+        return self.analyse_portable_latent(self.vqgan.encoder(x_padded), rate_index, encoder)
+
+    def analyse_portable_latent(self, latent: torch.Tensor, rate_index: int | float, encoder) -> EncodedImage:
         y = self.enc(latent, self._rate_gain(self.q_enc, rate_index))
         z = self.hyper_enc(y)
         vq = self.z_vq(z)
@@ -424,50 +436,75 @@ class GLCImage(LatentCodec):
         )
 
     @torch.inference_mode()
-    def estimate_bits(self, x: torch.Tensor, rate_index: int = 0) -> float:
+    def estimate_bits(self, x: torch.Tensor, rate_index: int | float = 0) -> float:
         """The official rate estimate (Gaussian self-information of y + fixed z bits), no file written."""
         height, width = x.shape[-2:]
-        encoded = self.analyse(self.pad(x), rate_index)
+        return self.estimate_bits_of_latent(self.vqgan.encoder(self.pad(x)), rate_index, height, width)
+
+    @torch.inference_mode()
+    def estimate_bits_of_latent(self, latent: torch.Tensor, rate_index: int | float, height: int, width: int) -> float:
+        encoded = self.analyse_latent(latent, rate_index)
         y_bits = gaussian_residual_bits(encoded.steps.symbols, encoded.steps.scales).sum().item()
         return y_bits + self.z_bits_per_image(height, width)
 
     # -- real coding -------------------------------------------------------------------
     @torch.inference_mode()
-    def encode(self, x: torch.Tensor, rate_index: int = 0) -> "EncodeResult":
+    def encode(self, x: torch.Tensor, rate_index: int | float = 0, scale: int = 0) -> "EncodeResult":
         """[0, 1] image (1, 3, H, W) -> the file, the decoded latent the decoder will reproduce,
-        and the official rate estimate of the same symbols (one analysis pass for all three)."""
+        and the official rate estimate of the same symbols (one analysis pass for all three).
+        ``rate_index`` may be any rate on the 1/256 grid; ``scale`` n > 0 codes the image
+        downscaled to n/64 of each side (the decoder upsamples back to the original size)."""
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise ValueError(f"compress expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
-        height, width = x.shape[-2:]
+        header = self.image_header(x.shape[-2], x.shape[-1], rate_index, scale)
+        coded = resize_image(x, header.coded_height, header.coded_width)
+        return self.encode_latent(self.vqgan.encoder(self.pad(coded)), header)
+
+    def image_header(self, height: int, width: int, rate_index: int | float, scale: int = 0) -> ImageHeader:
+        """The header of a file of this model (its rate split into level and 1/256ths)."""
+        index, fraction = split_rate(rate_index)
+        if index > self.num_rates - 1 or (index == self.num_rates - 1 and fraction):
+            raise ValueError(f"rate {rate_index} out of range 0..{self.num_rates - 1}")
+        return ImageHeader(model_id=self.model_id, rate_index=index, height=height, width=width,
+                           portable=self.portable, rate_fraction=fraction, scale=scale)
+
+    @torch.inference_mode()
+    def encode_latent(self, latent: torch.Tensor, header: ImageHeader) -> "EncodeResult":
+        """The file of ``header`` from the VQGAN latent of the (coded-size, padded) image."""
         encoder = EntropyEncoder(DEFAULT_SCALE_TABLE)
         if self.portable:
-            encoded = self.analyse_portable(self.pad(x), rate_index, encoder)
+            encoded = self.analyse_portable_latent(latent, header.rate, encoder)
         else:
-            encoded = self.analyse(self.pad(x), rate_index, encoder=encoder)
+            encoded = self.analyse_latent(latent, header.rate, encoder=encoder)
         z_section = pack_indices(encoded.z_indices.flatten().cpu(), self.config.z_index_bits)
-        header = ImageHeader(model_id=self.model_id, rate_index=rate_index, height=height, width=width,
-                             portable=self.portable)
         data = write_image_file(header, [z_section, encoder.finish()], self.layout)
         y_bits = gaussian_residual_bits(encoded.steps.symbols, encoded.steps.scales).sum().item()
-        return EncodeResult(data, encoded.latent_hat, y_bits + self.z_bits_per_image(height, width))
+        return EncodeResult(data, encoded.latent_hat,
+                            y_bits + self.z_bits_per_image(header.coded_height, header.coded_width))
 
-    def compress_with_latent(self, x: torch.Tensor, rate_index: int = 0) -> tuple[bytes, torch.Tensor]:
+    def compress_with_latent(self, x: torch.Tensor, rate_index: int | float = 0) -> tuple[bytes, torch.Tensor]:
         result = self.encode(x, rate_index)
         return result.data, result.latent_hat
 
-    def compress(self, x: torch.Tensor, rate_index: int = 0) -> bytes:
-        return self.encode(x, rate_index).data
+    def compress(self, x: torch.Tensor, rate_index: int | float = 0, scale: int = 0) -> bytes:
+        return self.encode(x, rate_index, scale).data
+
+    def rate_trials(self, x: torch.Tensor, scale: int = 0):
+        """Rate control's view of one image at one scale (latentcodec.ratecontrol.RateTrials)."""
+        from latentcodec.models.glc_image_rate import GLCImageRateTrials
+
+        return GLCImageRateTrials(self, x, scale)
 
     @torch.inference_mode()
     def decode_latent(self, data: bytes) -> tuple[ImageHeader, torch.Tensor]:
         """File bytes -> (header, decoded latent), without running the generator."""
         parsed = read_image_file(data, self.layout, expected_model_id=self.model_id)
         header = parsed.header
-        if header.rate_index >= self.num_rates:
-            raise BitstreamError(f"rate index {header.rate_index} is out of range for this model ({self.num_rates} rates)")
+        if header.rate_index >= self.num_rates or (header.rate_index == self.num_rates - 1 and header.rate_fraction):
+            raise BitstreamError(f"rate index {header.rate} is out of range for this model ({self.num_rates} rates)")
         try:
-            latent_hat = self.decode_sections(parsed.sections[0], parsed.sections[1], header.height, header.width,
-                                              header.rate_index, portable=header.portable)
+            latent_hat = self.decode_sections(parsed.sections[0], parsed.sections[1], header.coded_height,
+                                              header.coded_width, header.rate, portable=header.portable)
         except BitstreamError as exc:
             if header.portable:
                 raise
@@ -476,7 +513,7 @@ class GLCImage(LatentCodec):
 
     @torch.inference_mode()
     def decode_sections(self, z_section: bytes, y_section: bytes, height: int, width: int,
-                        rate_index: int, portable: bool = False) -> torch.Tensor:
+                        rate_index: int | float, portable: bool = False) -> torch.Tensor:
         """The two payload sections of an image (also a GLC-video I-frame) -> the decoded latent
         (float; on the portable path, the exact fixed-point latent converted once)."""
         if portable:
@@ -498,7 +535,7 @@ class GLCImage(LatentCodec):
 
     @torch.inference_mode()
     def decode_sections_fixed(self, z_section: bytes, y_section: bytes, height: int, width: int,
-                              rate_index: int) -> torch.Tensor:
+                              rate_index: int | float) -> torch.Tensor:
         """Portable decoding of the two sections -> the exact fixed-point latent."""
         nets = self.integer_decoder_side()
         prior_fixed = nets.prior(self._z_hat_from_section(z_section, height, width))
@@ -517,7 +554,8 @@ class GLCImage(LatentCodec):
 
     def decompress(self, data: bytes) -> torch.Tensor:
         header, latent_hat = self.decode_latent(data)
-        return self.generate(latent_hat, header.height, header.width)
+        image = self.generate(latent_hat, header.coded_height, header.coded_width)
+        return resize_image(image, header.height, header.width)  # a downscaled file comes back at full size
 
     # -- official checkpoints ------------------------------------------------------------
     @classmethod
