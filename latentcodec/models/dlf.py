@@ -39,7 +39,7 @@ from latentcodec.entropy.masked_gaussian import (
     split_prior_fixed,
 )
 from latentcodec.entropy.scale_table import DEFAULT_SCALE_TABLE
-from latentcodec.errors import BitstreamError, WeightsError
+from latentcodec.errors import BitstreamError, ConfigError, WeightsError
 from latentcodec.models.base import LatentCodec
 from latentcodec.models.dlf_networks import DLFNetworkConfig, FeatMerge, HybridCodec, soft_codebook_latent
 from latentcodec.models.glc_image import load_official_checkpoint
@@ -47,6 +47,7 @@ from latentcodec.nn import integer
 from latentcodec.nn.integer import integer_twin
 from latentcodec.tokenizers.taming_vqgan import TamingVQGAN, dlf_vqgan_config
 from latentcodec.tokenizers.titok import TiTokConfig
+from latentcodec.tokenizers.vqgan import VQGAN, VQGANConfig
 
 DETAIL_DOWNSAMPLING = 32
 SKIP_THRESHOLD = 0.12
@@ -56,11 +57,24 @@ OFFICIAL_TRAINING_ONLY = ("img_loss.", "epoch_for_strategy", "lmbda_idx", "lmbda
                           "vqgan.quant_conv.")
 
 
+VQGAN_LAYOUTS = ("taming", "glc")
+
+
 @dataclass(frozen=True)
 class DLFConfig:
     network: DLFNetworkConfig = field(default_factory=DLFNetworkConfig)
-    vqgan_base_channels: int = 128
+    # The pixel decoder: any f16 VQGAN with a small codebook. "taming" is DLF's own module tree
+    # (official checkpoints); "glc" is GLC's, so a VQGAN trained for GLC can serve DLF as well.
+    vqgan: VQGANConfig = field(default_factory=dlf_vqgan_config)
+    vqgan_layout: str = "taming"
     skip_threshold: float = SKIP_THRESHOLD
+
+    def __post_init__(self) -> None:
+        if self.vqgan_layout not in VQGAN_LAYOUTS:
+            raise ConfigError(f"vqgan_layout must be one of {VQGAN_LAYOUTS}, got {self.vqgan_layout!r}")
+        if self.vqgan.downsampling_factor != self.network.titok.patch_size:
+            raise ConfigError(f"the VQGAN's factor {self.vqgan.downsampling_factor} must equal the patch size "
+                              f"{self.network.titok.patch_size}: the adaptor predicts one codeword mix per patch")
 
     @property
     def window_pixels(self) -> int:
@@ -76,13 +90,19 @@ class DLFConfig:
 
     @classmethod
     def small(cls) -> "DLFConfig":
-        """The CPU-trainable default (SYSTEMS.md 5.10): same windows, tokens and detail latent; a
-        12-layer ViT-S-like tokenizer, ITs after layers 1, 3, 5, 7, 9, a 384-wide detail trunk, a
-        512-wide adaptor and a 64-channel VQGAN, with 4 rates in one model."""
-        titok = TiTokConfig(width=384, layers=12, heads=6, num_tokens=32, token_dim=12, codebook_size=4096)
-        network = DLFNetworkConfig(titok=titok, detail_width=384, interactive_layers=(1, 3, 5, 7, 9),
-                                   num_rates=4, merge_hidden=1024, merge_width=512)
-        return cls(network=network, vqgan_base_channels=64)
+        """The CPU-trainable default (SYSTEMS.md 5.10): the reference's windows (16x16 patches of 16
+        pixels), 32 twelve-dimensional tokens per window over 4096 cosine codes, the 64 x H/32 x W/32
+        detail latent with its four-step context and skip rule, and soft codebook weights. Shrunk:
+        an 8-layer, 256-wide tokenizer with ITs after layers 1, 3 and 5 (none after the last group),
+        a 256-wide detail trunk and adaptor, 4 rates in one model, and GLC's small VQGAN (f16, 32
+        channels, 1024 codes), so the VQGAN trained for the GLC default serves both codecs."""
+        from latentcodec.models.glc_image import GLCImageConfig
+
+        titok = TiTokConfig(width=256, layers=8, heads=4, num_tokens=32, token_dim=12, codebook_size=4096)
+        network = DLFNetworkConfig(titok=titok, detail_width=256, interactive_layers=(1, 3, 5), feat_in_depth=2,
+                                   feat_out_depth=2, init_up_depth=2, num_rates=4, merge_hidden=512,
+                                   merge_width=256, merge_depth=2)
+        return cls(network=network, vqgan=GLCImageConfig.small().vqgan, vqgan_layout="glc")
 
     @classmethod
     def tiny(cls) -> "DLFConfig":
@@ -91,8 +111,8 @@ class DLFConfig:
         network = DLFNetworkConfig(titok=titok, detail_width=32, interactive_layers=(0, 2), interactive_blocks=1,
                                    feat_in_depth=2, feat_out_depth=2, init_up_depth=2, detail_channels=8,
                                    num_rates=2, merge_hidden=48, merge_width=32, merge_depth=2, merge_in_depth=2,
-                                   vqgan_codebook_size=16, vqgan_latent_channels=8, window=4)
-        return cls(network=network, vqgan_base_channels=32)
+                                   window=4)
+        return cls(network=network, vqgan=dlf_vqgan_config(base_channels=32, codebook_size=16, latent_channels=8))
 
 
 PRESETS = {"official": DLFConfig.official, "small": DLFConfig.small, "tiny": DLFConfig.tiny}
@@ -146,9 +166,11 @@ class DLF(LatentCodec):
         super().__init__(config)
         net = config.network
         self.hybrid_codec = HybridCodec(net)
-        self.prior_fusion = FeatMerge(net)
-        vqgan_config = dlf_vqgan_config(config.vqgan_base_channels, net.vqgan_codebook_size, net.vqgan_latent_channels)
-        self.vqgan = TamingVQGAN(vqgan_config, with_encoder=with_training_modules)
+        self.prior_fusion = FeatMerge(net, config.vqgan.codebook_size)
+        if config.vqgan_layout == "taming":
+            self.vqgan = TamingVQGAN(config.vqgan, with_encoder=with_training_modules)
+        else:
+            self.vqgan = VQGAN(config.vqgan, with_codebook=True, with_encoder=with_training_modules)
 
     # -- shapes ----------------------------------------------------------------------------
     @property

@@ -37,8 +37,6 @@ class DLFNetworkConfig:
     merge_width: int = 1024
     merge_depth: int = 4
     merge_in_depth: int = 2
-    vqgan_codebook_size: int = 256
-    vqgan_latent_channels: int = 256
     window: int = 16  # Swin window, in 1/16-scale positions: the same tiling as TiTok's windows
 
 
@@ -188,7 +186,7 @@ class DetailBottleneck(nn.Module):
 class FeatMerge(nn.Module):
     """``prior_fusion``: semantic (TiTok width) + detail features -> logits over the VQGAN codebook."""
 
-    def __init__(self, config: DLFNetworkConfig):
+    def __init__(self, config: DLFNetworkConfig, codebook_size: int):
         super().__init__()
         t, d, m, w = config.titok.width, config.detail_width, config.merge_width, config.window
         self.titok_in = nn.Sequential(ChannelsLast(), nn.Sequential(*swin_blocks(t, config.merge_in_depth, w)))
@@ -197,7 +195,7 @@ class FeatMerge(nn.Module):
             nn.Linear(t + d, config.merge_hidden), nn.LayerNorm(config.merge_hidden), nn.SiLU(),
             nn.Linear(config.merge_hidden, m), nn.Sequential(*swin_blocks(m, config.merge_depth, w)))
         self.ffn = nn.Sequential(nn.LayerNorm(m), nn.Linear(m, config.merge_hidden), nn.Tanh(),
-                                 nn.Linear(config.merge_hidden, config.vqgan_codebook_size))
+                                 nn.Linear(config.merge_hidden, codebook_size))
 
     def forward(self, semantic: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
         """(B, t, H, W), (B, d, H, W) -> (B, codebook size, H, W) logits."""

@@ -274,12 +274,21 @@ class VQGANGenerator(nn.Module):
 class VQGAN(nn.Module):
     """Encoder + generator, with the codebook only when training (it is unused at test)."""
 
-    def __init__(self, config: VQGANConfig, with_codebook: bool = False):
+    def __init__(self, config: VQGANConfig, with_codebook: bool = False, with_encoder: bool = True):
         super().__init__()
         self.config = config
-        self.encoder = VQGANEncoder(config)
+        self.encoder = VQGANEncoder(config) if with_encoder else None
         self.quantize = VectorQuantizer(config.codebook_size, config.latent_channels) if with_codebook else None
         self.generator = VQGANGenerator(config)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Image in [-1, 1] -> continuous latent (the interface DLF shares with TamingVQGAN)."""
+        if self.encoder is None:
+            raise RuntimeError("this VQGAN was built without its encoder (inference only)")
+        return self.encoder(x)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.generator(latent)
 
 
 @torch.no_grad()
