@@ -203,7 +203,12 @@ class DLF(LatentCodec):
             x = F.pad(x, (0, padded_w - width, 0, padded_h - height), mode="replicate")
         return x
 
-    def _rate_row(self, table: torch.Tensor, rate_index: int) -> torch.Tensor:
+    def _rate_row(self, table: torch.Tensor, rate_index: int | torch.Tensor) -> torch.Tensor:
+        if isinstance(rate_index, torch.Tensor):
+            # Training: one rate per sample, (B,) indices -> (B, C, 1, 1) rows.
+            if rate_index.dim() != 1 or not bool(((rate_index >= 0) & (rate_index < self.num_rates)).all()):
+                raise ValueError(f"rate indices must be a (B,) tensor in 0..{self.num_rates - 1}")
+            return table[rate_index]
         if not (isinstance(rate_index, int) and 0 <= rate_index < self.num_rates):
             raise ValueError(f"rate index {rate_index!r} out of range 0..{self.num_rates - 1}")
         return table[rate_index : rate_index + 1]
@@ -262,15 +267,16 @@ class DLF(LatentCodec):
 
     # -- decoder side ------------------------------------------------------------------------
     def synthesise(self, codes: torch.Tensor, y_hat: torch.Tensor, rate_index: int,
-                   record: dict | None = None) -> DLFSynthesis:
-        """Semantic codewords (N, token_dim, 1, T) and the decoded detail latent -> padded image."""
+                   record: dict | None = None, decode: bool = True) -> DLFSynthesis:
+        """Semantic codewords (N, token_dim, 1, T) and the decoded detail latent -> padded image
+        (``decode=False`` stops at the soft latent, ``x_hat`` None: the latent-alignment stage)."""
         codec = self.hybrid_codec
         bottleneck = codec.quantize_feat
         h_hat = bottleneck.synthesis(y_hat, self._rate_row(bottleneck.dec_q, rate_index))
         semantic, detail = codec.decoder(codes, h_hat, record)
         logits = self.prior_fusion(semantic, detail)
         soft_latent = soft_codebook_latent(logits, self.vqgan.quantize.embedding.weight)
-        x_hat = self.vqgan.decode(soft_latent)
+        x_hat = self.vqgan.decode(soft_latent) if decode else None
         return DLFSynthesis(h_hat, semantic, detail, logits, soft_latent, x_hat, record if record is not None else {})
 
     def codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
