@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,8 +39,10 @@ from latentcodec.entropy.masked_gaussian import (
     split_prior_fixed,
 )
 from latentcodec.entropy.scale_table import DEFAULT_SCALE_TABLE
+from latentcodec.entropy.token_prior import MaskedTokenPrior, TokenPriorConfig
 from latentcodec.errors import BitstreamError, ConfigError, WeightsError
 from latentcodec.models.base import LatentCodec
+from latentcodec.models import dlf_tokens
 from latentcodec.models.dlf_networks import DLFNetworkConfig, FeatMerge, HybridCodec, soft_codebook_latent
 from latentcodec.models.glc_image import load_official_checkpoint
 from latentcodec.nn import integer
@@ -68,6 +70,8 @@ class DLFConfig:
     vqgan: VQGANConfig = field(default_factory=dlf_vqgan_config)
     vqgan_layout: str = "taming"
     skip_threshold: float = SKIP_THRESHOLD
+    # The learned semantic-token prior (None: fixed-length indices, as the reference sends them).
+    token_prior: TokenPriorConfig | None = None
 
     def __post_init__(self) -> None:
         if self.vqgan_layout not in VQGAN_LAYOUTS:
@@ -83,6 +87,18 @@ class DLFConfig:
     @property
     def token_bits(self) -> int:
         return max(1, (self.network.titok.codebook_size - 1).bit_length())
+
+    @property
+    def window_positions(self) -> int:
+        """Detail-latent positions per window side (8 for 256-pixel windows)."""
+        return self.window_pixels // DETAIL_DOWNSAMPLING
+
+    def default_token_prior(self, **changes) -> TokenPriorConfig:
+        """A prior shaped for this model's windows, tokens and detail latent."""
+        titok = self.network.titok
+        return TokenPriorConfig(vocab_size=titok.codebook_size, num_positions=titok.num_tokens,
+                                condition_channels=self.network.detail_channels,
+                                num_condition_tokens=self.window_positions**2, **changes)
 
     @classmethod
     def official(cls) -> "DLFConfig":
@@ -102,7 +118,8 @@ class DLFConfig:
         network = DLFNetworkConfig(titok=titok, detail_width=256, interactive_layers=(1, 3, 5), feat_in_depth=2,
                                    feat_out_depth=2, init_up_depth=2, num_rates=4, merge_hidden=512,
                                    merge_width=256, merge_depth=2)
-        return cls(network=network, vqgan=GLCImageConfig.small().vqgan, vqgan_layout="glc")
+        config = cls(network=network, vqgan=GLCImageConfig.small().vqgan, vqgan_layout="glc")
+        return replace(config, token_prior=config.default_token_prior())
 
     @classmethod
     def tiny(cls) -> "DLFConfig":
@@ -112,7 +129,8 @@ class DLFConfig:
                                    feat_in_depth=2, feat_out_depth=2, init_up_depth=2, detail_channels=8,
                                    num_rates=2, merge_hidden=48, merge_width=32, merge_depth=2, merge_in_depth=2,
                                    window=4)
-        return cls(network=network, vqgan=dlf_vqgan_config(base_channels=32, codebook_size=16, latent_channels=8))
+        config = cls(network=network, vqgan=dlf_vqgan_config(base_channels=32, codebook_size=16, latent_channels=8))
+        return replace(config, token_prior=config.default_token_prior(width=16, layers=1, heads=2))
 
 
 PRESETS = {"official": DLFConfig.official, "small": DLFConfig.small, "tiny": DLFConfig.tiny}
@@ -171,6 +189,16 @@ class DLF(LatentCodec):
             self.vqgan = TamingVQGAN(config.vqgan, with_encoder=with_training_modules)
         else:
             self.vqgan = VQGAN(config.vqgan, with_codebook=True, with_encoder=with_training_modules)
+        self.token_prior = None if config.token_prior is None else MaskedTokenPrior(config.token_prior)
+
+    def attach_token_prior(self, prior: MaskedTokenPrior | None) -> "DLF":
+        """Use ``prior`` (fitted to this model's tokens) for the semantic stream; None: fixed length."""
+        self.token_prior = prior
+        self.config = replace(self.config, token_prior=None if prior is None else prior.config)
+        return self
+
+    def integer_token_prior(self):
+        return self.integer_twin_of("token_prior", lambda prior: prior.integer_twin(), self.token_prior)
 
     # -- shapes ----------------------------------------------------------------------------
     @property
@@ -186,11 +214,19 @@ class DLF(LatentCodec):
         m = self.config.window_pixels
         return (padded_h // m) * (padded_w // m)
 
+    def window_grid(self, height: int, width: int) -> tuple[int, int]:
+        padded_h, padded_w = self.padded_size(height, width)
+        return padded_h // self.config.window_pixels, padded_w // self.config.window_pixels
+
     def semantic_bits_per_image(self, height: int, width: int) -> int:
+        """Fixed-length cost of the semantic indices (the reference's; an upper bound with a prior)."""
         return self.num_windows(height, width) * self.config.network.titok.num_tokens * self.config.token_bits
 
     def layout(self, header: ImageHeader) -> list[int | None]:
-        """Section 0: the packed semantic indices (length from the size); section 1: the detail stream."""
+        """Fixed-length tokens: section 0 = the packed indices (length from the size), section 1 = the
+        detail stream. With a token prior: one entropy-coded section, detail symbols then tokens."""
+        if self.token_prior is not None:
+            return [None]
         tokens = self.num_windows(header.height, header.width) * self.config.network.titok.num_tokens
         return [packed_size(tokens, self.config.token_bits), None]
 
@@ -283,11 +319,11 @@ class DLF(LatentCodec):
         """(N, T) indices -> (N, token_dim, 1, T) normalised codewords."""
         return self.hybrid_codec.quantize.lookup(indices.unsqueeze(1))
 
-    def decode_detail(self, y_section: bytes, rate_index: int, height: int, width: int, portable: bool):
-        """The detail stream -> the step results (y_hat, symbols, scales), decoded like the encoder coded it."""
+    def decode_detail(self, decoder: EntropyDecoder, rate_index: int, height: int, width: int, portable: bool):
+        """Detail symbols from ``decoder`` -> the step results (y_hat, symbols, scales), decoded like
+        the encoder coded them."""
         ph, pw = self.padded_size(height, width)
         shape = (1, self.config.network.detail_channels, ph // DETAIL_DOWNSAMPLING, pw // DETAIL_DOWNSAMPLING)
-        decoder = EntropyDecoder(y_section, DEFAULT_SCALE_TABLE)
         skip_below = self.config.skip_threshold
         like = torch.empty(shape, device=self.hybrid_codec.latent_tokens.device)
         if portable:
@@ -299,8 +335,21 @@ class DLF(LatentCodec):
             prior = self.detail_prior(rate_index, shape[0], *shape[2:])
             steps = decode_masked(split_prior(prior), self.masks(like), self.context_fn(prior), decoder,
                                   DEFAULT_SCALE_TABLE, skip_below)
-        decoder.finish()
         return steps
+
+    @staticmethod
+    def condition_fixed(steps) -> torch.Tensor:
+        """The decoded detail latent in fixed point: exact on the portable path, converted on the float one."""
+        fixed = getattr(steps, "y_hat_fixed", None)
+        return fixed if fixed is not None else dlf_tokens.to_condition_fixed(steps.y_hat)
+
+    def semantic_bits(self, analysis: DLFAnalysis, height: int, width: int) -> float:
+        """Bits of the semantic stream: fixed length, or the information content under the prior."""
+        if self.token_prior is None:
+            return float(self.semantic_bits_per_image(height, width))
+        grid = self.window_grid(height, width)
+        return dlf_tokens.exact_token_bits(self.integer_token_prior(), self.condition_fixed(analysis.steps),
+                                           analysis.token_indices, *grid, self.config.window_positions)
 
     # -- training -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, rate_index: int = 0) -> DLFOutput:
@@ -318,7 +367,7 @@ class DLF(LatentCodec):
         height, width = x.shape[-2:]
         analysis = self.analyse(self.pad(x), rate_index)
         detail = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum().item()
-        return detail + self.semantic_bits_per_image(height, width)
+        return detail + self.semantic_bits(analysis, height, width)
 
     # -- files -----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -329,12 +378,19 @@ class DLF(LatentCodec):
         height, width = x.shape[-2:]
         encoder = EntropyEncoder(DEFAULT_SCALE_TABLE)
         analysis = self.analyse(self.pad(x), rate_index, encoder=encoder, portable=self.portable)
-        semantic = pack_indices(analysis.token_indices.flatten().cpu(), self.config.token_bits)
+        if self.token_prior is None:
+            sections = [pack_indices(analysis.token_indices.flatten().cpu(), self.config.token_bits), encoder.finish()]
+        else:
+            # The decoder has the detail latent before the tokens, so they follow in the same stream.
+            dlf_tokens.code_tokens(self.integer_token_prior(), self.condition_fixed(analysis.steps),
+                                   *self.window_grid(height, width), self.config.window_positions, encoder,
+                                   analysis.token_indices)
+            sections = [encoder.finish()]
         header = ImageHeader(model_id=self.model_id, rate_index=rate_index, height=height, width=width,
                              portable=self.portable)
-        data = write_image_file(header, [semantic, encoder.finish()], self.layout)
+        data = write_image_file(header, sections, self.layout)
         detail = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum().item()
-        return DLFEncodeResult(data, detail + self.semantic_bits_per_image(height, width))
+        return DLFEncodeResult(data, detail + self.semantic_bits(analysis, height, width))
 
     def compress(self, x: torch.Tensor, rate_index: int = 0) -> bytes:
         return self.encode(x, rate_index).data
@@ -345,13 +401,8 @@ class DLF(LatentCodec):
         header = parsed.header
         if header.rate_index >= self.num_rates:
             raise BitstreamError(f"rate index {header.rate_index} is out of range for this model ({self.num_rates} rates)")
-        tokens = self.num_windows(header.height, header.width) * self.config.network.titok.num_tokens
-        indices = unpack_indices(parsed.sections[0], tokens, self.config.token_bits)
-        if tokens and int(indices.max()) >= self.config.network.titok.codebook_size:
-            raise BitstreamError("corrupt semantic section: index beyond the codebook")
         try:
-            steps = self.decode_detail(parsed.sections[1], header.rate_index, header.height, header.width,
-                                       header.portable)
+            indices, steps = self._decode_streams(parsed.sections, header)
         except BitstreamError as exc:
             if header.portable:
                 raise
@@ -361,6 +412,24 @@ class DLF(LatentCodec):
         x_hat = self.synthesise(codes, steps.y_hat.to(device), header.rate_index).x_hat
         x_hat = x_hat[..., : header.height, : header.width]
         return (x_hat.clamp(-1.0, 1.0) + 1.0) / 2.0
+
+    def _decode_streams(self, sections, header: ImageHeader):
+        """(token indices (N*T,), detail step results) from the file's sections."""
+        height, width = header.height, header.width
+        tokens = self.num_windows(height, width) * self.config.network.titok.num_tokens
+        stream = sections[0] if self.token_prior is not None else sections[1]
+        decoder = EntropyDecoder(stream, DEFAULT_SCALE_TABLE)
+        steps = self.decode_detail(decoder, header.rate_index, height, width, header.portable)
+        if self.token_prior is None:
+            indices = unpack_indices(sections[0], tokens, self.config.token_bits)
+        else:
+            indices = dlf_tokens.code_tokens(self.integer_token_prior(), self.condition_fixed(steps),
+                                             *self.window_grid(height, width), self.config.window_positions,
+                                             decoder).flatten()
+        decoder.finish()
+        if tokens and int(indices.max()) >= self.config.network.titok.codebook_size:
+            raise BitstreamError("corrupt semantic section: index beyond the codebook")
+        return indices, steps
 
     # -- official checkpoints --------------------------------------------------------------------
     @classmethod

@@ -47,9 +47,13 @@ def test_training_forward_has_gradients_everywhere_that_matters():
     assert out.semantic_bits.item() == 2 * 8 * 6
 
 
+@pytest.mark.parametrize("with_prior", [True, False], ids=["token-prior", "fixed-length"])
 @pytest.mark.parametrize("portable", [True, False])
-def test_files_round_trip_and_decode_what_the_encoder_decided(tiny_dlf, portable):
+def test_files_round_trip_and_decode_what_the_encoder_decided(tiny_dlf, portable, with_prior):
     tiny_dlf.set_portable(portable)
+    prior = tiny_dlf.token_prior
+    if not with_prior:
+        tiny_dlf.attach_token_prior(None)
     try:
         x = image(70, 100)
         data = tiny_dlf.compress(x, rate_index=1)
@@ -68,8 +72,11 @@ def test_files_round_trip_and_decode_what_the_encoder_decided(tiny_dlf, portable
         assert torch.allclose(decoded, (pixels.clamp(-1, 1) + 1) / 2, atol=1e-6)
         coded = int((analysis.steps.scales != 0).sum())
         assert 0 < coded < analysis.steps.scales.numel(), "the skip rule should leave some, not all, symbols"
+        # Sections: fixed-length indices + detail stream, or one stream holding both.
+        assert len(tiny_dlf.layout(header)) == (1 if with_prior else 2)
     finally:
         tiny_dlf.set_portable(True)
+        tiny_dlf.attach_token_prior(prior)
 
 
 class _NullEncoder:
