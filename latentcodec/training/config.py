@@ -13,7 +13,8 @@ from latentcodec.config import config_from_dict, config_to_dict, override_config
 from latentcodec.errors import ConfigError
 from latentcodec.nn.patchgan import PatchGANConfig
 
-Stage = Literal["vqgan", "latent", "joint", "video"]
+Stage = Literal["vqgan", "latent", "joint", "video", "dlf_align", "dlf_pixel"]
+DLF_STAGES = ("dlf_align", "dlf_pixel")
 PerceptualChoice = Literal["auto", "lpips_vgg", "fallback", "none"]
 
 
@@ -108,6 +109,31 @@ class RateConfig:
 
 
 @dataclass(frozen=True)
+class DLFTrainConfig:
+    """Stages "dlf_align" and "dlf_pixel" (SYSTEMS.md 5.9): loss = distortion + lambda[q] * detail bpp.
+
+    Note the direction: DLF's lambda weights the rate (GLC's weights the distortion), so a larger
+    lambda means fewer bits. Each rate index q has its own lambda, an index into the ascending
+    ``lambda_ladder``; every ``control_every`` steps the detail-only estimated bpp of the control
+    images at rate q is compared with ``bpp_bounds[q]`` and the index steps up when above the upper
+    bound, down when below the lower one. ``rates.*`` (GLC's controller) is not used by DLF stages.
+    """
+
+    # The pixel decoder: a GLC-image save_pretrained folder, a GLC (or DLF) training checkpoint or
+    # run folder; its ``vqgan.*`` tensors are copied strictly (None: keep init_from's / fresh).
+    init_vqgan: str | None = None
+    # Freeze the TiTok part (ViT layers, embeddings, latent tokens, semantic codebook). The
+    # official recipe freezes a pretrained TiTok; ours has none, so it trains jointly by default.
+    freeze_semantic: bool = False
+    lambda_ladder: tuple[float, ...] = (1.0, 1.35, 1.8, 2.4, 3.3, 4.4, 5.9, 8.0, 10.7, 14.4, 19.4, 26.0)
+    lambda_start: tuple[int, ...] = (11, 8, 5, 2)  # ladder index per rate (rate 0 = lowest bpp)
+    bpp_bounds: tuple[tuple[float, float], ...] = ((0.001, 0.003), (0.003, 0.010), (0.010, 0.015), (0.015, 0.020))
+    control_every: int = 500  # steps; 0 keeps every lambda at its start
+    control_images: int = 2  # the first N images of validation.image_dir (a fixed training batch without it)
+    control_crop: int = 0  # centre crop side in pixels (0: whole image)
+
+
+@dataclass(frozen=True)
 class GanConfig:
     start_step: int = 0  # GAN terms (generator and discriminator) are off before this step
     adaptive_weight: bool = True
@@ -131,7 +157,7 @@ class TrainConfig:
     name: str
     stage: Stage
     steps: int
-    preset: str = "tiny"  # a key of glc_image.PRESETS (glc_video.PRESETS in stage "video")
+    preset: str = "tiny"  # a key of glc_image.PRESETS (glc_video.PRESETS in stage "video", dlf.PRESETS in dlf_*)
     init_from: str | None = None  # a previous run's directory, a checkpoint file or a save_pretrained dir
     seed: int = 0
     freeze_vqgan_encoder: bool = True  # stage III: keep E fixed so the latent and code targets stay put
@@ -148,6 +174,7 @@ class TrainConfig:
     rates: RateConfig = field(default_factory=RateConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     video: VideoTrainConfig = field(default_factory=VideoTrainConfig)
+    dlf: DLFTrainConfig = field(default_factory=DLFTrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def run_dir(self) -> Path:
@@ -197,6 +224,35 @@ def check_video_config(config: TrainConfig) -> TrainConfig:
     return config
 
 
+def check_dlf_config(config: TrainConfig) -> TrainConfig:
+    from latentcodec.models.dlf import PRESETS
+
+    if config.preset not in PRESETS:
+        raise ConfigError(f"unknown DLF preset {config.preset!r} (one of {', '.join(PRESETS)})")
+    model_config = PRESETS[config.preset]()
+    window, rates, dlf = model_config.window_pixels, model_config.network.num_rates, config.dlf
+    if config.data.crop_size % window:
+        raise ConfigError(f"data.crop_size must be a multiple of DLF preset {config.preset!r}'s window, {window}")
+    if config.rates.target_bpp is not None:
+        raise ConfigError("rates.target_bpp is GLC's controller; DLF stages use dlf.bpp_bounds")
+    ladder = dlf.lambda_ladder
+    if not ladder or min(ladder) <= 0 or any(b <= a for a, b in zip(ladder, ladder[1:])):
+        raise ConfigError("dlf.lambda_ladder must be positive and strictly ascending")
+    if len(dlf.lambda_start) != rates or any(not 0 <= i < len(ladder) for i in dlf.lambda_start):
+        raise ConfigError(f"dlf.lambda_start needs {rates} indices into dlf.lambda_ladder, one per rate")
+    if len(dlf.bpp_bounds) != rates or any(len(b) != 2 or not 0 <= b[0] < b[1] for b in dlf.bpp_bounds):
+        raise ConfigError(f"dlf.bpp_bounds needs {rates} [low, high] pairs with low < high, one per rate")
+    if config.rates.initial_gains is not None and (
+        len(config.rates.initial_gains) != rates or min(config.rates.initial_gains) <= 0
+    ):
+        raise ConfigError(f"rates.initial_gains needs {rates} positive values")
+    if any(not 0 <= q < rates for q in config.validation.rate_indices):
+        raise ConfigError("validation.rate_indices out of range")
+    if dlf.control_crop % window:
+        raise ConfigError(f"dlf.control_crop must be a multiple of {window} (or 0)")
+    return config
+
+
 def check_config(config: TrainConfig) -> TrainConfig:
     from latentcodec.models.glc_image import PRESETS
 
@@ -204,6 +260,8 @@ def check_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError("steps, optim.grad_accum and data.batch_size must be positive")
     if config.stage == "video":
         return check_video_config(config)
+    if config.stage in DLF_STAGES:
+        return check_dlf_config(config)
     if config.preset not in PRESETS:
         raise ConfigError(f"unknown preset {config.preset!r} (one of {', '.join(PRESETS)})")
     model_config = PRESETS[config.preset]()

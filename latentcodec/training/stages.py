@@ -93,6 +93,10 @@ class StageObjective(nn.Module):
         self.perceptual = perceptual
         self.gan_enabled = True  # the trainer turns the GAN term off before gan.start_step
 
+    def generator_last_layer(self) -> nn.Module:
+        """The conv whose gradients set the adaptive GAN weight."""
+        return self.model.vqgan.generator.last_layer
+
     def _pixel_terms(self, x_hat: torch.Tensor, x: torch.Tensor, discriminator: PatchGANDiscriminator | None):
         weights = self.config.losses
         l1 = per_sample_mean((x_hat - x).abs())
@@ -118,7 +122,7 @@ class StageObjective(nn.Module):
             return zero, zero, zero
         gan = hinge_generator_loss(discriminator(x_hat).logits.float())
         if self.config.gan.adaptive_weight and torch.is_grad_enabled():
-            weight = adaptive_gan_weight(reconstruction, gan, self.model.vqgan.generator.last_layer.weight,
+            weight = adaptive_gan_weight(reconstruction, gan, self.generator_last_layer().weight,
                                          self.config.gan.max_weight)
         else:
             weight = reconstruction.new_ones(())

@@ -12,14 +12,12 @@ any moment and resumed therefore repeats exactly what it lost since the last che
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,170 +27,36 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from latentcodec.config import config_from_dict, config_to_dict
+from latentcodec.config import config_to_dict
 from latentcodec.data.clips import build_clip_dataset
 from latentcodec.data.crops import BatchStream, RandomCropDataset, find_images
 from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models.glc_image import PRESETS, GLCImage
-from latentcodec.models.glc_video import PRESETS as VIDEO_PRESETS
-from latentcodec.models.glc_video import GLCVideo, load_inter_strict, resolve_intra_reference
 from latentcodec.nn.patchgan import PatchGANDiscriminator
-from latentcodec.training.config import TrainConfig, dump_config
+from latentcodec.training.checkpoints import (  # noqa: F401  (export_inference_model: the trainer's API)
+    CHECKPOINT_FILE,
+    atomic_torch_save,
+    build_video_model,
+    export_inference_model,
+    load_model_weights,
+    rng_state,
+    set_rng_state,
+)
+from latentcodec.training.config import DLF_STAGES, TrainConfig, dump_config
+from latentcodec.training.distributed import choose_device, init_distributed
+from latentcodec.training.dlf_stages import (
+    DLFObjective,
+    LambdaControl,
+    LambdaLadder,
+    build_dlf_model,
+    load_control_images,
+    set_dlf_trainable,
+)
 from latentcodec.training.losses import PerceptualLoss, hinge_discriminator_loss, lpips_vgg_status
 from latentcodec.training.stages import StageLosses, StageObjective, VideoObjective, set_trainable
-from latentcodec.zoo.registry import SHIPPED_WEIGHTS_DIR
 
-CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
-
-
-@dataclass
-class DistributedContext:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialised_here: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device_kind: str) -> DistributedContext:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistributedContext()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-        return DistributedContext(rank, world_size, local_rank, True)
-    return DistributedContext(rank, world_size, local_rank, False)
-
-
-def choose_device(config: TrainConfig, local_rank: int) -> torch.device:
-    wanted = config.runtime.device
-    if wanted == "auto":
-        wanted = "cuda" if torch.cuda.is_available() else "cpu"
-    if wanted.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("runtime.device asks for CUDA but no GPU is available")
-        device = torch.device("cuda", local_rank if wanted == "cuda" else torch.device(wanted).index)
-        torch.cuda.set_device(device)
-        return device
-    return torch.device(wanted)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over the target."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_model_weights(model: GLCImage, source: str) -> str:
-    """Initialise ``model`` from a run folder, a trainer checkpoint or a save_pretrained folder."""
-    path = Path(os.path.expanduser(os.path.expandvars(source)))
-    if path.is_dir() and (path / CHECKPOINT_FILE).is_file():
-        path = path / CHECKPOINT_FILE
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
-    elif path.is_dir() and (path / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        state = load_file(str(path / "model.safetensors"))
-    else:
-        raise WeightsError(f"init_from {path}: no {CHECKPOINT_FILE} or model.safetensors there")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if unexpected or any(not k.startswith(GLCImage.optional_prefixes) for k in missing):
-        raise WeightsError(f"init_from {path}: layout differs (missing {missing[:2]}, unexpected {unexpected[:2]})")
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(own[key].shape):
-            raise WeightsError(f"init_from {path}: {key} has shape {tuple(tensor.shape)}, expected {tuple(own[key].shape)}")
-    model.load_state_dict(state, strict=False)
-    return f"initialised from {path}" + (f" ({len(missing)} training-only tensors fresh)" if missing else "")
-
-
-def build_video_model(config: TrainConfig) -> tuple[GLCVideo, str]:
-    """The GLC-video model of a stage "video" run: the frozen I-frame model read from
-    ``video.intra_weights`` (rates interpolated to the video's levels), the P-model fresh or
-    from ``init_from`` (a run folder, checkpoint or save_pretrained folder of GLC-video)."""
-    video_config = VIDEO_PRESETS[config.preset]()
-    intra_path = resolve_intra_reference(os.path.expanduser(config.video.intra_weights), Path.cwd())
-    intra = GLCImage.from_pretrained(intra_path).interpolate_rates(video_config.num_rates)
-    if intra.config != video_config.intra:
-        raise ConfigError(f"video.intra_weights {intra_path} is not a GLC-image of preset {config.preset!r}'s "
-                          f"I-frame configuration")
-    model = GLCVideo(video_config, intra=intra)
-    note = f"I-frame model {intra_path} (frozen)"
-    if config.init_from:
-        source = Path(os.path.expanduser(os.path.expandvars(config.init_from)))
-        if source.is_dir() and (source / CHECKPOINT_FILE).is_file():
-            source = source / CHECKPOINT_FILE
-        if source.is_file():
-            state = torch.load(source, map_location="cpu", weights_only=False)["model"]
-        else:
-            state = GLCVideo.from_pretrained(source).state_dict()
-        inter = {k[len("inter."):]: v for k, v in state.items() if k.startswith("inter.")}
-        load_inter_strict(model.inter, inter, str(source))
-        note += f", P-model from {source}"
-    return model, note
-
-
-def export_inference_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
-                           metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
-    """A trainer checkpoint (or run folder) -> save_pretrained folder without training-only modules.
-
-    A stage "video" run exports its P-model with the gains between anchors interpolated; when the
-    frozen I-frame model is a shipped zoo folder the export references it instead of copying it."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / CHECKPOINT_FILE
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload["stage"] == "video":
-        config = config_from_dict(TrainConfig, payload["config"])
-        model, _ = build_video_model(dataclasses.replace(config, init_from=str(path)))
-        model.interpolate_inter_rates(config.video.anchor_levels)
-        reference = config.video.intra_weights
-        shipped = (SHIPPED_WEIGHTS_DIR / reference / "model.safetensors").is_file() and "/" not in reference
-        return model.save_pretrained(out_dir, metadata=metadata, intra_reference=reference if shipped else None,
-                                     dtype=dtype)
-    config = PRESETS[payload["preset"]]()
-    model = GLCImage(config, with_training_modules=False)
-    state = {k: v for k, v in payload["model"].items() if not k.startswith(GLCImage.optional_prefixes)}
-    model.load_state_dict_strict(state, source=str(path))
-    if dtype is not None:
-        raise ConfigError("narrower weight storage is offered for GLC-video P-models only")
-    return model.save_pretrained(out_dir, metadata=metadata)
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -226,16 +90,21 @@ class Trainer:
         random.seed(config.seed)
 
         self.is_video = config.stage == "video"
+        self.is_dlf = config.stage in DLF_STAGES
+        seed_dlf_codebook = False
         if self.is_video:
             self.model, init_note = build_video_model(config)
+        elif self.is_dlf:
+            resuming = resume and self.checkpoint_path.exists()
+            self.model, init_note, seed_dlf_codebook = build_dlf_model(config, load_weights=not resuming)
         else:
             self.model = GLCImage(PRESETS[config.preset](), with_training_modules=True)
             init_note = load_model_weights(self.model, config.init_from) if config.init_from else "fresh initialisation"
         self.model.to(self.device)
-        parameters = set_trainable(self.model, config)
-        self.rate_slots = len(config.rates.lambdas)
+        parameters = set_dlf_trainable(self.model, config) if self.is_dlf else set_trainable(self.model, config)
+        self.rate_slots = self.model.num_rates if self.is_dlf else len(config.rates.lambdas)
 
-        needs_pixels = config.stage in ("vqgan", "joint")
+        needs_pixels = config.stage in ("vqgan", "joint", "dlf_pixel")
         perceptual_kind, self.perceptual_note = (self._perceptual_choice() if needs_pixels
                                                  else ("none", "none (no pixel loss in this stage)"))
         self.perceptual = None
@@ -247,9 +116,15 @@ class Trainer:
         self.discriminator = (PatchGANDiscriminator(config.gan.discriminator).to(self.device)
                               if self.uses_discriminator else None)
 
-        self.objective = (VideoObjective(self.model, config) if self.is_video
-                          else StageObjective(self.model, config, self.perceptual))
-        self.lambdas = torch.tensor(config.rates.lambdas, dtype=torch.float32, device=self.device)
+        if self.is_video:
+            self.objective = VideoObjective(self.model, config)
+        else:
+            self.objective = (DLFObjective if self.is_dlf else StageObjective)(self.model, config, self.perceptual)
+        # DLF: one rung of dlf.lambda_ladder per rate, moved by self.lambda_control (lambda weights the rate).
+        self.lambda_ladder = (LambdaLadder(config.dlf.lambda_ladder, config.dlf.lambda_start, config.dlf.bpp_bounds)
+                              if self.is_dlf else None)
+        initial_lambdas = self.lambda_ladder.values() if self.is_dlf else config.rates.lambdas
+        self.lambdas = torch.tensor(initial_lambdas, dtype=torch.float32, device=self.device)
 
         optim = config.optim
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
@@ -286,15 +161,20 @@ class Trainer:
             data_note = f"{len(files)} training images"
         self.stream = BatchStream(dataset, config.data.batch_size, config.seed, self.dist.rank,
                                   self.dist.world_size, config.data.num_workers)
+        self.lambda_control = None
+        if self.is_dlf and config.dlf.control_every:
+            images, control_note = load_control_images(config, dataset, self.device)
+            self.lambda_control = LambdaControl(self.lambda_ladder, images, config.dlf.control_every)
+            data_note += f"; lambda control every {config.dlf.control_every} steps on {control_note}"
         self.step = 0
         self.started_fresh = True
         if resume and self.checkpoint_path.exists():
             self._load_checkpoint()
             self.started_fresh = False
         else:
-            if config.stage == "vqgan" and config.codebook_init_from_data:
+            if (config.stage == "vqgan" and config.codebook_init_from_data) or seed_dlf_codebook:
                 self._init_codebook_from_data()
-            if config.stage != "vqgan" and not self.is_video and config.latent_std is not None:
+            if config.stage != "vqgan" and not (self.is_video or self.is_dlf) and config.latent_std is not None:
                 self._normalise_latent(config.latent_std)
             if self.is_video and not config.init_from and config.codebook_init_from_data:
                 self._init_token_codebook_from_data()
@@ -328,6 +208,9 @@ class Trainer:
         """The per-rate gain tables (encoder, decoder side) this stage trains."""
         if self.is_video:
             return self.model.inter.y_q_enc, self.model.inter.y_q_dec
+        if self.is_dlf:
+            bottleneck = self.model.hybrid_codec.quantize_feat
+            return bottleneck.enc_q, bottleneck.dec_q
         return self.model.q_enc, self.model.q_dec
 
     def _barrier(self) -> None:
@@ -362,7 +245,7 @@ class Trainer:
         """VQGAN encoder outputs of one fixed training batch (the same batch on every rank)."""
         probe = BatchStream(self.stream.dataset, self.config.data.batch_size, self.config.seed + 1, 0, 1, 0)
         with torch.no_grad():
-            return self.model.vqgan.encoder(self.model.pad(probe.next_batch().to(self.device)))
+            return self.model.vqgan.encode(self.model.pad(probe.next_batch().to(self.device)))
 
     def _init_codebook_from_data(self) -> None:
         """Start the VQGAN codebook on encoder outputs of one batch (avoids a collapsed codebook)."""
@@ -436,6 +319,7 @@ class Trainer:
                 "disc_scheduler": self.disc_scheduler.state_dict() if self.disc_scheduler else None,
                 "scaler": self.scaler.state_dict(),
                 "lambdas": self.lambdas.cpu(),
+                "lambda_indices": list(self.lambda_ladder.indices) if self.lambda_ladder else None,
                 "streams": streams,
                 "rng": rngs,
                 "config": config_to_dict(self.config),
@@ -460,6 +344,8 @@ class Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
         self.lambdas.copy_(payload["lambdas"])
+        if self.lambda_ladder is not None:
+            self.lambda_ladder.indices = list(payload["lambda_indices"])
         self.stream.load_state_dict(payload["streams"][self.dist.rank])
         set_rng_state(payload["rng"][self.dist.rank])
         self.step = int(payload["step"])
@@ -525,6 +411,8 @@ class Trainer:
             self._optimizer_step(self.disc_optimizer, self.disc_scheduler, self.discriminator)
         self._adapt_lambdas(rate_sums, rate_counts)
         self.step += 1
+        if self.lambda_control is not None and self.lambda_control.due(self.step):
+            self._control_dlf_lambdas()
         self._last_disc_loss = disc_loss_value
         return last
 
@@ -538,9 +426,20 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
 
+    def _control_dlf_lambdas(self) -> None:
+        """DLF: one ladder step per rate towards dlf.bpp_bounds (SYSTEMS.md 5.9), same on every rank."""
+        bpp = self.lambda_control.run(self.model, self.dist.is_main, self.dist.active, self.device)
+        self.lambdas.copy_(torch.tensor(self.lambda_ladder.values(), device=self.device))
+        if bpp is not None:
+            self.write_metrics({"step": self.step, "lambda_control": {"detail_bpp": bpp,
+                                                                      "indices": self.lambda_ladder.indices}})
+            summary = ", ".join(f"q{q}: {b:.4f} bpp -> lambda {v:g}"
+                                for q, (b, v) in enumerate(zip(bpp, self.lambda_ladder.values())))
+            self.log(f"step {self.step} lambda control: {summary}")
+
     def _adapt_lambdas(self, rate_sums: torch.Tensor, rate_counts: torch.Tensor) -> None:
         targets = self.config.rates.target_bpp
-        if targets is None or self.config.stage == "vqgan":
+        if targets is None or self.config.stage == "vqgan" or self.is_dlf:
             return
         if self.dist.active:
             dist.all_reduce(rate_sums)

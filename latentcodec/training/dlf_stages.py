@@ -1,0 +1,281 @@
+"""DLF's two training stages (SYSTEMS.md 5.9) on the GLC trainer.
+
+``dlf_align`` (the official "feat" strategy): the VQGAN is frozen and the codec learns to predict
+its latent: 1.0 MSE(soft latent, VQGAN-encoder quantised latent) + 0.25 CE(logits, VQGAN indices)
++ 1.0 semantic VQ loss + lambda[q] * detail bpp. ``dlf_pixel`` ("pix"): the VQGAN decoder side
+(decoder, post-quant conv, codebook) trains too: L1 + perceptual + adaptive-weight hinge PatchGAN
++ 1.0 semantic VQ loss + lambda[q] * detail bpp.
+
+Differences from the official recipe, and why:
+- The semantic tokenizer (TiTok) trains jointly by default (``dlf.freeze_semantic`` freezes it as
+  the official does): there is no pretrained TiTok of our sizes.
+- One model serves every rate: each sample draws a rate index, with its own lambda and gains.
+- The rate term uses the trainable estimator of :func:`trainable_residual_bits` (sigma floored at
+  0.11 with a gradient, log-space tails) instead of the official 1e-5-clamped likelihood, whose
+  tail elements cost a flat 16.6 bits with no gradient (the same reason as in GLC's stages).
+- "codebook" in the pixel stage is the semantic VQ loss, as in the alignment stage; the VQGAN
+  codebook learns through the soft latent (the decoder never sees a hard codeword).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from latentcodec.data.crops import BatchStream
+from latentcodec.errors import WeightsError
+from latentcodec.models.dlf import DLF, PRESETS
+from latentcodec.nn.patchgan import PatchGANDiscriminator
+from latentcodec.training.checkpoints import read_run_state
+from latentcodec.training.config import TrainConfig
+from latentcodec.training.losses import PerceptualLoss, per_sample_mean, trainable_residual_bits
+from latentcodec.training.stages import StageLosses, StageObjective
+
+# Children of the hybrid encoder/decoder that belong to the detail branch; everything else in
+# them is TiTok's (the ViT, its embeddings and norms), which ``dlf.freeze_semantic`` freezes.
+DETAIL_CHILDREN = ("pix_emb_proj", "feat_in", "inter_blocks", "feat_blocks", "feat_out", "init_feat_up")
+SEMANTIC_PREFIXES = ("hybrid_codec.quantize.", "hybrid_codec.latent_tokens")
+# The pixel decoder's trainable side in the pixel stage, per VQGAN layout (the encoder stays fixed).
+PIXEL_PREFIXES = {"glc": ("vqgan.generator.", "vqgan.quantize."),
+                  "taming": ("vqgan.quantize.", "vqgan.post_quant_conv.", "vqgan.decoder.")}
+
+
+def is_semantic_parameter(name: str) -> bool:
+    if name.startswith(SEMANTIC_PREFIXES):
+        return True
+    for side in ("hybrid_codec.encoder.", "hybrid_codec.decoder."):
+        if name.startswith(side):
+            return name[len(side):].split(".")[0] not in DETAIL_CHILDREN
+    return False
+
+
+def set_dlf_trainable(model: DLF, config: TrainConfig) -> list[nn.Parameter]:
+    """Freeze everything but the stage's parts; returns the trained parameters."""
+    prefixes = ("hybrid_codec.", "prior_fusion.")
+    if config.stage == "dlf_pixel":
+        prefixes += PIXEL_PREFIXES[model.config.vqgan_layout]
+    chosen = []
+    for name, parameter in model.named_parameters():
+        trained = name.startswith(prefixes) and not (config.dlf.freeze_semantic and is_semantic_parameter(name))
+        parameter.requires_grad_(trained)
+        if trained:
+            chosen.append(parameter)
+    return chosen
+
+
+class DLFObjective(StageObjective):
+    """Both DLF stages as one module for DDP; returns GLC's :class:`StageLosses` (``latent_mse``:
+    soft-latent MSE, ``code_ce``: codeword CE, ``codebook``: semantic VQ loss, ``bpp``: detail)."""
+
+    model: DLF
+
+    def __init__(self, model: DLF, config: TrainConfig, perceptual: PerceptualLoss | None):
+        super().__init__(model, config, perceptual)
+
+    def generator_last_layer(self) -> nn.Module:
+        vqgan = self.model.vqgan
+        return vqgan.decoder.last_layer if self.model.config.vqgan_layout == "taming" else vqgan.generator.last_layer
+
+    def forward(self, x01: torch.Tensor, rates: torch.Tensor, lambdas: torch.Tensor,
+                discriminator: PatchGANDiscriminator | None = None) -> StageLosses:
+        model, weights = self.model, self.config.losses
+        pixels = self.config.stage == "dlf_pixel"
+        x = model.pad(x01)
+        analysis = model.analyse(x, rates, skip=False)
+        synthesis = model.synthesise(analysis.codes, analysis.steps.y_hat, rates, decode=pixels)
+        bits = trainable_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum(dim=(1, 2, 3))
+        bpp = bits / (x01.shape[-2] * x01.shape[-1])
+        zero = bpp.new_zeros(())
+        latent_mse = code_ce = l1 = perceptual = ms_ssim = torch.zeros_like(bpp)
+        distortion = torch.zeros_like(bpp)
+        if weights.latent_mse or weights.code_ce:
+            with torch.no_grad():
+                quantizer = model.vqgan.quantize
+                target_indices = quantizer.indices(model.vqgan.encode(x))
+                target = quantizer.lookup(target_indices)
+            latent_mse = per_sample_mean((synthesis.soft_latent - target) ** 2)
+            code_ce = F.cross_entropy(synthesis.logits.float(), target_indices, reduction="none").flatten(1).mean(1)
+            distortion = distortion + weights.latent_mse * latent_mse + weights.code_ce * code_ce
+        gan_term = gan = gan_weight = zero
+        if pixels:
+            pixel_distortion, l1, perceptual, ms_ssim = self._pixel_terms(synthesis.x_hat, x, discriminator)
+            distortion = distortion + pixel_distortion
+        reconstruction = distortion.mean()
+        if pixels:
+            gan_term, gan, gan_weight = self._gan_terms(reconstruction, synthesis.x_hat, discriminator)
+        rate = (lambdas[rates] * bpp).mean()
+        total = reconstruction + gan_term + weights.codebook * analysis.vq_loss + rate
+        return StageLosses(total, synthesis.x_hat, x, rates, bpp.detach(), l1.mean().detach(),
+                           perceptual.mean().detach(), ms_ssim.mean().detach(), gan, gan_weight,
+                           analysis.vq_loss.detach(), latent_mse.mean().detach(), code_ce.mean().detach(), zero)
+
+
+# -- lambda control ------------------------------------------------------------------------------
+class LambdaLadder:
+    """One index per rate into an ascending ladder of lambdas (lambda weights the rate: a higher
+    rung, fewer bits). :meth:`update` moves each index one rung towards its bpp range."""
+
+    def __init__(self, ladder: Sequence[float], start: Sequence[int], bounds: Sequence[tuple[float, float]]):
+        self.ladder = tuple(float(v) for v in ladder)
+        self.indices = [int(i) for i in start]
+        self.bounds = tuple((float(low), float(high)) for low, high in bounds)
+
+    def values(self) -> list[float]:
+        return [self.ladder[i] for i in self.indices]
+
+    def update(self, bpp: Sequence[float]) -> list[int]:
+        """Too many bits -> one rung up (rate costs more), too few -> one down; the new indices."""
+        top = len(self.ladder) - 1
+        for q, (value, (low, high)) in enumerate(zip(bpp, self.bounds)):
+            if value > high:
+                self.indices[q] = min(top, self.indices[q] + 1)
+            elif value < low:
+                self.indices[q] = max(0, self.indices[q] - 1)
+        return list(self.indices)
+
+
+class LambdaControl:
+    """Every ``every`` steps: the detail-only estimated bpp (the model's own inference estimate,
+    skip rule on) of fixed control images at each rate, then one ladder update, made on rank 0
+    and broadcast so every rank keeps the same lambdas."""
+
+    def __init__(self, ladder: LambdaLadder, images: list[torch.Tensor], every: int):
+        self.ladder = ladder
+        self.images = images
+        self.every = every
+
+    def due(self, step: int) -> bool:
+        return self.every > 0 and step % self.every == 0
+
+    @torch.no_grad()
+    def measure(self, model: DLF) -> list[float]:
+        was_training = model.training
+        model.eval()
+        bpp = []
+        for q in range(model.num_rates):
+            values = []
+            for x in self.images:
+                height, width = x.shape[-2:]
+                detail_bits = model.estimate_bits(x, q) - model.semantic_bits_per_image(height, width)
+                values.append(detail_bits / (height * width))
+            bpp.append(float(np.mean(values)))
+        model.train(was_training)
+        return bpp
+
+    def run(self, model: DLF, is_main: bool, distributed: bool, device: torch.device) -> list[float] | None:
+        bpp = None
+        if is_main:
+            bpp = self.measure(model)
+            self.ladder.update(bpp)
+        if distributed:
+            indices = torch.tensor(self.ladder.indices, dtype=torch.long, device=device)
+            dist.broadcast(indices, 0)
+            self.ladder.indices = indices.tolist()
+        return bpp
+
+
+def load_control_images(config: TrainConfig, dataset, device: torch.device) -> tuple[list[torch.Tensor], str]:
+    """The first ``dlf.control_images`` images of validation.image_dir (centre-cropped to
+    ``dlf.control_crop``), or a fixed batch of training crops when that folder is missing."""
+    from PIL import Image
+
+    count, crop = config.dlf.control_images, config.dlf.control_crop
+    folder = Path(os.path.expanduser(os.path.expandvars(config.validation.image_dir)))
+    if folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:count]
+        images = []
+        for path in files:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"))
+            if crop:
+                h, w = array.shape[:2]
+                top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+                array = array[top : top + crop, left : left + crop]
+            images.append(torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device))
+        if images:
+            return images, f"{len(images)} images of {folder}"
+    probe = BatchStream(dataset, count, config.seed + 2, 0, 1, 0).next_batch().to(device)
+    return list(probe.split(1)), f"{count} fixed training crops ({folder} has no images)"
+
+
+# -- weights ---------------------------------------------------------------------------------------
+def load_vqgan_weights(model: DLF, source: str) -> tuple[str, bool]:
+    """Copy the ``vqgan.*`` tensors of a GLC-image save_pretrained folder, a GLC or DLF training
+    checkpoint or run folder into ``model.vqgan``, strictly. Returns (a note, whether the codebook
+    was missing there and must be seeded from encoder outputs)."""
+    state, path = read_run_state(source, "dlf.init_vqgan")
+    state = {k[len("vqgan."):]: v for k, v in state.items() if k.startswith("vqgan.")}
+    if not state:
+        raise WeightsError(f"dlf.init_vqgan {path}: no vqgan.* tensors (not a GLC-image or DLF model)")
+    own = model.vqgan.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if unexpected or any(not k.startswith(("encoder.", "quant_conv.", "quantize.")) for k in missing):
+        raise WeightsError(f"dlf.init_vqgan {path}: not this preset's VQGAN layout "
+                           f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
+    if any(k.startswith(("encoder.", "quant_conv.")) for k in missing):
+        raise WeightsError(f"dlf.init_vqgan {path}: an inference build without the VQGAN encoder, which DLF "
+                           f"training needs for its targets; use the GLC stage-I run (its checkpoint.pt)")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise WeightsError(f"dlf.init_vqgan {path}: vqgan.{key} has shape {tuple(tensor.shape)}, "
+                               f"expected {tuple(own[key].shape)}")
+    model.vqgan.load_state_dict(state, strict=False)
+    codebook_missing = bool(missing)
+    note = f"VQGAN from {path}" + (" (no codebook there: seeded from encoder outputs)" if codebook_missing else "")
+    return note, codebook_missing
+
+
+def load_dlf_weights(model: DLF, source: str) -> tuple[str, bool]:
+    """Initialise the whole model from a DLF run folder, checkpoint or save_pretrained folder;
+    only the training-only VQGAN encoder may be absent (an exported model). Returns (a note,
+    whether the encoder stayed fresh)."""
+    state, path = read_run_state(source, "init_from")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if unexpected or any(not k.startswith(DLF.optional_prefixes) for k in missing):
+        raise WeightsError(f"init_from {path}: not a DLF model of this preset "
+                           f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise WeightsError(f"init_from {path}: {key} has shape {tuple(tensor.shape)}, expected {tuple(own[key].shape)}")
+    model.load_state_dict(state, strict=False)
+    note = f"initialised from {path}" + (f" (no VQGAN encoder there: {len(missing)} tensors fresh)" if missing else "")
+    return note, bool(missing)
+
+
+def build_dlf_model(config: TrainConfig, load_weights: bool = True) -> tuple[DLF, str, bool]:
+    """The model of a DLF stage, with the VQGAN encoder; (model, note, codebook needs seeding).
+    ``load_weights=False`` (a resumed run) skips ``init_from``/``dlf.init_vqgan``."""
+    model = DLF(PRESETS[config.preset](), with_training_modules=True)
+    if not load_weights:
+        return model, "weights from the checkpoint", False
+    notes, seed_codebook, encoder_fresh = [], False, False
+    if config.init_from:
+        note, encoder_fresh = load_dlf_weights(model, config.init_from)
+        notes.append(note)
+    if config.dlf.init_vqgan:
+        note, seed_codebook = load_vqgan_weights(model, config.dlf.init_vqgan)
+        notes.append(note)
+        encoder_fresh = False
+    if encoder_fresh and (config.losses.latent_mse or config.losses.code_ce):
+        raise WeightsError(f"init_from {config.init_from} has no VQGAN encoder for the latent targets: "
+                           f"set dlf.init_vqgan, or losses.latent_mse and losses.code_ce to 0")
+    return model, ", ".join(notes) or "fresh initialisation", seed_codebook
+
+
+def export_dlf_model(payload: dict[str, Any], out_dir: str | os.PathLike, source: str,
+                     metadata: dict[str, Any] | None = None) -> Path:
+    """A DLF trainer checkpoint -> save_pretrained folder without the VQGAN encoder."""
+    model = DLF(PRESETS[payload["preset"]](), with_training_modules=False)
+    state = {k: v for k, v in payload["model"].items() if not k.startswith(DLF.optional_prefixes)}
+    model.load_state_dict_strict(state, source=source)
+    return model.save_pretrained(out_dir, metadata=metadata)
