@@ -163,6 +163,7 @@ def load(
     weights: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     portable: bool = True,
+    token_prior: str | os.PathLike | None = None,
 ) -> "ImageCodec | VideoCodec":
     """An ImageCodec for image models, a VideoCodec for video models (e.g. ``glc-video``).
 
@@ -170,12 +171,29 @@ def load(
     so they decode identically on any CPU, thread count and GPU. ``portable=False`` keeps the float
     arithmetic of the reference implementations (it reproduces official test vectors); its files
     are marked as such and decode reliably only on the machine kind that wrote them.
+
+    ``token_prior`` (DLF): a folder written by ``latentcodec fit-token-prior``; the semantic tokens are
+    then entropy-coded under it instead of at a fixed 12 bits each.
     """
     model, entry, source = load_model(name, weights, device)
     model.set_portable(portable)
+    if token_prior is not None:
+        source = f"{source} + token prior {token_prior}"
+        attach_token_prior(model, token_prior, device)
     if entry.kind == "video":
         return VideoCodec(model.eval(), entry, quality, source)
     return ImageCodec(model.eval(), entry, quality, source)
+
+
+def attach_token_prior(model, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
+    """Plug a fitted semantic-token prior folder (``latentcodec fit-token-prior``) into a DLF model."""
+    from latentcodec.training.token_prior_fit import check_prior_fits, load_token_prior
+
+    if not hasattr(model, "attach_token_prior"):
+        raise LatentCodecError(f"{model.model_name} has no semantic tokens; token_prior applies to dlf only")
+    prior = load_token_prior(path)
+    check_prior_fits(model, prior)
+    model.attach_token_prior(prior.to(device))
 
 
 def load_video(

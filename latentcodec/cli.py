@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "latentcodec.commands",
     "latentcodec.evaluation.commands",
     "latentcodec.training.commands",
+    "latentcodec.training.token_prior_commands",
 )
 
 

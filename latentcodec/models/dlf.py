@@ -96,9 +96,9 @@ class DLFConfig:
     def default_token_prior(self, **changes) -> TokenPriorConfig:
         """A prior shaped for this model's windows, tokens and detail latent."""
         titok = self.network.titok
-        return TokenPriorConfig(vocab_size=titok.codebook_size, num_positions=titok.num_tokens,
-                                condition_channels=self.network.detail_channels,
-                                num_condition_tokens=self.window_positions**2, **changes)
+        shape = dict(vocab_size=titok.codebook_size, num_positions=titok.num_tokens,
+                     condition_channels=self.network.detail_channels, num_condition_tokens=self.window_positions**2)
+        return TokenPriorConfig(**{**shape, **changes})
 
     @classmethod
     def official(cls) -> "DLFConfig":

@@ -1,0 +1,204 @@
+"""Fit a semantic-token prior to a frozen DLF model (the official one included).
+
+Two resumable phases, both under one run directory:
+
+1. **Extract.** The frozen model encodes random crops of the training images (several windows each,
+   so windows have neighbours) at random rates. Per window it stores the 32 token indices, its
+   left/top neighbours' tokens and its decoded detail latent: exactly what the coder conditions on.
+   Extraction is the slow part for big models (the official encoder takes seconds per window on a
+   CPU), so it appends to ``tokens.safetensors`` in chunks and picks up where it stopped.
+2. **Fit.** A :class:`~latentcodec.entropy.token_prior.MaskedTokenPrior` trains on the cache with the
+   masked-token cross-entropy; checkpoints every ``checkpoint_every`` steps, resumable.
+
+The result is a folder (``config.json`` + ``model.safetensors``) that :func:`load_token_prior`
+reads and :meth:`latentcodec.models.dlf.DLF.attach_token_prior` plugs in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from tqdm import tqdm
+
+from latentcodec.config import config_from_dict
+from latentcodec.data.crops import RandomCropDataset, SampleKey, find_images
+from latentcodec.entropy.token_prior import MaskedTokenPrior, TokenPriorConfig, TokenPriorInputs
+from latentcodec.errors import WeightsError
+from latentcodec.files import atomic_write
+from latentcodec.models import dlf_tokens
+from latentcodec.nn import integer
+
+CACHE_FILE = "tokens.safetensors"
+CHECKPOINT_FILE = "prior_checkpoint.pt"
+PRIOR_CONFIG = "config.json"
+PRIOR_WEIGHTS = "model.safetensors"
+PRIOR_KIND = "dlf-token-prior"
+
+
+@dataclass(frozen=True)
+class TokenPriorFitConfig:
+    crops: int = 256  # training crops to encode
+    crop_windows: int = 2  # crop side in windows (2: 512x512 crops for 256-pixel windows)
+    fit_steps: int = 2000
+    batch_windows: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    seed: int = 0
+    checkpoint_every: int = 200
+    chunk_crops: int = 8  # crops per appended cache chunk
+
+
+class TokenCache(NamedTuple):
+    tokens: torch.Tensor  # (N, T) int64
+    context: torch.Tensor  # (N, 2, T) int64, -1 for absent neighbours
+    condition: torch.Tensor  # (N, positions, C) float32: the decoded detail latent per window
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+def _read_cache(path: Path) -> tuple[TokenCache | None, int]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None, 0
+    data = load_file(str(path))
+    cache = TokenCache(data["tokens"], data["context"], data["condition"])
+    return cache, int(data["crops_done"].item())
+
+
+def _write_cache(path: Path, cache: TokenCache, crops_done: int) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {"tokens": cache.tokens.contiguous(), "context": cache.context.contiguous(),
+               "condition": cache.condition.contiguous(), "crops_done": torch.tensor([crops_done])}
+    atomic_write(path, save=lambda tmp: save_file(tensors, tmp))
+
+
+@torch.inference_mode()
+def windows_of(model, crop: torch.Tensor, rate_index: int) -> TokenCache:
+    """One [0, 1] crop (1, 3, H, W), H and W whole windows -> its windows' coder inputs."""
+    analysis = model.analyse(model.pad(crop), rate_index, portable=False)
+    condition = dlf_tokens.to_condition_fixed(analysis.steps.y_hat)
+    grid = model.window_grid(*crop.shape[-2:])
+    windows = dlf_tokens.detail_windows(condition, model.config.window_positions)
+    # The float prior trains on what the exact twin will see: the fixed-point latent, back in float.
+    condition_float = integer.from_fixed(windows)
+    tokens = analysis.token_indices.view(-1, model.config.network.titok.num_tokens)
+    return TokenCache(tokens, dlf_tokens.neighbour_tokens(tokens, *grid), condition_float)
+
+
+def extract(model, image_dirs, run_dir: Path, config: TokenPriorFitConfig, progress: bool = True) -> TokenCache:
+    """Phase 1, resumable: encode ``config.crops`` crops (appending in chunks) -> the cache."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CACHE_FILE
+    cache, done = _read_cache(path)
+    side = model.config.window_pixels * config.crop_windows
+    dataset = RandomCropDataset(find_images(image_dirs), side)
+    if len(dataset) == 0:
+        raise WeightsError(f"no training images found in {list(map(str, image_dirs))}")
+    generator = torch.Generator().manual_seed(config.seed)
+    plan = [(int(torch.randint(len(dataset), (1,), generator=generator)),
+             int(torch.randint(2**31 - 1, (1,), generator=generator)),
+             int(torch.randint(model.num_rates, (1,), generator=generator))) for _ in range(config.crops)]
+    parts = [] if cache is None else [cache]
+    bar = tqdm(total=config.crops, initial=done, desc="extract tokens", unit="crop", disable=not progress)
+    for start in range(done, config.crops, config.chunk_crops):
+        for index, seed, rate in plan[start : start + config.chunk_crops]:
+            crop = dataset[SampleKey(index, seed)].unsqueeze(0)
+            parts.append(windows_of(model, crop, rate))
+            bar.update(1)
+        cache = TokenCache(*(torch.cat(column) for column in zip(*parts)))
+        parts = [cache]
+        _write_cache(path, cache, min(config.crops, start + config.chunk_crops))
+    bar.close()
+    if cache is None:
+        raise WeightsError("token extraction produced no windows")
+    return cache
+
+
+def fit(cache: TokenCache, prior_config: TokenPriorConfig, run_dir: Path, config: TokenPriorFitConfig,
+        progress: bool = True) -> MaskedTokenPrior:
+    """Phase 2, resumable: train the prior on the cache."""
+    torch.manual_seed(config.seed)
+    prior = MaskedTokenPrior(prior_config)
+    optimiser = torch.optim.AdamW(prior.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    step = 0
+    checkpoint = run_dir / CHECKPOINT_FILE
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        prior.load_state_dict(state["prior"])
+        optimiser.load_state_dict(state["optimiser"])
+        generator.set_state(state["generator"])
+        step = state["step"]
+    bar = tqdm(total=config.fit_steps, initial=step, desc="fit token prior", unit="step", disable=not progress)
+    prior.train()
+    while step < config.fit_steps:
+        # Cosine decay to 5 % of the learning rate.
+        scale = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(1, config.fit_steps)))
+        for group in optimiser.param_groups:
+            group["lr"] = config.lr * scale
+        picked = torch.randint(len(cache), (min(config.batch_windows, len(cache)),), generator=generator)
+        inputs = TokenPriorInputs(cache.condition[picked], cache.context[picked])
+        loss = prior.loss(inputs, cache.tokens[picked], generator)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+        optimiser.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix_str(f"{loss.item():.3f} bits/token", refresh=False)
+        if step % config.checkpoint_every == 0 or step == config.fit_steps:
+            state = {"prior": prior.state_dict(), "optimiser": optimiser.state_dict(),
+                     "generator": generator.get_state(), "step": step}
+            atomic_write(checkpoint, save=lambda tmp: torch.save(state, tmp))
+    bar.close()
+    return prior.eval()
+
+
+def save_token_prior(prior: MaskedTokenPrior, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    payload = {"model": PRIOR_KIND, "config": asdict(prior.config), "metadata": metadata or {}}
+    atomic_write(path / PRIOR_CONFIG, json.dumps(payload, indent=2) + "\n")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in prior.state_dict().items()}
+    atomic_write(path / PRIOR_WEIGHTS, save=lambda tmp: save_file(tensors, tmp))
+    return path
+
+
+def load_token_prior(path: str | os.PathLike) -> MaskedTokenPrior:
+    """A prior folder written by :func:`save_token_prior`; strict."""
+    from latentcodec.models.base import LatentCodec, load_strict
+
+    path = Path(path)
+    config_path = path / PRIOR_CONFIG
+    if not config_path.is_file():
+        raise WeightsError(f"{config_path} not found (expected a token-prior folder written by fit-token-prior)")
+    try:
+        payload = json.loads(config_path.read_text())
+    except ValueError as exc:
+        raise WeightsError(f"{config_path}: not valid JSON ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("model") != PRIOR_KIND:
+        raise WeightsError(f"{path} is not a DLF token-prior folder")
+    prior = MaskedTokenPrior(config_from_dict(TokenPriorConfig, payload.get("config", {})))
+    load_strict(prior, LatentCodec.read_weights(path / PRIOR_WEIGHTS), str(path), "a token prior of this shape")
+    return prior.eval()
+
+
+def check_prior_fits(model, prior: MaskedTokenPrior) -> None:
+    """The prior must have been shaped for this model's tokens and detail latent."""
+    expected = model.config.default_token_prior()
+    got = prior.config
+    for name in ("vocab_size", "num_positions", "condition_channels", "num_condition_tokens"):
+        if getattr(got, name) != getattr(expected, name):
+            raise WeightsError(f"token prior does not fit this model: {name} is {getattr(got, name)}, "
+                               f"the model needs {getattr(expected, name)}")

@@ -1,0 +1,78 @@
+"""Fitting DLF's semantic-token prior to a frozen model, end to end on the tiny preset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import latentcodec
+from latentcodec.cli import main
+from latentcodec.errors import WeightsError
+from latentcodec.models.dlf import DLF, DLFConfig
+from latentcodec.training.token_prior_fit import (
+    TokenPriorFitConfig,
+    extract,
+    load_token_prior,
+    save_token_prior,
+)
+
+
+@pytest.fixture(scope="module")
+def frozen_dlf(tmp_path_factory):
+    torch.manual_seed(0)
+    model = DLF(DLFConfig.tiny()).eval()
+    model.attach_token_prior(None)  # as the official model: fixed-length tokens
+    path = tmp_path_factory.mktemp("dlf") / "weights"
+    model.save_pretrained(path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        base = rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)
+        Image.fromarray(base).resize((160, 150), Image.BILINEAR).save(folder / f"{i}.png")
+    return folder
+
+
+def test_extraction_resumes_where_it_stopped(frozen_dlf, images, tmp_path):
+    model, _ = frozen_dlf
+    first = extract(model, [images], tmp_path, TokenPriorFitConfig(crops=4, chunk_crops=2), progress=False)
+    assert len(first) == 4 * 4  # 2x2 windows per crop
+    resumed = extract(model, [images], tmp_path, TokenPriorFitConfig(crops=6, chunk_crops=2), progress=False)
+    fresh = extract(model, [images], tmp_path / "fresh", TokenPriorFitConfig(crops=6, chunk_crops=2), progress=False)
+    assert torch.equal(resumed.tokens, fresh.tokens) and torch.equal(resumed.condition, fresh.condition)
+    # Neighbours: the top-left window of every crop has none, the bottom-right one has both.
+    assert (resumed.context.view(6, 4, 2, -1)[:, 0] == -1).all()
+    assert (resumed.context.view(6, 4, 2, -1)[:, 3] >= 0).all()
+
+
+def test_fit_token_prior_command_writes_a_prior_that_codes_files(frozen_dlf, images, tmp_path):
+    model, weights = frozen_dlf
+    out = tmp_path / "prior"
+    argv = ["fit-token-prior", str(out), "--weights", str(weights), "--images", str(images), "--run-dir",
+            str(tmp_path / "run"), "--crops", "6", "--steps", "40", "--width", "16", "--layers", "1"]
+    assert main(argv) == 0
+    assert main(argv) == 1  # exists: no overwrite without --force
+    prior = load_token_prior(out)
+    assert prior.config.vocab_size == model.config.network.titok.codebook_size
+    codec = latentcodec.load("dlf", weights=str(weights), token_prior=str(out))
+    image = Image.open(next(images.iterdir())).convert("RGB")
+    data = codec.compress(image)
+    assert codec.decompress(data).size == image.size
+    plain = latentcodec.load("dlf", weights=str(weights))
+    assert np.array_equal(np.asarray(codec.decompress(data)), np.asarray(plain.decompress(plain.compress(image))))
+
+
+def test_a_prior_of_another_shape_is_refused(frozen_dlf, tmp_path):
+    model, weights = frozen_dlf
+    from latentcodec.entropy.token_prior import MaskedTokenPrior
+
+    wrong = MaskedTokenPrior(model.config.default_token_prior(vocab_size=32, width=16, layers=1))
+    save_token_prior(wrong, tmp_path / "wrong")
+    with pytest.raises(WeightsError, match="vocab_size"):
+        latentcodec.load("dlf", weights=str(weights), token_prior=str(tmp_path / "wrong"))
