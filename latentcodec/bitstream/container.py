@@ -45,7 +45,7 @@ _VERSION_FIELD_ESCAPE = 3
 
 
 class FileKind(enum.IntEnum):
-    """The two kind bits of the lead byte. Values 2 and 3 are reserved."""
+    """The two kind bits of the lead byte."""
 
     IMAGE = 0
     VIDEO_SEQUENCE = 1  # see "Video sequences" in docs/bitstream.md
@@ -53,6 +53,10 @@ class FileKind(enum.IntEnum):
     # A separate kind, so that kind-0 files stay byte-identical and older readers name the file as
     # "from a newer latentcodec" instead of misreading the rate field.
     IMAGE_EXTENDED = 2
+    # An image whose model id (< 16), whole rate (< 16) and size (sides <= 4096) fit 4 bytes: the
+    # whole header, CRC included, is 6 bytes (DLF's own header is 6 bytes without a CRC). Written
+    # for codecs that ask for it (ImageHeader.compact); the others keep kind 0, byte for byte.
+    IMAGE_COMPACT = 3
 
 
 def lead_byte(kind: FileKind, version: int = FORMAT_VERSION) -> int:
@@ -88,7 +92,7 @@ def parse_lead_byte_version(data: bytes | bytearray | memoryview) -> tuple[FileK
     try:
         return FileKind(kind_bits), version
     except ValueError:
-        raise BitstreamError(f"unsupported latentcodec file kind {kind_bits} (reserved; the file may come "
+        raise BitstreamError(f"unsupported latentcodec file kind {kind_bits} (the file may come "
                              "from a newer latentcodec)") from None
 
 
@@ -98,6 +102,9 @@ RATE_FRACTION_BITS = 8
 RATE_FRACTION_STEPS = 1 << RATE_FRACTION_BITS
 # A coding scale n (1..63) means each side was coded at n/64 of the original (rounded, at least 1).
 SCALE_DENOMINATOR = 64
+# Compact (kind 3) headers: model id and rate in one byte, sides - 1 in 12 bits each.
+COMPACT_FIELD_LIMIT = 16
+COMPACT_MAX_SIDE = 1 << 12
 
 
 def coded_side(side: int, scale: int) -> int:
@@ -116,6 +123,13 @@ class ImageHeader:
     portable: bool = True  # format version 2 (exact integer entropy parameters); False: version 1
     rate_fraction: int = 0  # 1/256ths of a rate step above rate_index (0..255); kind-2 header only
     scale: int = 0  # 0 = coded at full size; n in 1..63 = each side coded at n/64; kind-2 header only
+    compact: bool = False  # ask for the 6-byte kind-3 header; used when every field fits it
+
+    @property
+    def fits_compact(self) -> bool:
+        return (self.compact and not self.extended and 0 <= self.model_id < COMPACT_FIELD_LIMIT
+                and 0 <= self.rate_index < COMPACT_FIELD_LIMIT and 1 <= self.height <= COMPACT_MAX_SIDE
+                and 1 <= self.width <= COMPACT_MAX_SIDE)
 
     @property
     def format_version(self) -> int:
@@ -188,7 +202,15 @@ def _as_int(value, name: str, minimum: int) -> int:
     return value
 
 
+def _encode_compact_fields(header: ImageHeader) -> bytearray:
+    sides = ((header.height - 1) << 12) | (header.width - 1)
+    out = bytearray([lead_byte(FileKind.IMAGE_COMPACT, header.format_version), (header.model_id << 4) | header.rate_index])
+    return out + sides.to_bytes(3, "big")
+
+
 def _encode_header_fields(header: ImageHeader) -> bytearray:
+    if header.compact and header.fits_compact:
+        return _encode_compact_fields(header)
     fraction = _as_int(header.rate_fraction, "rate_fraction", 0)
     scale = _as_int(header.scale, "scale", 0)
     if fraction >= RATE_FRACTION_STEPS:
@@ -260,11 +282,23 @@ class _HeaderFields(NamedTuple):
     portable: bool
     extended: bool  # a kind-2 header
     has_scale: bool
+    compact: bool = False  # a kind-3 header
 
     def header(self) -> ImageHeader:
         return ImageHeader(model_id=self.model_id, rate_index=self.rate_index, height=self.height,
                            width=self.width, portable=self.portable, rate_fraction=self.rate_fraction,
-                           scale=self.scale)
+                           scale=self.scale, compact=self.compact)
+
+
+def _parse_compact_fields(data: memoryview, version: int) -> tuple[_HeaderFields, int]:
+    if len(data) < 5:
+        raise BitstreamError(f"truncated file: it ends inside the compact header ({len(data)} bytes)")
+    sides = int.from_bytes(bytes(data[2:5]), "big")
+    fields = _HeaderFields(data[1] >> 4, data[1] & 0x0F, 0, (sides >> 12) + 1, (sides & 0xFFF) + 1, 0,
+                           version == FORMAT_VERSION, False, False, compact=True)
+    if len(data) <= 5:
+        raise BitstreamError(f"truncated file: it ends after the header ({len(data)} bytes, no sections or checksum)")
+    return fields, 5
 
 
 def _parse_header_fields(data: memoryview) -> tuple[_HeaderFields, int]:
@@ -272,6 +306,8 @@ def _parse_header_fields(data: memoryview) -> tuple[_HeaderFields, int]:
     kind, version = parse_lead_byte_version(data)
     if kind is FileKind.VIDEO_SEQUENCE:
         raise BitstreamError("not an image file: it holds a latentcodec video sequence")
+    if kind is FileKind.IMAGE_COMPACT:
+        return _parse_compact_fields(data, version)
     extended = kind is FileKind.IMAGE_EXTENDED
     values = []
     offset = 1

@@ -6,10 +6,11 @@ window and sends 32 cosine-VQ indices per window; the *detail* branch sends a sc
 sigma 0.12). The decoder fuses both, through Interactive Transforms, into soft weights over a
 VQGAN codebook, and the VQGAN decoder paints the picture.
 
-Files: two sections. Section 0 holds the semantic indices, bit-packed at log2(K) bits each (its
-length follows from the image size); section 1 is the detail stream. On the portable path (the
-default) every detail entropy parameter comes from the exact integer twins of the prior nets, so
-a file decodes to the same symbols on any machine.
+Files: the 6-byte compact header (CRC included) and one range-coded section holding the detail
+symbols, then the semantic tokens: uniform over the codebook (log2 K bits each, as the reference
+sends them) or, with a token prior, under a masked-token model conditioned on the decoded detail
+latent. On the portable path (the default) every entropy parameter comes from exact integer
+networks, so a file decodes to the same symbols on any machine.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentcodec.bitstream.container import ImageHeader, read_image_file, write_image_file
-from latentcodec.entropy.bitpack import pack_indices, packed_size, unpack_indices
 from latentcodec.entropy.coder import FLOAT_FORMAT_HINT, EntropyDecoder, EntropyEncoder
 from latentcodec.entropy.estimate import gaussian_residual_bits
 from latentcodec.entropy.masked_gaussian import (
@@ -222,13 +222,15 @@ class DLF(LatentCodec):
         """Fixed-length cost of the semantic indices (the reference's; an upper bound with a prior)."""
         return self.num_windows(height, width) * self.config.network.titok.num_tokens * self.config.token_bits
 
+    @staticmethod
+    def section_layout(header: ImageHeader) -> list[int | None]:
+        """One range-coded section: the detail symbols (four steps), then the semantic tokens
+        (uniform over the codebook, i.e. log2 K bits each, or under the token prior). One stream
+        needs no stored length, so a Kodak file has a 6-byte header (compact kind, CRC included)."""
+        return [None]
+
     def layout(self, header: ImageHeader) -> list[int | None]:
-        """Fixed-length tokens: section 0 = the packed indices (length from the size), section 1 = the
-        detail stream. With a token prior: one entropy-coded section, detail symbols then tokens."""
-        if self.token_prior is not None:
-            return [None]
-        tokens = self.num_windows(header.height, header.width) * self.config.network.titok.num_tokens
-        return [packed_size(tokens, self.config.token_bits), None]
+        return self.section_layout(header)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] image -> [-1, 1], replicate-padded right/bottom to whole windows."""
@@ -378,17 +380,17 @@ class DLF(LatentCodec):
         height, width = x.shape[-2:]
         encoder = EntropyEncoder(DEFAULT_SCALE_TABLE)
         analysis = self.analyse(self.pad(x), rate_index, encoder=encoder, portable=self.portable)
+        # The decoder has the detail latent before the tokens (the prior conditions on it), so the
+        # tokens follow the detail symbols in the same stream.
         if self.token_prior is None:
-            sections = [pack_indices(analysis.token_indices.flatten().cpu(), self.config.token_bits), encoder.finish()]
+            encoder.encode_uniform(analysis.token_indices.flatten(), self.config.network.titok.codebook_size)
         else:
-            # The decoder has the detail latent before the tokens, so they follow in the same stream.
             dlf_tokens.code_tokens(self.integer_token_prior(), self.condition_fixed(analysis.steps),
                                    *self.window_grid(height, width), self.config.window_positions, encoder,
                                    analysis.token_indices)
-            sections = [encoder.finish()]
         header = ImageHeader(model_id=self.model_id, rate_index=rate_index, height=height, width=width,
-                             portable=self.portable)
-        data = write_image_file(header, sections, self.layout)
+                             portable=self.portable, compact=True)
+        data = write_image_file(header, [encoder.finish()], self.layout)
         detail = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum().item()
         return DLFEncodeResult(data, detail + self.semantic_bits(analysis, height, width))
 
@@ -417,11 +419,10 @@ class DLF(LatentCodec):
         """(token indices (N*T,), detail step results) from the file's sections."""
         height, width = header.height, header.width
         tokens = self.num_windows(height, width) * self.config.network.titok.num_tokens
-        stream = sections[0] if self.token_prior is not None else sections[1]
-        decoder = EntropyDecoder(stream, DEFAULT_SCALE_TABLE)
+        decoder = EntropyDecoder(sections[0], DEFAULT_SCALE_TABLE)
         steps = self.decode_detail(decoder, header.rate_index, height, width, header.portable)
         if self.token_prior is None:
-            indices = unpack_indices(sections[0], tokens, self.config.token_bits)
+            indices = decoder.decode_uniform(tokens, self.config.network.titok.codebook_size)
         else:
             indices = dlf_tokens.code_tokens(self.integer_token_prior(), self.condition_fixed(steps),
                                              *self.window_grid(height, width), self.config.window_positions,

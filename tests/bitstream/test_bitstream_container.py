@@ -165,12 +165,13 @@ def test_rejects_unsupported_versions(version_field):
         parse(raw_image_file(lead=lead, body=bytes(2)))
 
 
-def test_rejects_video_and_reserved_kinds():
+def test_rejects_video_files_and_truncated_compact_headers():
     video = raw_image_file(lead=lead_byte(FileKind.VIDEO_SEQUENCE), body=bytes(2))
     with pytest.raises(BitstreamError, match=r"^not an image file: it holds a latentcodec video sequence"):
         parse(video)
-    # Kind 2 is the extended image header (tests/bitstream/test_bitstream_extended.py); 3 is reserved.
-    with pytest.raises(BitstreamError, match=r"^unsupported latentcodec file kind 3"):
+    # Kind 2 is the extended image header (test_bitstream_extended.py), 3 the compact one
+    # (test_bitstream_compact.py), whose four field bytes must all be there.
+    with pytest.raises(BitstreamError, match=r"^truncated file"):
         parse(raw_image_file(lead=(0xB << 4) | (3 << 2) | FORMAT_VERSION, body=bytes(2)))
 
 
