@@ -209,6 +209,19 @@ class DLF(LatentCodec):
         m = self.config.window_pixels
         return math.ceil(height / m) * m, math.ceil(width / m) * m
 
+    def coded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size a file codes an image at: each side resampled to the nearest whole number of
+        windows (at least one). Padding to the next multiple, as the reference does, spends a
+        window's 32 tokens on replicated border pixels; resampling never needs more windows than
+        padding and spends every token on picture content. The decoder resamples back."""
+        m = self.config.window_pixels
+        return tuple(m * max(1, math.floor(side / m + 0.5)) for side in (height, width))
+
+    def fit_to_windows(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] image -> the same image at :meth:`coded_size` (antialiased bicubic)."""
+        size = self.coded_size(*x.shape[-2:])
+        return x if tuple(x.shape[-2:]) == size else resample(x, size)
+
     def num_windows(self, height: int, width: int) -> int:
         padded_h, padded_w = self.padded_size(height, width)
         m = self.config.window_pixels
@@ -366,6 +379,7 @@ class DLF(LatentCodec):
 
     @torch.inference_mode()
     def estimate_bits(self, x: torch.Tensor, rate_index: int = 0) -> float:
+        x = self.fit_to_windows(x)
         height, width = x.shape[-2:]
         analysis = self.analyse(self.pad(x), rate_index)
         detail = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum().item()
@@ -378,6 +392,8 @@ class DLF(LatentCodec):
             raise ValueError(f"compress expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
         self._rate_row(self.hybrid_codec.quantize_feat.enc_q, rate_index)
         height, width = x.shape[-2:]
+        x = self.fit_to_windows(x)
+        coded = x.shape[-2:]
         encoder = EntropyEncoder(DEFAULT_SCALE_TABLE)
         analysis = self.analyse(self.pad(x), rate_index, encoder=encoder, portable=self.portable)
         # The decoder has the detail latent before the tokens (the prior conditions on it), so the
@@ -386,13 +402,13 @@ class DLF(LatentCodec):
             encoder.encode_uniform(analysis.token_indices.flatten(), self.config.network.titok.codebook_size)
         else:
             dlf_tokens.code_tokens(self.integer_token_prior(), self.condition_fixed(analysis.steps),
-                                   *self.window_grid(height, width), self.config.window_positions, encoder,
+                                   *self.window_grid(*coded), self.config.window_positions, encoder,
                                    analysis.token_indices)
         header = ImageHeader(model_id=self.model_id, rate_index=rate_index, height=height, width=width,
                              portable=self.portable, compact=True)
         data = write_image_file(header, [encoder.finish()], self.layout)
         detail = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum().item()
-        return DLFEncodeResult(data, detail + self.semantic_bits(analysis, height, width))
+        return DLFEncodeResult(data, detail + self.semantic_bits(analysis, *coded))
 
     def compress(self, x: torch.Tensor, rate_index: int = 0) -> bytes:
         return self.encode(x, rate_index).data
@@ -412,12 +428,14 @@ class DLF(LatentCodec):
         device = self.hybrid_codec.latent_tokens.device
         codes = self.codes_from_indices(indices.view(-1, self.config.network.titok.num_tokens).to(device))
         x_hat = self.synthesise(codes, steps.y_hat.to(device), header.rate_index).x_hat
-        x_hat = x_hat[..., : header.height, : header.width]
-        return (x_hat.clamp(-1.0, 1.0) + 1.0) / 2.0
+        image = (x_hat.clamp(-1.0, 1.0) + 1.0) / 2.0
+        if tuple(image.shape[-2:]) != (header.height, header.width):
+            image = resample(image, (header.height, header.width))
+        return image
 
     def _decode_streams(self, sections, header: ImageHeader):
         """(token indices (N*T,), detail step results) from the file's sections."""
-        height, width = header.height, header.width
+        height, width = self.coded_size(header.height, header.width)
         tokens = self.num_windows(height, width) * self.config.network.titok.num_tokens
         decoder = EntropyDecoder(sections[0], DEFAULT_SCALE_TABLE)
         steps = self.decode_detail(decoder, header.rate_index, height, width, header.portable)
@@ -459,6 +477,11 @@ class DLF(LatentCodec):
         for module in self.modules():
             if isinstance(module, WindowAttention) and module.relative_bias:
                 module.relative_index = relative_position_index(module.window).to(module.pos_embedding.device)
+
+
+def resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic resize of a [0, 1] image, clamped back into range."""
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp_(0.0, 1.0)
 
 
 class IntegerDetailPrior(nn.Module):

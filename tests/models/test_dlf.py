@@ -8,7 +8,7 @@ import torch
 
 from latentcodec.bitstream.container import read_image_file, read_image_header
 from latentcodec.errors import BitstreamError, WeightsError
-from latentcodec.models.dlf import DLF, DLFConfig
+from latentcodec.models.dlf import DLF, DLFConfig, resample
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +66,13 @@ def test_files_round_trip_and_decode_what_the_encoder_decided(tiny_dlf, portable
         # picture equals the synthesis from the encoder-side latent.
         assert torch.equal(decoded, tiny_dlf.decompress(data))
         with torch.inference_mode():
-            analysis = tiny_dlf.analyse(tiny_dlf.pad(x), 1, portable=portable,
+            coded = tiny_dlf.fit_to_windows(x)  # 70x100 is coded at 64x128 (whole 64-pixel windows)
+            assert coded.shape[-2:] == (64, 128)
+            analysis = tiny_dlf.analyse(tiny_dlf.pad(coded), 1, portable=portable,
                                         encoder=_NullEncoder() if portable else None)
-            pixels = tiny_dlf.synthesise(analysis.codes, analysis.steps.y_hat, 1).x_hat[..., :70, :100]
-        assert torch.allclose(decoded, (pixels.clamp(-1, 1) + 1) / 2, atol=1e-6)
+            pixels = tiny_dlf.synthesise(analysis.codes, analysis.steps.y_hat, 1).x_hat
+        expected = resample((pixels.clamp(-1, 1) + 1) / 2, (70, 100))
+        assert torch.allclose(decoded, expected, atol=1e-6)
         coded = int((analysis.steps.scales != 0).sum())
         assert 0 < coded < analysis.steps.scales.numel(), "the skip rule should leave some, not all, symbols"
         # One section, the 6-byte compact header (CRC included) around it.
@@ -123,3 +126,12 @@ def test_corrupt_and_truncated_files_are_clean_errors(tiny_dlf):
 def test_official_loader_rejects_another_models_checkpoint():
     with pytest.raises(WeightsError, match="not a DLF checkpoint"):
         DLF.from_official_state_dict({"hyper_enc.0.weight": torch.zeros(1)}, "glc.pth")
+
+
+@pytest.mark.parametrize("side", [1, 31, 32, 63, 64, 95, 96, 130, 700, 1365])
+def test_coded_size_never_needs_more_windows_than_padding(tiny_dlf, side):
+    window = tiny_dlf.config.window_pixels
+    coded, _ = tiny_dlf.coded_size(side, window)
+    padded, _ = tiny_dlf.padded_size(side, window)
+    assert coded % window == 0 and window <= coded <= padded
+    assert abs(coded - side) <= window // 2 or coded == window
