@@ -47,7 +47,7 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--intra-period", type=int, default=None,
                         help="videos: I-frame period of the model and x264/x265 (default: the model's, else 96; 0 = first frame only)")  # fmt: skip
     parser.add_argument("--scales", type=_ints, default=(1, 2, 4, 8), help="baseline downscale factors (default 1,2,4,8)")
-    parser.add_argument("--target-bpp", type=_floats, default=(), help="baseline target rates: per image the largest file not above each")
+    parser.add_argument("--target-bpp", type=_floats, default=(), help="target rates: per image, every codec's largest file not above each (the model through its rate control, if it has continuous rates)")
     parser.add_argument("--no-matched", action="store_true", help="skip the baselines at the model's file sizes")
     parser.add_argument("--metrics", type=_names, default=None, help="comma-separated metric names (default: every available standard metric)")
     parser.add_argument("--patch-size", type=int, default=256, help="patch size of patch FID/KID (default 256; GLC used 64 on Kodak)")

@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import importlib
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from PIL import Image
 
 from latentcodec.errors import BitstreamError, InputError, LatentCodecError
+
+
+class TargetEncode(NamedTuple):
+    """A learned codec's file for a byte budget (``data`` None when even its smallest is too big)."""
+
+    data: bytes | None
+    rate: float | None
+    scale: int  # 0 = full size; n = coded at n/64 of each side
+    encodes: int
+    smallest_bytes: int | None  # set when unreachable
 
 
 class LearnedCodec:
@@ -60,6 +70,22 @@ class LearnedCodec:
         if image.size != tuple(size):
             raise BitstreamError(f"model {self.name!r}: decoded {image.size}, the original is {tuple(size)}")
         return image
+
+    @property
+    def supports_targets(self) -> bool:
+        """Whether the codec has a target-size mode (``compress_to_target``: continuous rates)."""
+        return hasattr(self._codec, "compress_to_target") and bool(getattr(getattr(self._codec, "model", None),
+                                                                             "continuous_rates", False))
+
+    def encode_at_most(self, image: Image.Image, max_bytes: int) -> TargetEncode:
+        """The largest file not above ``max_bytes`` (downscaling allowed, as the baselines' searches)."""
+        from latentcodec.ratecontrol import TargetUnreachable
+
+        try:
+            result = self._codec.compress_to_target(image, target_bytes=max_bytes, allow_downscale=True)
+        except TargetUnreachable as exc:
+            return TargetEncode(None, None, exc.scale, exc.encodes, exc.smallest_bytes)
+        return TargetEncode(bytes(result.data), float(result.rate), result.scale, result.encodes, None)
 
     def estimated_bpp(self, image: Image.Image, quality: int) -> float | None:
         codec = self._at(quality)

@@ -114,6 +114,9 @@ def build_report(
     ]
     if model_curve is not None:
         parts += ["<h2>BD-rate of the model against each baseline curve</h2>", _bdrate_section(model_curve, curves)]
+    target_section = _targets_section(curves)
+    if target_section:
+        parts += ["<h2>At the same byte budgets (--target-bpp)</h2>", target_section]
     parts += ["<h2>Results (means over images)</h2>", _results_table(curves)]
     parts += ["<h2>Visual comparison at matched bytes</h2>", _comparison_section(root, run, records, images, crop, max_images)]
     parts += [f"<script>{CHECK_SCRIPT}</script>", "</body></html>"]
@@ -194,6 +197,34 @@ def _results_table(curves: Sequence[Curve]) -> str:
                 f"<td class='name'>{html.escape(point.point)}</td>{cells}</tr>"
             )
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
+
+
+def _targets_section(curves: Sequence[Curve]) -> str:
+    """One table per target bpp: every codec's ``-target`` curve (per image the largest file not
+    above the same budget), the comparison at equal bytes; empty when there are none."""
+    target_curves = [c for c in curves if c.name.endswith("-target")]
+    if not target_curves:
+        return ""
+    metrics = _metrics_of(target_curves)
+    columns = ["bpp", "bytes"] + metrics
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in ["codec"] + columns)
+    labels = list(dict.fromkeys(p.point for c in target_curves for p in c.points))
+    tables = []
+    for label in labels:
+        rows = []
+        for curve in target_curves:
+            point = next((p for p in curve.points if p.point == label), None)
+            if point is None:
+                continue
+            name = curve.name.removesuffix("-target")
+            note = " (not every image reached)" if label in curve.incomplete_points else ""
+            cells = "".join(f"<td>{_format(point.values.get(c))}</td>" for c in columns)
+            rows.append(f"<tr><td class='name'>{html.escape(name + note)}</td>{cells}</tr>")
+        tables.append(f"<h3>{html.escape(label.replace('bpp-', 'target '))} bpp</h3>"
+                      f"<table><tr>{header}</tr>{''.join(rows)}</table>")
+    return ("<p class='meta'>Per image, each codec's largest file not above the target (classical codecs over "
+            "their parameter and downscale factor, learned codecs over their continuous rate, downscaling "
+            "allowed); means over the images that reached it.</p>" + "".join(tables))
 
 
 def _comparison_section(

@@ -143,6 +143,9 @@ def plan_points(
                 OperatingPoint(learned.name, f"q{q}", learned.name, MODE_QUALITY, learned=True, value=q)
             )
         points += model_points
+        if learned.supports_targets:  # the model at the same byte budgets as the baselines' -target curves
+            points += [OperatingPoint(f"{learned.name}-target", f"bpp-{t:g}", learned.name, MODE_TARGET, learned=True,
+                                      target_bpp=t) for t in config.target_bpp]
     for name in baseline_names:
         codec = get_codec(name)
         values = (config.baseline_values or {}).get(name) or codec.default_values
@@ -179,6 +182,8 @@ def describe_curves(
             continue
         if point.learned:
             text = f"{point.codec} (weights: see run.json)"
+            if point.mode == MODE_TARGET:
+                text += f", per {unit} the largest file not above the target bpp (rate control, downscaling allowed)"
         else:
             text = get_codec(point.codec).description
             if point.mode == MODE_QUALITY and point.scale != 1:
@@ -213,7 +218,7 @@ class _Worker:
         for point in task.points:
             record = self._evaluate(point, task.image, original, model_bytes)
             self.log.append(record)
-            if point.learned and record.bytes is not None:
+            if point.learned and point.mode == MODE_QUALITY and record.bytes is not None:
                 model_bytes[point.point] = record.bytes
             records.append(record)
             if on_item is not None:
@@ -230,7 +235,19 @@ class _Worker:
             matched_point=point.matched_point,
         )  # fmt: skip
         search_s = 0.0
-        if point.learned:
+        if point.learned and point.mode == MODE_TARGET:
+            max_bytes = math.floor(point.target_bpp * width * height / 8)
+            start = time.perf_counter()
+            found = self.learned.encode_at_most(original, max_bytes)
+            compress_s = search_s = time.perf_counter() - start
+            note = f"limit {max_bytes} B; {found.encodes} encodes"
+            if found.data is None:
+                return replace(base, status=STATUS_UNREACHABLE, parameter="quality", search_s=search_s,
+                               note=f"{note}; smallest {point.codec} file is {found.smallest_bytes} B")
+            data, extension = found.data, self.learned.extension
+            base = replace(base, parameter="quality", value=found.rate,
+                           note=f"{note}; rate {found.rate:g}" + (f", coded at {found.scale}/64" if found.scale else ""))
+        elif point.learned:
             assert self.learned is not None
             start = time.perf_counter()
             data = self.learned.encode(original, int(point.value))
