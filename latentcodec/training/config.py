@@ -127,6 +127,9 @@ class DLFTrainConfig:
     freeze_semantic: bool = False
     lambda_ladder: tuple[float, ...] = (1.0, 1.35, 1.8, 2.4, 3.3, 4.4, 5.9, 8.0, 10.7, 14.4, 19.4, 26.0)
     lambda_start: tuple[int, ...] = (11, 8, 5, 2)  # ladder index per rate (rate 0 = lowest bpp)
+    # Start from the indices the init_from run ended with (its checkpoint, same ladder), as the
+    # official lmbda_idx carries over between strategies, instead of lambda_start.
+    inherit_lambdas: bool = False
     bpp_bounds: tuple[tuple[float, float], ...] = ((0.001, 0.003), (0.003, 0.010), (0.010, 0.015), (0.015, 0.020))
     control_every: int = 500  # steps; 0 keeps every lambda at its start
     control_images: int = 2  # the first N images of validation.image_dir (a fixed training batch without it)
@@ -248,6 +251,8 @@ def check_dlf_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"rates.initial_gains needs {rates} positive values")
     if any(not 0 <= q < rates for q in config.validation.rate_indices):
         raise ConfigError("validation.rate_indices out of range")
+    if dlf.inherit_lambdas and not config.init_from:
+        raise ConfigError("dlf.inherit_lambdas needs init_from (a DLF run folder or checkpoint)")
     if dlf.control_crop % window:
         raise ConfigError(f"dlf.control_crop must be a multiple of {window} (or 0)")
     return config

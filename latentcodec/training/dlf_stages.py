@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentcodec.data.crops import BatchStream
-from latentcodec.errors import WeightsError
+from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models.dlf import DLF, PRESETS
 from latentcodec.nn.patchgan import PatchGANDiscriminator
-from latentcodec.training.checkpoints import read_run_state
+from latentcodec.training.checkpoints import CHECKPOINT_FILE, read_run_state
 from latentcodec.training.config import TrainConfig
 from latentcodec.training.losses import PerceptualLoss, per_sample_mean, trainable_residual_bits
 from latentcodec.training.stages import StageLosses, StageObjective
@@ -179,6 +179,20 @@ class LambdaControl:
             dist.broadcast(indices, 0)
             self.ladder.indices = indices.tolist()
         return bpp
+
+
+def inherited_lambda_indices(config: TrainConfig) -> list[int]:
+    """The ladder indices the ``init_from`` DLF run ended with (``dlf.inherit_lambdas``)."""
+    path = Path(os.path.expanduser(os.path.expandvars(config.init_from)))
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    payload = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else {}
+    indices, ladder = payload.get("lambda_indices"), payload.get("config", {}).get("dlf", {}).get("lambda_ladder")
+    if indices is None or ladder is None:
+        raise ConfigError(f"dlf.inherit_lambdas: {path} is not a DLF trainer checkpoint")
+    if tuple(float(v) for v in ladder) != tuple(config.dlf.lambda_ladder):
+        raise ConfigError(f"dlf.inherit_lambdas: {path} used another dlf.lambda_ladder")
+    return [int(i) for i in indices]
 
 
 def load_control_images(config: TrainConfig, dataset, device: torch.device) -> tuple[list[torch.Tensor], str]:

@@ -49,6 +49,7 @@ from latentcodec.training.dlf_stages import (
     LambdaControl,
     LambdaLadder,
     build_dlf_model,
+    inherited_lambda_indices,
     load_control_images,
     set_dlf_trainable,
 )
@@ -92,10 +93,10 @@ class Trainer:
         self.is_video = config.stage == "video"
         self.is_dlf = config.stage in DLF_STAGES
         seed_dlf_codebook = False
+        resuming = resume and self.checkpoint_path.exists()
         if self.is_video:
             self.model, init_note = build_video_model(config)
         elif self.is_dlf:
-            resuming = resume and self.checkpoint_path.exists()
             self.model, init_note, seed_dlf_codebook = build_dlf_model(config, load_weights=not resuming)
         else:
             self.model = GLCImage(PRESETS[config.preset](), with_training_modules=True)
@@ -121,8 +122,11 @@ class Trainer:
         else:
             self.objective = (DLFObjective if self.is_dlf else StageObjective)(self.model, config, self.perceptual)
         # DLF: one rung of dlf.lambda_ladder per rate, moved by self.lambda_control (lambda weights the rate).
-        self.lambda_ladder = (LambdaLadder(config.dlf.lambda_ladder, config.dlf.lambda_start, config.dlf.bpp_bounds)
-                              if self.is_dlf else None)
+        self.lambda_ladder = None
+        if self.is_dlf:
+            start = (inherited_lambda_indices(config) if config.dlf.inherit_lambdas and not resuming
+                     else config.dlf.lambda_start)
+            self.lambda_ladder = LambdaLadder(config.dlf.lambda_ladder, start, config.dlf.bpp_bounds)
         initial_lambdas = self.lambda_ladder.values() if self.is_dlf else config.rates.lambdas
         self.lambdas = torch.tensor(initial_lambdas, dtype=torch.float32, device=self.device)
 
@@ -168,7 +172,7 @@ class Trainer:
             data_note += f"; lambda control every {config.dlf.control_every} steps on {control_note}"
         self.step = 0
         self.started_fresh = True
-        if resume and self.checkpoint_path.exists():
+        if resuming:
             self._load_checkpoint()
             self.started_fresh = False
         else:

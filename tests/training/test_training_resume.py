@@ -1,35 +1,17 @@
 """SIGKILL a training process, --resume it, and get bit-identical weights to an uninterrupted run."""
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from training_helpers import tiny_config, write_config
+from training_helpers import logged_steps, tiny_config, train_command, write_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEPS = 10
-
-
-def train_command(config_path: Path, resume: bool = False) -> list[str]:
-    return [sys.executable, "-m", "latentcodec.cli", "train", str(config_path)] + (["--resume"] if resume else [])
-
-
-def logged_steps(metrics: Path) -> list[int]:
-    if not metrics.exists():
-        return []
-    steps = []
-    for line in metrics.read_text().splitlines():
-        try:
-            steps.append(json.loads(line)["step"])
-        except (ValueError, KeyError):
-            pass  # a line being written
-    return steps
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, image_folder):

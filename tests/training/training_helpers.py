@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +57,23 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
+def train_command(config_path: Path, resume: bool = False) -> list[str]:
+    return [sys.executable, "-m", "latentcodec.cli", "train", str(config_path)] + (["--resume"] if resume else [])
+
+
+def logged_steps(metrics: Path) -> list[int]:
+    """The training steps of a metrics.jsonl (validation and lambda-control lines included)."""
+    if not metrics.exists():
+        return []
+    steps = []
+    for line in metrics.read_text().splitlines():
+        try:
+            steps.append(json.loads(line)["step"])
+        except (ValueError, KeyError):
+            pass  # a line being written
+    return steps
+
+
 def run_two_process_training(config_path: Path, out_dir: Path) -> subprocess.CompletedProcess:
     """torchrun with 2 gloo processes running ddp_worker.py (each saves out_dir/rank<r>.pt)."""
     repo = Path(__file__).resolve().parents[2]
@@ -63,3 +81,12 @@ def run_two_process_training(config_path: Path, out_dir: Path) -> subprocess.Com
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(Path(__file__).with_name("ddp_worker.py")), str(config_path), str(out_dir)]
     return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+
+
+def tiny_dlf_config(tmp_path: Path, image_folder: Path, stage: str, **extra) -> dict:
+    """tiny_config for the DLF stages: the tiny DLF preset has 2 rates, one lambda ladder index
+    each, no lambda control unless asked for (dlf.control_every)."""
+    dlf = {"dlf.lambda_ladder": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0], "dlf.lambda_start": [3, 1],
+           "dlf.bpp_bounds": [[0.01, 0.05], [0.05, 0.2]], "dlf.control_every": 0, "dlf.control_images": 1,
+           "losses.code_ce": 0.25, "validation.rate_indices": [0, 1], "rates.lambdas": [1.0, 1.0]}
+    return tiny_config(tmp_path, image_folder, stage, **{**dlf, **extra})

@@ -1,0 +1,203 @@
+"""DLF's two training stages on the tiny preset: losses, frozen parts, lambda ladder, VQGAN init, export."""
+
+import pytest
+import torch
+
+from latentcodec.errors import ConfigError, WeightsError
+from latentcodec.models.dlf import DLF, DLFConfig
+from latentcodec.training.config import load_config
+from latentcodec.training.dlf_stages import LambdaLadder, is_semantic_parameter, load_vqgan_weights
+from latentcodec.training.trainer import Trainer, export_inference_model
+from training_helpers import tiny_dlf_config, write_config
+
+
+def dlf_trainer(tmp_path, image_folder, stage, fixed_batch=True, **extra) -> tuple[Trainer, torch.Tensor]:
+    config = load_config(write_config(tmp_path / f"{stage}.yaml", tiny_dlf_config(tmp_path, image_folder, stage, **extra)))
+    trainer = Trainer(config)
+    batch = trainer.stream.next_batch()
+    if fixed_batch:
+        trainer.stream.next_batch = lambda: batch
+    return trainer, batch
+
+
+def objective(trainer: Trainer, batch: torch.Tensor, rates=(0, 1)):
+    torch.manual_seed(0)
+    return trainer.objective(batch, torch.tensor(rates), trainer.lambdas, trainer.discriminator)
+
+
+@pytest.mark.parametrize("stage", ["dlf_align", "dlf_pixel"])
+def test_dlf_stage_lowers_its_loss(tmp_path, image_folder, stage):
+    trainer, batch = dlf_trainer(tmp_path, image_folder, stage)
+    before = objective(trainer, batch)
+    for _ in range(6):
+        trainer.train_step()
+    after = objective(trainer, batch)
+    assert torch.isfinite(before.total) and torch.isfinite(after.total)
+    assert float(after.total) < float(before.total), (stage, float(before.total), float(after.total))
+    if stage == "dlf_align":
+        # Each alignment term goes down on its own, not only their sum.
+        assert float(after.latent_mse) < float(before.latent_mse)
+        assert float(after.code_ce) < float(before.code_ce)
+        assert before.x_hat is None  # the frozen decoder does not run in this stage
+    else:
+        assert float(after.l1) < float(before.l1)
+
+
+@pytest.mark.parametrize("stage", ["dlf_align", "dlf_pixel"])
+def test_dlf_stage_gradients_reach_only_its_parts(tmp_path, image_folder, stage):
+    trainer, batch = dlf_trainer(tmp_path, image_folder, stage)
+    trainer.model.zero_grad(set_to_none=True)
+    objective(trainer, batch).total.backward()
+    grads = {name: p.grad for name, p in trainer.model.named_parameters()}
+    trained = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert not any(grads[n] is not None for n in grads if n not in trained)
+    for name in ("hybrid_codec.encoder.transformer.0.attn.in_proj_weight",
+                 "hybrid_codec.quantize_feat.enc_q", "hybrid_codec.quantize_feat.factorized_prior_vec",
+                 "prior_fusion.ffn.3.weight", "hybrid_codec.quantize.embedding.weight"):
+        assert grads[name] is not None and torch.isfinite(grads[name]).all() and grads[name].abs().sum() > 0, name
+    assert all(n not in trained for n in grads if n.startswith(("vqgan.encoder.", "vqgan.quant_conv.")))
+    decoder_side = [n for n in grads if n.startswith(("vqgan.decoder.", "vqgan.post_quant_conv.", "vqgan.quantize."))]
+    if stage == "dlf_align":
+        assert not any(n in trained for n in decoder_side)
+    else:
+        assert all(n in trained for n in decoder_side)
+        assert grads["vqgan.decoder.conv_out.weight"].abs().sum() > 0
+        assert grads["vqgan.quantize.embedding.weight"].abs().sum() > 0
+
+
+def test_dlf_frozen_parts_stay_put_and_semantic_freezing(tmp_path, image_folder):
+    trainer, _ = dlf_trainer(tmp_path, image_folder, "dlf_align", **{"dlf.freeze_semantic": True})
+    state = trainer.model.state_dict()
+    frozen = {k: v.clone() for k, v in state.items() if k.startswith("vqgan.") or is_semantic_parameter(k)}
+    assert "hybrid_codec.encoder.transformer.0.attn.in_proj_weight" in frozen
+    assert "hybrid_codec.encoder.inter_blocks.0.zero_add.weight" not in frozen
+    detail = {k: v.clone() for k, v in state.items() if k.startswith("hybrid_codec.quantize_feat.")}
+    trainer.train_step()
+    after = trainer.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in frozen.items())
+    assert any(not torch.equal(after[k], v) for k, v in detail.items())
+
+
+def test_lambda_ladder_steps_towards_the_bounds():
+    ladder = LambdaLadder([1.0, 2.0, 4.0, 8.0], start=[1, 1, 0, 3], bounds=[(0.01, 0.02)] * 4)
+    assert ladder.values() == [2.0, 2.0, 1.0, 8.0]
+    # Above the range -> one rung up (rate costs more); below -> one down; inside -> stays;
+    # the ends of the ladder hold.
+    assert ladder.update([0.05, 0.001, 0.001, 0.05]) == [2, 0, 0, 3]
+    assert ladder.update([0.015, 0.015, 0.015, 0.015]) == [2, 0, 0, 3]
+    assert ladder.update([0.03, 0.03, 0.03, 0.005]) == [3, 1, 1, 2]
+    assert ladder.update([0.03, 0.02, 0.01, 0.005]) == [3, 1, 1, 1]  # the bounds themselves are inside
+    assert ladder.values() == [8.0, 2.0, 2.0, 2.0]
+
+
+def test_lambda_control_in_the_trainer(tmp_path, image_folder, validation_folder):
+    # Bounds no model can meet: rate 0 must climb (too many bits), rate 1 must descend.
+    trainer, _ = dlf_trainer(tmp_path, image_folder, "dlf_align", **{
+        "validation.image_dir": str(validation_folder), "dlf.control_every": 2,
+        "dlf.bpp_bounds": [[0.0, 1e-6], [1e3, 1e4]], "dlf.lambda_start": [1, 2]})
+    assert trainer.lambdas.tolist() == [0.5, 1.0]
+    trainer.train_step()
+    assert trainer.lambda_ladder.indices == [1, 2]  # not due yet
+    trainer.train_step()
+    assert trainer.lambda_ladder.indices == [2, 1]
+    assert trainer.lambdas.tolist() == [1.0, 0.5]
+    # The lambdas weight the rate: the same batch costs more with a larger lambda.
+    batch = trainer.stream.next_batch()
+    base = objective(trainer, batch, rates=(0, 0))
+    trainer.lambdas.mul_(2)
+    doubled = objective(trainer, batch, rates=(0, 0))
+    assert float(doubled.total - base.total) == pytest.approx(float(base.bpp.mean()) * 1.0, rel=1e-3)
+
+
+def test_dlf_config_checks(tmp_path, image_folder):
+    def load(**extra):
+        return load_config(write_config(tmp_path / "c.yaml", tiny_dlf_config(tmp_path, image_folder, "dlf_align", **extra)))
+
+    with pytest.raises(ConfigError, match="multiple of"):
+        load(**{"data.crop_size": 96})
+    with pytest.raises(ConfigError, match="lambda_start"):
+        load(**{"dlf.lambda_start": [0, 1, 2]})
+    with pytest.raises(ConfigError, match="ascending"):
+        load(**{"dlf.lambda_ladder": [1.0, 1.0, 2.0]})
+    with pytest.raises(ConfigError, match="bpp_bounds"):
+        load(**{"dlf.bpp_bounds": [[0.1, 0.05], [0.1, 0.2]]})
+    with pytest.raises(ConfigError, match="target_bpp"):
+        load(**{"rates.target_bpp": [0.1, 0.2]})
+
+
+def vqgan_source(tmp_path, drop=()) -> str:
+    source = DLF(DLFConfig.tiny(), with_training_modules=True)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith(tuple(drop))}
+    path = tmp_path / "source.pt"
+    torch.save({"model": state}, path)
+    return str(path), source
+
+
+def test_init_vqgan_copies_strictly(tmp_path):
+    path, source = vqgan_source(tmp_path)
+    model = DLF(DLFConfig.tiny(), with_training_modules=True)
+    note, seed = load_vqgan_weights(model, path)
+    assert not seed and str(path) in note
+    for key, value in source.vqgan.state_dict().items():
+        assert torch.equal(model.vqgan.state_dict()[key], value)
+    # Everything but the VQGAN stays as it was built.
+    assert not torch.equal(model.hybrid_codec.latent_tokens, source.hybrid_codec.latent_tokens)
+
+
+def test_init_vqgan_errors_name_what_is_wrong(tmp_path):
+    model = DLF(DLFConfig.tiny(), with_training_modules=True)
+    path, _ = vqgan_source(tmp_path, drop=["vqgan.decoder.conv_out.weight"])
+    with pytest.raises(WeightsError, match="decoder.conv_out.weight"):
+        load_vqgan_weights(model, path)
+    path, _ = vqgan_source(tmp_path, drop=["vqgan.encoder.", "vqgan.quant_conv."])
+    with pytest.raises(WeightsError, match="without the VQGAN encoder"):
+        load_vqgan_weights(model, path)
+    path, _ = vqgan_source(tmp_path, drop=["vqgan."])
+    with pytest.raises(WeightsError, match="no vqgan"):
+        load_vqgan_weights(model, path)
+    # A GLC-image VQGAN (another layout and size) is refused, naming keys.
+    from latentcodec.models.glc_image import GLCImage, GLCImageConfig
+
+    glc = GLCImage(GLCImageConfig.tiny(), with_training_modules=True)
+    glc_dir = glc.save_pretrained(tmp_path / "glc")
+    with pytest.raises(WeightsError, match="not this preset's VQGAN layout"):
+        load_vqgan_weights(model, str(glc_dir))
+
+
+def test_init_vqgan_without_codebook_seeds_it_from_the_encoder(tmp_path, image_folder):
+    path, source = vqgan_source(tmp_path, drop=["vqgan.quantize."])
+    trainer, _ = dlf_trainer(tmp_path, image_folder, "dlf_align", **{"dlf.init_vqgan": path})
+    vqgan = trainer.model.vqgan
+    assert torch.equal(vqgan.encoder.conv_in.weight, source.vqgan.encoder.conv_in.weight)
+    codebook = vqgan.quantize.embedding.weight
+    assert not torch.equal(codebook, source.vqgan.quantize.embedding.weight)
+    # Seeded codewords live where the encoder's latents are (the fresh init is ~1/K uniform).
+    latent = vqgan.encode(trainer.model.pad(trainer.stream.next_batch()))
+    assert codebook.std() > 0.3 * latent.std()
+
+
+def test_dlf_export_loads_as_inference_model(tmp_path, image_folder):
+    trainer, _ = dlf_trainer(tmp_path, image_folder, "dlf_align")
+    trainer.train_step()
+    trainer.save_checkpoint()
+    exported = export_inference_model(trainer.run_dir, tmp_path / "exported")
+    model = DLF.from_pretrained(exported)
+    assert model.vqgan.encoder is None
+    trained = trainer.model.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, trained[key]), key
+    x = torch.rand(1, 3, 64, 64)
+    data = model.compress(x, 1)
+    assert model.decompress(data).shape == x.shape
+
+
+def test_pixel_stage_inherits_lambdas_from_the_alignment_run(tmp_path, image_folder):
+    align, _ = dlf_trainer(tmp_path, image_folder, "dlf_align")
+    align.lambda_ladder.indices = [4, 0]
+    align.train_step()
+    align.save_checkpoint()
+    pixel, _ = dlf_trainer(tmp_path, image_folder, "dlf_pixel", **{
+        "name": "test-pixel-from-align", "init_from": str(align.run_dir), "dlf.inherit_lambdas": True})
+    assert pixel.lambda_ladder.indices == [4, 0]
+    assert pixel.lambdas.tolist() == [4.0, 0.25]
+    assert torch.equal(pixel.model.hybrid_codec.latent_tokens.detach(), align.model.hybrid_codec.latent_tokens.detach())
