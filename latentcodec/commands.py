@@ -92,6 +92,9 @@ def _add_model_options(parser: argparse.ArgumentParser, with_model: bool = True)
                                  "0..3, snapped to 1/256); videos: a level 0..63; default 0")
     parser.add_argument("--weights", default=None, help="save_pretrained directory or official checkpoint; default: shipped weights")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--token-prior", default=None, metavar="DIR",
+                        help="dlf: a semantic-token prior folder from `latentcodec fit-token-prior` (files written "
+                             "with one must be decoded with the same one)")
     parser.add_argument("--no-portable", dest="portable", action="store_false",
                         help="write float-arithmetic files (format version 1: reproduce official numbers, but decode "
                              "reliably only on the machine kind that wrote them); default: portable integer path")
@@ -101,7 +104,8 @@ def _load_codec(args, name=None, quality=None):
     from latentcodec.api import load
 
     return load(name or args.model or "glc-image", quality=_quality(args) if quality is None else quality,
-                weights=args.weights, device=args.device, portable=args.portable)
+                weights=args.weights, device=args.device, portable=args.portable,
+                token_prior=getattr(args, "token_prior", None))
 
 
 def _is_video_job(args) -> bool:
@@ -261,7 +265,12 @@ def _model_for_file(model_id: int, args, models: dict):
     except LatentCodecError:
         raise BitstreamError(f"file names model id {model_id}, which no registered codec has") from None
     if model_id not in models:
-        models[model_id] = load_model(entry.name, args.weights, args.device)[0].eval()
+        model = load_model(entry.name, args.weights, args.device)[0].eval()
+        if getattr(args, "token_prior", None) is not None:
+            from latentcodec.api import attach_token_prior
+
+            attach_token_prior(model, args.token_prior, args.device)
+        models[model_id] = model
     return entry, models[model_id]
 
 
@@ -429,7 +438,12 @@ def cmd_info(args) -> int:
         with open(path, "rb") as stream:
             info = describe_sequence_file(stream)
     else:
-        info = describe_image_file(read_bytes(path))
+        data = read_bytes(path)
+        info = describe_image_file(data)
+        if args.streams:
+            _, model = _model_for_file(info.model_id, args, {})
+            if hasattr(model, "stream_bits"):
+                info = dataclasses.replace(info, streams=model.stream_bits(data))
     if args.json:
         print(json.dumps(dataclasses.asdict(info), indent=2))
     else:
@@ -508,6 +522,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="header fields, section sizes and bpp of a compressed file")
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--streams", action="store_true",
+                   help="also split a section that holds several streams (dlf: detail symbols and semantic tokens) "
+                        "by decoding its entropy layer; needs the weights that wrote the file")
+    p.add_argument("--weights", default=None, help="with --streams: the weights (default: shipped)")
+    p.add_argument("--token-prior", default=None, metavar="DIR", help="with --streams: dlf token prior")
+    p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_info)
 
     p = subparsers.add_parser("models", help="list registered codecs")

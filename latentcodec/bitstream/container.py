@@ -189,6 +189,8 @@ class FileInfo:
     scale: int = 0  # 0 = full size; n = coded at n/64 of each side
     coded_height: int = 0
     coded_width: int = 0
+    # Streams sharing a section, as (name, bits) measured by decoding (latentcodec info --streams).
+    streams: tuple[tuple[str, float], ...] = ()
 
 
 # -- writing ----------------------------------------------------------------------------------------

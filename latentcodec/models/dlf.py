@@ -450,6 +450,22 @@ class DLF(LatentCodec):
             raise BitstreamError("corrupt semantic section: index beyond the codebook")
         return indices, steps
 
+    @torch.inference_mode()
+    def stream_bits(self, data: bytes) -> tuple[tuple[str, float], ...]:
+        """The two streams of a file's one section, by information content of their decoded symbols:
+        (("detail", bits), ("semantic", bits)). Decodes the entropy layer only (no pixel synthesis)."""
+        parsed = read_image_file(data, self.layout, expected_model_id=self.model_id)
+        indices, steps = self._decode_streams(parsed.sections, parsed.header)
+        detail = gaussian_residual_bits(steps.symbols, steps.scales).sum().item()
+        coded = self.coded_size(parsed.header.height, parsed.header.width)
+        if self.token_prior is None:
+            semantic = float(self.semantic_bits_per_image(*coded))
+        else:
+            tokens = indices.view(-1, self.config.network.titok.num_tokens)
+            semantic = dlf_tokens.exact_token_bits(self.integer_token_prior(), self.condition_fixed(steps), tokens,
+                                                   *self.window_grid(*coded), self.config.window_positions)
+        return (("detail", detail), ("semantic", semantic))
+
     # -- official checkpoints --------------------------------------------------------------------
     @classmethod
     def from_official_state_dict(cls, state: dict[str, torch.Tensor], source: str = "state dict") -> "DLF":
