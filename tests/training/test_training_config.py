@@ -13,7 +13,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "latentcodec" / "training" / 
 def test_shipped_configs_validate(path):
     config = load_config(path)
     assert isinstance(config, TrainConfig)
-    assert config.stage in ("vqgan", "latent", "joint", "video")
+    assert config.stage in ("vqgan", "latent", "joint", "video", "dlf_align", "dlf_pixel")
 
 
 def test_unknown_key_is_rejected(tmp_path, image_folder):

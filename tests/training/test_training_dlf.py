@@ -201,3 +201,31 @@ def test_pixel_stage_inherits_lambdas_from_the_alignment_run(tmp_path, image_fol
     assert pixel.lambda_ladder.indices == [4, 0]
     assert pixel.lambdas.tolist() == [4.0, 0.25]
     assert torch.equal(pixel.model.hybrid_codec.latent_tokens.detach(), align.model.hybrid_codec.latent_tokens.detach())
+
+
+def test_init_vqgan_reads_glc_image_folders_and_checkpoints(tmp_path):
+    """A DLF on GLC's VQGAN layout (as the small preset) takes the VQGAN of a GLC-image
+    save_pretrained folder (no codebook: seeded later) or of a GLC training checkpoint."""
+    import dataclasses
+
+    from latentcodec.models.glc_image import GLCImage, GLCImageConfig
+
+    glc_config = GLCImageConfig.tiny()
+    dlf_config = dataclasses.replace(DLFConfig.tiny(), vqgan=glc_config.vqgan, vqgan_layout="glc")
+    glc = GLCImage(glc_config, with_training_modules=True)
+    model = DLF(dlf_config, with_training_modules=True)
+    inference = GLCImage(glc_config)  # as exported and shipped: no codebook
+    inference.load_state_dict(glc.state_dict(), strict=False)
+    note, seed = load_vqgan_weights(model, str(inference.save_pretrained(tmp_path / "glc-export")))
+    assert seed and "seeded" in note
+    assert torch.equal(model.vqgan.generator.blocks[0].weight, glc.vqgan.generator.blocks[0].weight)
+    run = tmp_path / "glc-run"
+    run.mkdir()
+    torch.save({"model": glc.state_dict(), "step": 1}, run / "checkpoint.pt")
+    note, seed = load_vqgan_weights(model, str(run))
+    assert not seed
+    assert torch.equal(model.vqgan.quantize.embedding.weight, glc.vqgan.quantize.embedding.weight)
+    state = {k: v for k, v in glc.state_dict().items() if k != "vqgan.generator.blocks.0.weight"}
+    torch.save({"model": state}, run / "checkpoint.pt")
+    with pytest.raises(WeightsError, match="generator.blocks.0.weight"):
+        load_vqgan_weights(model, str(run))
