@@ -50,9 +50,13 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
 
 
 def decode_fingerprint(data: bytes, model) -> Fingerprint:
-    """Latent hashes and pixels of an image (GLCImage) or sequence (GLCVideo) file."""
+    """Latent hashes and pixels of an image (GLCImage, DLF) or sequence (GLCVideo) file."""
     from latentcodec.bitstream import FileKind, parse_lead_byte, read_image_file
     from latentcodec.nn.integer import from_fixed, to_fixed
+
+    if hasattr(model, "decoded_fingerprint"):  # codecs that say what their decoded symbols are
+        tensors, image = model.decoded_fingerprint(data)
+        return Fingerprint(tuple(_hash(t) for t in tensors), _to_uint8(image))
 
     if parse_lead_byte(data[:1]) is FileKind.VIDEO_SEQUENCE:
         hashes, frames = [], []
@@ -124,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nchw", action="store_true", help="run the VQGAN in NCHW instead of NHWC")
     args = parser.parse_args(argv)
     model = load_model(args.model, args.weights, "cpu")[0].eval()
-    model.set_memory_format(torch.contiguous_format if args.nchw else torch.channels_last)
+    if hasattr(model, "set_memory_format"):
+        model.set_memory_format(torch.contiguous_format if args.nchw else torch.channels_last)
     results = {}
     for index, name in enumerate(args.files):
         try:

@@ -451,6 +451,14 @@ class DLF(LatentCodec):
         return indices, steps
 
     @torch.inference_mode()
+    def decoded_fingerprint(self, data: bytes) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """(the decoded detail latent in fixed point, the token indices), and the decoded image: what
+        must be identical on every machine (the first two exactly) for a portable file."""
+        parsed = read_image_file(data, self.layout, expected_model_id=self.model_id)
+        indices, steps = self._decode_streams(parsed.sections, parsed.header)
+        return (self.condition_fixed(steps), indices), self.decompress(data)
+
+    @torch.inference_mode()
     def stream_bits(self, data: bytes) -> tuple[tuple[str, float], ...]:
         """The two streams of a file's one section, by information content of their decoded symbols:
         (("detail", bits), ("semantic", bits)). Decodes the entropy layer only (no pixel synthesis)."""
