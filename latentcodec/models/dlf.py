@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentcodec.bitstream.container import ImageHeader, read_image_file, write_image_file
+from latentcodec.bitstream.container import ImageHeader, coded_side, read_image_file, write_image_file
 from latentcodec.entropy.coder import FLOAT_FORMAT_HINT, EntropyDecoder, EntropyEncoder
 from latentcodec.entropy.estimate import gaussian_residual_bits
 from latentcodec.entropy.masked_gaussian import (
@@ -47,6 +47,7 @@ from latentcodec.models.dlf_networks import DLFNetworkConfig, FeatMerge, HybridC
 from latentcodec.models.glc_image import load_official_checkpoint
 from latentcodec.nn import integer
 from latentcodec.nn.integer import integer_twin
+from latentcodec.ratecontrol import interpolated_gain, split_rate
 from latentcodec.tokenizers.taming_vqgan import TamingVQGAN, dlf_vqgan_config
 from latentcodec.tokenizers.titok import TiTokConfig
 from latentcodec.tokenizers.vqgan import VQGAN, VQGANConfig
@@ -150,6 +151,13 @@ class DLFAnalysis(NamedTuple):
     record: dict  # intermediate tensors (patch embedding, first IT), when asked for
 
 
+class DLFFrontEnd(NamedTuple):
+    tokens: torch.Tensor
+    vq: object  # VQOutput of the semantic tokens
+    h: torch.Tensor
+    record: dict
+
+
 class DLFSynthesis(NamedTuple):
     h_hat: torch.Tensor
     semantic: torch.Tensor  # (B, t, H/16, W/16)
@@ -179,6 +187,7 @@ class DLF(LatentCodec):
     model_name = "dlf"
     config_class = DLFConfig
     optional_prefixes = OFFICIAL_TRAINING_ONLY
+    continuous_rates = True
 
     def __init__(self, config: DLFConfig, with_training_modules: bool = False):
         super().__init__(config)
@@ -260,6 +269,8 @@ class DLF(LatentCodec):
             if rate_index.dim() != 1 or not bool(((rate_index >= 0) & (rate_index < self.num_rates)).all()):
                 raise ValueError(f"rate indices must be a (B,) tensor in 0..{self.num_rates - 1}")
             return table[rate_index]
+        if isinstance(rate_index, float):  # a continuous rate on the 1/256 grid (latentcodec.ratecontrol)
+            return interpolated_gain(table, rate_index)
         if not (isinstance(rate_index, int) and 0 <= rate_index < self.num_rates):
             raise ValueError(f"rate index {rate_index!r} out of range 0..{self.num_rates - 1}")
         return table[rate_index : rate_index + 1]
@@ -289,13 +300,19 @@ class DLF(LatentCodec):
         return self.integer_prior_nets().prior(integer.to_fixed(vector).expand(batch, -1, height, width))
 
     # -- encoder side ------------------------------------------------------------------------
-    def analyse(self, x_padded: torch.Tensor, rate_index: int, encoder=None, portable: bool = False,
-                skip: bool = True, record: dict | None = None) -> DLFAnalysis:
-        """The encoder side on a padded [-1, 1] image; codes the detail latent into ``encoder`` if given."""
+    def front_end(self, x_padded: torch.Tensor, record: dict | None = None) -> DLFFrontEnd:
+        """The rate-independent part of the encoder (nearly all of its cost): tokens and detail features."""
         codec = self.hybrid_codec
         tokens, h = codec.encoder(x_padded * 0.5 + 0.5, codec.latent_tokens, record)
-        vq = codec.quantize(tokens)
-        bottleneck = codec.quantize_feat
+        return DLFFrontEnd(tokens, codec.quantize(tokens), h, record if record is not None else {})
+
+    def analyse(self, x_padded: torch.Tensor, rate_index: int | float, encoder=None, portable: bool = False,
+                skip: bool = True, record: dict | None = None, front: DLFFrontEnd | None = None) -> DLFAnalysis:
+        """The encoder side on a padded [-1, 1] image; codes the detail latent into ``encoder`` if given.
+        ``front`` reuses a :meth:`front_end` of the same image (rate control tries several rates)."""
+        front = self.front_end(x_padded, record) if front is None else front
+        tokens, vq, h, record = front
+        bottleneck = self.hybrid_codec.quantize_feat
         y = bottleneck.analysis(h, self._rate_row(bottleneck.enc_q, rate_index))
         skip_below = self.config.skip_threshold if skip else None
         b, _, hh, ww = y.shape
@@ -313,8 +330,7 @@ class DLF(LatentCodec):
             else:
                 steps = encode_masked(y, split_prior(prior), self.masks(y), context, encoder, DEFAULT_SCALE_TABLE,
                                       skip_below, divide=True)
-        return DLFAnalysis(tokens, vq.indices.flatten(1), vq.quantized, h, y, prior, steps, vq.loss,
-                           record if record is not None else {})
+        return DLFAnalysis(tokens, vq.indices.flatten(1), vq.quantized, h, y, prior, steps, vq.loss, record)
 
     # -- decoder side ------------------------------------------------------------------------
     def synthesise(self, codes: torch.Tensor, y_hat: torch.Tensor, rate_index: int,
@@ -387,15 +403,23 @@ class DLF(LatentCodec):
 
     # -- files -----------------------------------------------------------------------------------
     @torch.inference_mode()
-    def encode(self, x: torch.Tensor, rate_index: int = 0) -> DLFEncodeResult:
+    def encode(self, x: torch.Tensor, rate_index: int | float = 0) -> DLFEncodeResult:
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise ValueError(f"compress expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
         self._rate_row(self.hybrid_codec.quantize_feat.enc_q, rate_index)
         height, width = x.shape[-2:]
         x = self.fit_to_windows(x)
-        coded = x.shape[-2:]
+        return self.encode_front_end(self.front_end(self.pad(x)), height, width, rate_index)
+
+    @torch.inference_mode()
+    def encode_front_end(self, front: DLFFrontEnd, height: int, width: int, rate_index: int | float,
+                         scale: int = 0) -> DLFEncodeResult:
+        """The file of an image (original size height x width) from its front end, at one rate.
+        ``scale`` (rate control's downscale fallback, n/64 per side) names the size the front end
+        was computed at before fitting to windows: ``coded_size(coded_side(side, scale))``."""
+        coded = self.coded_size(coded_side(height, scale), coded_side(width, scale))
         encoder = EntropyEncoder(DEFAULT_SCALE_TABLE)
-        analysis = self.analyse(self.pad(x), rate_index, encoder=encoder, portable=self.portable)
+        analysis = self.analyse(None, rate_index, encoder=encoder, portable=self.portable, front=front)
         # The decoder has the detail latent before the tokens (the prior conditions on it), so the
         # tokens follow the detail symbols in the same stream.
         if self.token_prior is None:
@@ -404,21 +428,28 @@ class DLF(LatentCodec):
             dlf_tokens.code_tokens(self.integer_token_prior(), self.condition_fixed(analysis.steps),
                                    *self.window_grid(*coded), self.config.window_positions, encoder,
                                    analysis.token_indices)
-        header = ImageHeader(model_id=self.model_id, rate_index=rate_index, height=height, width=width,
-                             portable=self.portable, compact=True)
+        whole, fraction = split_rate(rate_index)
+        header = ImageHeader(model_id=self.model_id, rate_index=whole, rate_fraction=fraction, height=height,
+                             width=width, portable=self.portable, scale=scale, compact=True)
         data = write_image_file(header, [encoder.finish()], self.layout)
         detail = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum().item()
         return DLFEncodeResult(data, detail + self.semantic_bits(analysis, *coded))
 
-    def compress(self, x: torch.Tensor, rate_index: int = 0) -> bytes:
+    def compress(self, x: torch.Tensor, rate_index: int | float = 0) -> bytes:
         return self.encode(x, rate_index).data
+
+    def rate_trials(self, x: torch.Tensor, scale: int = 0):
+        """Rate control (latentcodec.ratecontrol): trial encodes sharing one front end."""
+        from latentcodec.models.dlf_rate import DLFRateTrials
+
+        return DLFRateTrials(self, x, scale)
 
     @torch.inference_mode()
     def decompress(self, data: bytes) -> torch.Tensor:
         parsed = read_image_file(data, self.layout, expected_model_id=self.model_id)
         header = parsed.header
-        if header.rate_index >= self.num_rates:
-            raise BitstreamError(f"rate index {header.rate_index} is out of range for this model ({self.num_rates} rates)")
+        if header.rate > self.num_rates - 1:
+            raise BitstreamError(f"rate {header.rate} is out of range for this model ({self.num_rates} rates)")
         try:
             indices, steps = self._decode_streams(parsed.sections, header)
         except BitstreamError as exc:
@@ -427,7 +458,7 @@ class DLF(LatentCodec):
             raise BitstreamError(f"{exc}{FLOAT_FORMAT_HINT}") from None
         device = self.hybrid_codec.latent_tokens.device
         codes = self.codes_from_indices(indices.view(-1, self.config.network.titok.num_tokens).to(device))
-        x_hat = self.synthesise(codes, steps.y_hat.to(device), header.rate_index).x_hat
+        x_hat = self.synthesise(codes, steps.y_hat.to(device), header.rate).x_hat
         image = (x_hat.clamp(-1.0, 1.0) + 1.0) / 2.0
         if tuple(image.shape[-2:]) != (header.height, header.width):
             image = resample(image, (header.height, header.width))
@@ -435,10 +466,10 @@ class DLF(LatentCodec):
 
     def _decode_streams(self, sections, header: ImageHeader):
         """(token indices (N*T,), detail step results) from the file's sections."""
-        height, width = self.coded_size(header.height, header.width)
+        height, width = self.coded_size(header.coded_height, header.coded_width)
         tokens = self.num_windows(height, width) * self.config.network.titok.num_tokens
         decoder = EntropyDecoder(sections[0], DEFAULT_SCALE_TABLE)
-        steps = self.decode_detail(decoder, header.rate_index, height, width, header.portable)
+        steps = self.decode_detail(decoder, header.rate, height, width, header.portable)
         if self.token_prior is None:
             indices = decoder.decode_uniform(tokens, self.config.network.titok.codebook_size)
         else:
@@ -465,7 +496,7 @@ class DLF(LatentCodec):
         parsed = read_image_file(data, self.layout, expected_model_id=self.model_id)
         indices, steps = self._decode_streams(parsed.sections, parsed.header)
         detail = gaussian_residual_bits(steps.symbols, steps.scales).sum().item()
-        coded = self.coded_size(parsed.header.height, parsed.header.width)
+        coded = self.coded_size(parsed.header.coded_height, parsed.header.coded_width)
         if self.token_prior is None:
             semantic = float(self.semantic_bits_per_image(*coded))
         else:

@@ -135,3 +135,37 @@ def test_coded_size_never_needs_more_windows_than_padding(tiny_dlf, side):
     padded, _ = tiny_dlf.padded_size(side, window)
     assert coded % window == 0 and window <= coded <= padded
     assert abs(coded - side) <= window // 2 or coded == window
+
+
+def test_continuous_rates_and_target_sizes(tiny_dlf, tmp_path):
+    import latentcodec
+    from latentcodec.bitstream.container import read_image_header
+
+    # Rate 1 = rate 0 with a 4x larger analysis gain, so sizes grow along the interpolated rates.
+    bottleneck = tiny_dlf.hybrid_codec.quantize_feat
+    saved = {name: getattr(bottleneck, name).detach().clone() for name in ("enc_q", "factorized_prior_vec")}
+    with torch.no_grad():
+        bottleneck.enc_q[1] = bottleneck.enc_q[0] * 4.0
+        bottleneck.factorized_prior_vec[1] = bottleneck.factorized_prior_vec[0]
+    try:
+        tiny_dlf.save_pretrained(tmp_path / "w")
+    finally:
+        with torch.no_grad():
+            for name, value in saved.items():
+                getattr(bottleneck, name).copy_(value)
+    codec = latentcodec.load("dlf", weights=str(tmp_path / "w"))
+    from PIL import Image
+
+    photo = Image.fromarray((image(100, 130, seed=9)[0].permute(1, 2, 0) * 255).byte().numpy())
+    sizes = {}
+    for quality in (0, 0.5, 1):
+        data = codec.at_quality(quality).compress(photo)
+        header, _ = read_image_header(data)
+        assert header.rate == quality  # the container records the exact grid rate
+        assert codec.decompress(data).size == photo.size
+        sizes[quality] = len(data)
+    assert sizes[0] <= sizes[0.5] <= sizes[1] and sizes[0] < sizes[1]
+    budget = (sizes[0] + sizes[1]) // 2
+    result = codec.compress_to_target(photo, target_bytes=budget)
+    assert result.size <= budget and result.encodes >= 1
+    assert codec.decompress(result.data).size == photo.size
