@@ -189,6 +189,13 @@ def test_dlf_export_loads_as_inference_model(tmp_path, image_folder):
     x = torch.rand(1, 3, 64, 64)
     data = model.compress(x, 1)
     assert model.decompress(data).shape == x.shape
+    # The export lacks the VQGAN encoder: fine for a pixel stage without latent targets, an
+    # error (naming the way out) for a stage that needs them.
+    pixel, _ = dlf_trainer(tmp_path, image_folder, "dlf_pixel", **{
+        "init_from": str(exported), "losses.latent_mse": 0.0, "losses.code_ce": 0.0})
+    assert torch.equal(pixel.model.prior_fusion.ffn[3].weight, trained["prior_fusion.ffn.3.weight"])
+    with pytest.raises(WeightsError, match="dlf.init_vqgan"):
+        dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "again", "init_from": str(exported)})
 
 
 def test_pixel_stage_inherits_lambdas_from_the_alignment_run(tmp_path, image_folder):
