@@ -138,6 +138,12 @@ def cmd_compress_video(args) -> int:
     many = len(sources) > 1
     if getattr(args, "target_bytes", None) is not None or getattr(args, "target_bpp", None) is not None:
         raise InputError("--target-bytes/--target-bpp apply to images; for videos use --target-bitrate")
+    if args.target_bitrate is not None:
+        from latentcodec.video_ratecontrol import parse_bitrate
+
+        parse_bitrate(args.target_bitrate)  # a bad value fails before the model loads
+        if args.quality is not None or args.intra_quality is not None:
+            raise InputError("give either --quality/--intra-quality or --target-bitrate, not both")
     codec = load_video(args.model or "glc-video", quality=_quality(args), weights=args.weights, device=args.device,
                        portable=args.portable,
                        intra_quality=args.intra_quality)
@@ -150,6 +156,8 @@ def cmd_compress_video(args) -> int:
             raise InputError(f"{target} exists (use --force to overwrite)")
         with open_video(path, frame_rate=args.frame_rate) as reader:
             info = reader.info
+        if args.target_bitrate is not None:
+            return _compress_video_to_bitrate(codec, path, target, args)
         frames = 0
 
         def save(tmp: str) -> None:
@@ -217,11 +225,27 @@ def _compress_to_target(codec, image, target: dict) -> tuple[bytes, str]:
                          f"{result.encodes} encodes, {result.estimates} estimates)")
 
 
+def _compress_video_to_bitrate(codec, path: Path, target: Path, args) -> None:
+    """--target-bitrate: the controller of latentcodec.video_ratecontrol; one line per GOP."""
+    from latentcodec.video_ratecontrol import compress_to_bitrate, parse_bitrate
+
+    result = compress_to_bitrate(codec, path, parse_bitrate(args.target_bitrate), args.frame_rate)
+    atomic_write(target, result.data, force=args.force)
+    print(f"{target}: {result.frames} frames, {len(result.data)} bytes, {result.achieved_bps / 1000:.2f} kbit/s "
+          f"(target {result.target_bps / 1000:.2f} kbit/s: level {result.level}, {result.probes} probes, "
+          f"{result.passes} full encodes)")
+    for gop in result.gops:
+        print(f"  GOP frames {gop.first_frame}-{gop.first_frame + gop.frames - 1}: {gop.bytes} bytes, "
+              f"{gop.bits_per_second / 1000:.2f} kbit/s")
+
+
 def cmd_compress(args) -> int:
     from latentcodec.data.images import IMAGE_SUFFIXES, load_rgb
 
     if _is_video_job(args):
         return cmd_compress_video(args)
+    if args.target_bitrate is not None:
+        raise InputError("--target-bitrate applies to videos; for images use --target-bytes or --target-bpp")
     files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
     size_target = _size_target(args)
     codec = _load_codec(args)
@@ -492,6 +516,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="images: the largest file not above this many bytes (searched over the continuous rate)")
     p.add_argument("--target-bpp", type=_positive(float), default=None,
                    help="images: the largest file not above this bpp (8 x bytes / original H x W)")
+    p.add_argument("--target-bitrate", default=None, metavar="BITS_PER_SECOND",
+                   help="videos: the highest rate level whose file stays within this bitrate, e.g. 50k or 1.2M "
+                        "(a probe-based controller, see latentcodec/video_ratecontrol.py); prints the rate per GOP")
     p.add_argument("--allow-downscale", action="store_true",
                    help="with a target: when even the lowest rate is too large, code a downscaled image (the scale "
                         "is in the header; decoding upsamples to the original size)")

@@ -203,7 +203,7 @@ class _Search:
         for _ in range(self.config.max_estimates - 2):
             if high - low <= 1:
                 break
-            guess = _log_interpolate(low, self.estimate(low), high, self.estimate(high), self.aim)
+            guess = log_interpolate(low, self.estimate(low), high, self.estimate(high), self.aim)
             value = self.estimate(guess)
             # The estimate is itself about 1 % off the real size, so finer is wasted work.
             if abs(math.log(value / self.aim)) < self.config.tolerance / 2:
@@ -251,7 +251,7 @@ class _Search:
             return min(high_code, max(below + 1, below + step))
         if above - below <= 1:
             return None
-        guess = _log_interpolate(below, self.encode_size(below), above, self.encode_size(above), self.aim)
+        guess = log_interpolate(below, self.encode_size(below), above, self.encode_size(above), self.aim)
         margin = (above - below) // 8  # keeps the bracket shrinking geometrically when sizes are lopsided
         return min(above - 1 - margin, max(below + 1 + margin, guess))
 
@@ -259,7 +259,7 @@ class _Search:
         return len(self.encoded[code])
 
 
-def _log_interpolate(c0: int, s0: float, c1: int, s1: float, aim: float) -> int:
+def log_interpolate(c0: int, s0: float, c1: int, s1: float, aim: float) -> int:
     """The code between c0 and c1 where log-size, linear between the two points, meets the aim."""
     if s1 <= s0:
         return (c0 + c1) // 2
