@@ -101,13 +101,16 @@ class MaskedTokenPrior(nn.Module):
         unit = unit + self.pass_embedding[step][:, None]
         return torch.cat([condition, neighbours, unit], dim=1).transpose(0, 1)
 
-    def logits(self, inputs: TokenPriorInputs, visible: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """(N, num_positions, vocab) logits for every position of the unit."""
+    def features(self, inputs: TokenPriorInputs, visible: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """(N, num_positions, width) normalised outputs at the unit's positions (before the head)."""
         x = self.sequence(inputs, visible, step)
         for block in self.blocks:
             x = block(x)
-        unit = x[-self.config.num_positions:].transpose(0, 1)
-        return self.head(self.ln_out(unit))
+        return self.ln_out(x[-self.config.num_positions:].transpose(0, 1))
+
+    def logits(self, inputs: TokenPriorInputs, visible: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """(N, num_positions, vocab) logits for every position of the unit."""
+        return self.head(self.features(inputs, visible, step))
 
     def loss(self, inputs: TokenPriorInputs, tokens: torch.Tensor, generator: torch.Generator | None = None):
         """Mean cross-entropy in bits per token over the masked positions at a random pass per unit."""
@@ -116,8 +119,9 @@ class MaskedTokenPrior(nn.Module):
         group = self.config.group_of().to(tokens.device)
         hidden = group[None, :] >= step[:, None]
         visible = torch.where(hidden, torch.full_like(tokens, self.mask_index), tokens)
-        logits = self.logits(inputs, visible, step)
-        nats = F.cross_entropy(logits[hidden], tokens[hidden])
+        # The vocabulary head (the largest matmul) only where there is a loss.
+        logits = self.head(self.features(inputs, visible, step)[hidden])
+        nats = F.cross_entropy(logits, tokens[hidden])
         return nats / math.log(2.0)
 
     @torch.no_grad()

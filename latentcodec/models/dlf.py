@@ -199,6 +199,13 @@ class DLF(LatentCodec):
         else:
             self.vqgan = VQGAN(config.vqgan, with_codebook=True, with_encoder=with_training_modules)
         self.token_prior = None if config.token_prior is None else MaskedTokenPrior(config.token_prior)
+        self.memory_format = torch.contiguous_format
+
+    def set_memory_format(self, memory_format: torch.memory_format) -> "DLF":
+        """The VQGAN decoder's layout: channels_last runs oneDNN's fastest convolutions on CPU."""
+        self.memory_format = memory_format
+        self.vqgan.to(memory_format=memory_format)
+        return self
 
     def attach_token_prior(self, prior: MaskedTokenPrior | None) -> "DLF":
         """Use ``prior`` (fitted to this model's tokens) for the semantic stream; None: fixed length."""
@@ -343,7 +350,7 @@ class DLF(LatentCodec):
         semantic, detail = codec.decoder(codes, h_hat, record)
         logits = self.prior_fusion(semantic, detail)
         soft_latent = soft_codebook_latent(logits, self.vqgan.quantize.embedding.weight)
-        x_hat = self.vqgan.decode(soft_latent) if decode else None
+        x_hat = self.vqgan.decode(soft_latent.contiguous(memory_format=self.memory_format)) if decode else None
         return DLFSynthesis(h_hat, semantic, detail, logits, soft_latent, x_hat, record if record is not None else {})
 
     def codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 HEAD_DIM = 64
+# Fused scaled-dot-product attention; False computes softmax(q k^T / sqrt(d) + bias) v explicitly,
+# as the reference implementation does (benchmarks/bench_dlf.py's in-process baseline).
+FUSED_ATTENTION = True
 
 
 def heads_for(dim: int) -> int:
@@ -99,7 +102,11 @@ class WindowAttention(nn.Module):
         # -> (3, b, windows, heads, window², head_dim)
         qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, b * nh * nw, self.heads, w * w, self.head_dim)
         bias = self.attention_bias(nh, nw).to(x.dtype).repeat(b, 1, 1, 1)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
+        if FUSED_ATTENTION:
+            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
+        else:
+            scores = qkv[0] @ qkv[1].transpose(-1, -2) * self.head_dim**-0.5 + bias
+            out = scores.softmax(dim=-1) @ qkv[2]
         out = out.view(b, nh, nw, self.heads, w, w, self.head_dim).permute(0, 1, 4, 2, 5, 3, 6)
         out = self.to_out(out.reshape(b, height, width, dim))
         if self.shifted:

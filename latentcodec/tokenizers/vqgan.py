@@ -37,6 +37,9 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
 
 
+# Fused scaled-dot-product attention; False: explicit softmax(q k^T / sqrt(c)) v, as taming does
+# (the in-process baseline of benchmarks/bench_dlf.py).
+FUSED_ATTENTION = True
 # Maps of at least this many positions (about 1450x1450) run GroupNorm -> SiLU -> conv3x3 in row
 # tiles, so that the normalised activation map is never materialised in full.
 TILED_INFERENCE_MIN_PIXELS = 2**21
@@ -159,7 +162,10 @@ class AttnBlock(nn.Module):
         """(B, C, H, W) maps -> attention output of the same shape, over all H*W positions."""
         b, c, h, w = q.shape
         q_, k_, v_ = (t.reshape(b, 1, c, h * w).transpose(2, 3) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q_, k_, v_)
+        if FUSED_ATTENTION:
+            out = F.scaled_dot_product_attention(q_, k_, v_)
+        else:
+            out = (q_ @ k_.transpose(-1, -2) * c**-0.5).softmax(dim=-1) @ v_
         return out.transpose(2, 3).reshape(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
