@@ -67,13 +67,15 @@ def decode_fingerprint(data: bytes, model) -> Fingerprint:
         return Fingerprint(tuple(hashes), _to_uint8(torch.cat(frames)))
     parsed = read_image_file(data, model.layout, expected_model_id=model.model_id)
     header = parsed.header
+    # The coded size and exact rate (the original size and whole rate for every kind-0 file).
+    size = (header.coded_height, header.coded_width)
     if header.portable:
-        fixed = model.decode_sections_fixed(*parsed.sections, header.height, header.width, header.rate_index)
+        fixed = model.decode_sections_fixed(*parsed.sections, *size, header.rate)
         latent = from_fixed(fixed)
     else:
-        latent = model.decode_sections(*parsed.sections, header.height, header.width, header.rate_index)
+        latent = model.decode_sections(*parsed.sections, *size, header.rate)
         fixed = to_fixed(latent)
-    image = model.generate(latent, header.height, header.width)
+    image = model.generate(latent, *size)
     return Fingerprint((_hash(fixed),), _to_uint8(image))
 
 

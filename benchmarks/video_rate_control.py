@@ -1,0 +1,76 @@
+"""Video target bitrate against achieved bitrate, per clip, with the shipped GLC-video default (issue 14).
+
+Per clip (the first ``--frames`` frames of each .y4m under ../shared/data/video) and per target,
+given as a bpp-equivalent (target bit/s = bpp x W x H x frame rate, so the targets mean the same
+on every resolution), ``latentcodec.video_ratecontrol.compress_to_bitrate``: the chosen level,
+achieved bit/s of the file and of every GOP, probes, full encodes and wall time.
+
+    python benchmarks/video_rate_control.py --out docs/results/rate_control_video.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+VIDEOS = REPO.parent / "shared" / "data" / "video"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--bpp", default="0.015,0.03", help="targets as bpp-equivalents")
+    parser.add_argument("--clips", default=None, help="comma-separated clip stems (default: every .y4m)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    import latentcodec
+    from latentcodec.data.video import open_video
+    from latentcodec.errors import LatentCodecError
+    from latentcodec.video_ratecontrol import compress_to_bitrate
+
+    torch.set_num_threads(args.threads)
+    codec = latentcodec.load("glc-video")
+    clips = sorted(VIDEOS.glob("*/*.y4m"))
+    if args.clips:
+        clips = [c for c in clips if c.stem in args.clips.split(",")]
+    rows = []
+    out = Path(args.out)
+    for clip in tqdm(clips, desc="clips", file=sys.stderr):
+        with open_video(clip) as reader:
+            info = reader.info
+            frames = list(itertools.islice(reader, args.frames))
+        for bpp in (float(b) for b in args.bpp.split(",")):
+            target = bpp * info.width * info.height * float(info.frame_rate)
+            start = time.perf_counter()
+            row = {"clip": clip.stem, "size": [info.width, info.height], "frame_rate": str(info.frame_rate),
+                   "frames": len(frames), "target_bpp_equivalent": bpp, "target_bps": target}
+            try:
+                result = compress_to_bitrate(codec, frames, target, info.frame_rate)
+            except LatentCodecError as exc:
+                row.update(reachable=False, error=str(exc), wall_s=time.perf_counter() - start)
+            else:
+                row.update(reachable=True, level=result.level, achieved_bps=result.achieved_bps,
+                           achieved_over_target=result.achieved_bps / target, bytes=len(result.data),
+                           probes=result.probes, passes=result.passes, wall_s=time.perf_counter() - start,
+                           gops=[g._asdict() for g in result.gops])
+            rows.append(row)
+            tqdm.write(json.dumps({k: v for k, v in row.items() if k != "gops"}), file=sys.stderr)
+            payload = {"command": " ".join(["python", *sys.argv]), "weights": codec.weights_source,
+                       "threads": args.threads, "rows": rows}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.with_suffix(".tmp").write_text(json.dumps(payload, indent=2) + "\n")
+            out.with_suffix(".tmp").replace(out)
+
+
+if __name__ == "__main__":
+    main()
