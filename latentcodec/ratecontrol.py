@@ -103,6 +103,29 @@ class RateTrials(Protocol):
         """The real file at this rate."""
 
 
+class ImageRateTrials:
+    """Shared set-up of a codec's ``RateTrials`` for one image (1, 3, H, W) in [0, 1] at coding
+    scale ``scale``: checks the input, resizes it once, and hands the coded image to
+    :meth:`prepare`, where a codec caches its rate-independent work."""
+
+    def __init__(self, model, x: torch.Tensor, scale: int = 0):
+        from latentcodec.bitstream import coded_side
+
+        if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+            raise ValueError(f"rate control expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
+        self.model = model
+        self.height, self.width = int(x.shape[-2]), int(x.shape[-1])
+        self.scale = scale
+        self.coded_height, self.coded_width = coded_side(self.height, scale), coded_side(self.width, scale)
+        self.min_code = 0
+        self.max_code = (model.num_rates - 1) * RATE_FRACTION_STEPS
+        with torch.inference_mode():
+            self.prepare(resize_image(x, self.coded_height, self.coded_width))
+
+    def prepare(self, coded: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class RateSearchConfig:
     max_encodes: int = 8  # real encodes per scale, the first one included

@@ -9,28 +9,17 @@ from __future__ import annotations
 
 import torch
 
-from latentcodec.bitstream import RATE_FRACTION_STEPS, coded_side
-from latentcodec.ratecontrol import rate_from_code, resize_image
+from latentcodec.ratecontrol import ImageRateTrials, rate_from_code
 
 # The estimate counts the payload; the header and CRC of a Kodak-size file add about 9 bytes.
 ESTIMATED_HEADER_BYTES = 9
 
 
-class GLCImageRateTrials:
+class GLCImageRateTrials(ImageRateTrials):
     """``RateTrials`` of a GLCImage for one image (1, 3, H, W) in [0, 1] at coding scale ``scale``."""
 
-    def __init__(self, model, x: torch.Tensor, scale: int = 0):
-        if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-            raise ValueError(f"rate control expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
-        self.model = model
-        self.height, self.width = int(x.shape[-2]), int(x.shape[-1])
-        self.scale = scale
-        self.coded_height, self.coded_width = coded_side(self.height, scale), coded_side(self.width, scale)
-        self.min_code = 0
-        self.max_code = (model.num_rates - 1) * RATE_FRACTION_STEPS
-        with torch.inference_mode():
-            coded = resize_image(x, self.coded_height, self.coded_width)
-            self.latent = model.vqgan.encoder(model.pad(coded))
+    def prepare(self, coded: torch.Tensor) -> None:
+        self.latent = self.model.vqgan.encoder(self.model.pad(coded))
 
     def estimate_bytes(self, code: int) -> float:
         bits = self.model.estimate_bits_of_latent(self.latent, rate_from_code(code), self.coded_height,
