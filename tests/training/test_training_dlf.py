@@ -32,8 +32,9 @@ def test_dlf_stage_lowers_its_loss(tmp_path, image_folder, stage):
     for _ in range(6):
         trainer.train_step()
     after = objective(trainer, batch)
+    before_total, after_total = before.total.item(), after.total.item()
     assert torch.isfinite(before.total) and torch.isfinite(after.total)
-    assert float(after.total) < float(before.total), (stage, float(before.total), float(after.total))
+    assert after_total < before_total, (stage, before_total, after_total)
     if stage == "dlf_align":
         # Each alignment term goes down on its own, not only their sum.
         assert float(after.latent_mse) < float(before.latent_mse)
