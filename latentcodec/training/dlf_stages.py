@@ -35,7 +35,7 @@ from latentcodec.models.dlf import DLF, PRESETS
 from latentcodec.nn.patchgan import PatchGANDiscriminator
 from latentcodec.training.checkpoints import CHECKPOINT_FILE, read_run_state
 from latentcodec.training.config import TrainConfig
-from latentcodec.training.losses import PerceptualLoss, per_sample_mean, trainable_residual_bits
+from latentcodec.training.losses import per_sample_mean, trainable_residual_bits
 from latentcodec.training.stages import StageLosses, StageObjective
 
 # Children of the hybrid encoder/decoder that belong to the detail branch; everything else in
@@ -75,9 +75,6 @@ class DLFObjective(StageObjective):
     soft-latent MSE, ``code_ce``: codeword CE, ``codebook``: semantic VQ loss, ``bpp``: detail)."""
 
     model: DLF
-
-    def __init__(self, model: DLF, config: TrainConfig, perceptual: PerceptualLoss | None):
-        super().__init__(model, config, perceptual)
 
     def generator_last_layer(self) -> nn.Module:
         vqgan = self.model.vqgan
