@@ -37,7 +37,7 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", help=f"codec to evaluate: a registered model (glc-image, glc-video), a baseline ({', '.join([*BASELINES, *VIDEO_BASELINES])}) or module:factory")
     parser.add_argument("--weights", help="weights folder (save_pretrained) or official checkpoint of --model")
-    parser.add_argument("--qualities", type=_floats, help="model quality indices (e.g. 0,1,2,3), or a baseline's parameter values; default: all (videos: 4 spread levels, 0,21,42,63 of 64) / the baseline's grid")
+    parser.add_argument("--qualities", type=_floats, help="model quality indices (e.g. 0,1,2,3; continuous-rate models take any number in range, e.g. 1.5), or a baseline's parameter values; default: all (videos: 4 spread levels, 0,21,42,63 of 64) / the baseline's grid")
     parser.add_argument("--data", required=True, help="folder of images (not recursive) or one image file; videos: a .y4m/.mp4/... file, a folder of PNG frames, or a folder of those")
     parser.add_argument("--out", required=True, help="output folder (reused to resume)")
     parser.add_argument("--baselines", type=_names, default=(), help=f"comma-separated classical codecs: {','.join(BASELINES)} (images), {','.join(VIDEO_BASELINES)} (videos) or 'all'")

@@ -51,12 +51,17 @@ class LearnedCodec:
             self._by_quality[quality] = self._codec.at_quality(quality)
         return self._by_quality[quality]
 
-    def check_quality(self, quality: float) -> int:
+    def check_quality(self, quality: float) -> int | float:
+        """An int level; for codecs with continuous rates any number in range, snapped to the 1/256 grid."""
+        if self.supports_targets and quality != int(quality) and 0 <= quality <= self.num_qualities - 1:
+            from latentcodec.ratecontrol import snap_quality
+
+            return snap_quality(float(quality), self.num_qualities)
         if quality != int(quality) or not 0 <= quality < self.num_qualities:
             raise InputError(f"model {self.name!r} has qualities 0..{self.num_qualities - 1}, not {quality:g}")
         return int(quality)
 
-    def encode(self, image: Image.Image, quality: int) -> bytes:
+    def encode(self, image: Image.Image, quality: int | float) -> bytes:
         data = self._at(quality).compress(image)
         if not isinstance(data, (bytes, bytearray)):
             raise LatentCodecError(f"model {self.name!r}: compress returned {type(data).__name__}, not bytes")

@@ -250,10 +250,11 @@ class _Worker:
         elif point.learned:
             assert self.learned is not None
             start = time.perf_counter()
-            data = self.learned.encode(original, int(point.value))
+            quality = int(point.value) if point.value == int(point.value) else point.value  # continuous rates
+            data = self.learned.encode(original, quality)
             compress_s = time.perf_counter() - start
             extension = self.learned.extension
-            estimated = self.learned.estimated_bpp(original, int(point.value))
+            estimated = self.learned.estimated_bpp(original, quality)
             base = replace(base, parameter="quality", estimated_bpp=estimated)
         else:
             codec = classical.get_baseline(point.codec)

@@ -61,3 +61,13 @@ def test_the_report_shows_the_matched_budget_tables(evaluation):
     page = build_report(config.out).read_text()
     assert "At the same byte budgets (--target-bpp)" in page
     assert "<h3>target 1 bpp</h3>" in page  # 0.3 bpp: no codec reached it on every image
+
+
+def test_fractional_qualities_of_a_continuous_rate_model(tmp_path):
+    weights = save_tiny_with_rate_gains(tmp_path / "weights")
+    config = EvalConfig(data=str(write_images(tmp_path / "data")), out=str(tmp_path / "out"), model="glc-image",
+                        weights=str(weights), qualities=(0, 1.5, 2.37), metrics=("psnr",), workers=1, progress=False)
+    records = run_evaluation(config).records
+    assert sorted({r.point for r in records}) == ["q0", "q1.5", "q2.37109375"]  # snapped to the 1/256 grid
+    sizes = {r.point: r.bytes for r in records if r.image == "img0"}
+    assert sizes["q0"] < sizes["q1.5"] < sizes["q2.37109375"]
