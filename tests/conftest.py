@@ -45,3 +45,5 @@ def pytest_addoption(parser):
     parser.addoption("--rewrite-golden", action="store_true", help="regenerate committed golden files")
     parser.addoption("--reference-errors", metavar="PATH", default=None,
                      help="write the worst relative error per tensor of the GLC-video reference test as JSON")
+    parser.addoption("--dlf-reference-errors", metavar="PATH", default=None,
+                     help="write the largest relative error per tensor of the DLF reference test as JSON")
