@@ -15,8 +15,10 @@ the codec's own I/P split at that level. It works in four steps:
    a margin; at most ``max_probes`` probes besides the two ends.
 4. **Confirm.** Code the whole sequence at that level and measure the file. If it is above the
    target (later content is harder than the probe), step down by the predicted ratio and code it
-   again, at most ``max_passes`` times; the result is the best file not above the target, with the
-   achieved bitrate of every GOP.
+   again. If it fits but the probe overstated the clip (a file well below the target), the model is
+   corrected by the measured ratio and one more pass tries the level it then predicts. At most
+   ``max_passes`` full encodes; the result is the best file not above the target, with the achieved
+   bitrate of every GOP.
 """
 
 from __future__ import annotations
@@ -153,6 +155,13 @@ def compress_to_bitrate(codec, source, target_bps: float, frame_rate=None,
         smallest = min(smallest, achieved)
         if achieved <= target_bps:
             best = (result, level)
+            corrected = achieved / predicted(level)  # < 1 when the probe overstated the whole clip
+            higher = highest_level_below(target_bps * (1 - config.margin) / corrected, levels - 1)
+            if passes < config.max_passes and higher > level:
+                trial = _encode(codec, source, higher, frame_rate)
+                passes += 1
+                if _bitrate(len(trial.data), len(trial.units), trial.frame_rate) <= target_bps:
+                    best = (trial, higher)
             break
         if level == 0:
             break
