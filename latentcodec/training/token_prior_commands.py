@@ -28,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--width", type=int, default=128, help="transformer width (default 128)")
     fit.add_argument("--layers", type=int, default=3, help="transformer layers (default 3)")
     fit.add_argument("--passes", type=int, default=4, help="masked-token passes per window (default 4)")
-    fit.add_argument("--force", action="store_true", help="overwrite an existing output folder")
+    fit.add_argument("--save-model", default=None, metavar="DIR",
+                     help="also write the DLF model with the fitted prior inside it (a save_pretrained folder that "
+                          "codes its tokens under the prior with no --token-prior; how a default ships)")
+    fit.add_argument("--force", action="store_true", help="overwrite existing output folders")
     fit.set_defaults(func=run_fit)
 
 
@@ -40,8 +43,9 @@ def run_fit(args: argparse.Namespace) -> int:
     from latentcodec.training.token_prior_fit import TokenPriorFitConfig, extract, fit, save_token_prior
 
     output = Path(args.output)
-    if output.exists() and not args.force:
-        raise LatentCodecError(f"{output} exists (use --force to overwrite)")
+    for path in (output, Path(args.save_model) if args.save_model else None):
+        if path is not None and path.exists() and not args.force:
+            raise LatentCodecError(f"{path} exists (use --force to overwrite)")
     for name in ("crops", "crop_windows", "steps", "width", "layers", "passes"):
         if getattr(args, name) < 1:
             raise LatentCodecError(f"--{name.replace('_', '-')} must be at least 1")
@@ -61,6 +65,9 @@ def run_fit(args: argparse.Namespace) -> int:
                                      "train_bits_per_window": bits, "fixed_bits_per_window": fixed})
     print(f"{output}: {len(cache)} windows, {bits / prior_config.num_positions:.2f} bits/token on training windows "
           f"(fixed length {model.config.token_bits})")
+    if args.save_model:
+        model.attach_token_prior(prior).save_pretrained(args.save_model, metadata={"token_prior": str(output)})
+        print(f"{args.save_model}: the model with its token prior")
     return 0
 
 

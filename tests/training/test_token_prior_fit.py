@@ -66,6 +66,11 @@ def test_fit_token_prior_command_writes_a_prior_that_codes_files(frozen_dlf, ima
     assert codec.decompress(data).size == image.size
     plain = latentcodec.load("dlf", weights=str(weights))
     assert np.array_equal(np.asarray(codec.decompress(data)), np.asarray(plain.decompress(plain.compress(image))))
+    # --save-model: the same prior inside a model folder codes identical files with no --token-prior.
+    assert main([*argv, "--force", "--save-model", str(tmp_path / "with_prior")]) == 0
+    inside = latentcodec.load("dlf", weights=str(tmp_path / "with_prior"))
+    refit = latentcodec.load("dlf", weights=str(weights), token_prior=str(out))
+    assert inside.compress(image) == refit.compress(image)
 
 
 def test_a_prior_of_another_shape_is_refused(frozen_dlf, tmp_path):
