@@ -1,0 +1,485 @@
+"""PerCoV2: an SD3-latent perceptual codec with a VQ hyper-latent (arXiv 2503.09368; SYSTEMS.md 6.6).
+
+Encoder: image -> SD3 VAE (posterior mode, normalised latent) -> hyper-encoder -> cosine VQ -> a g x g
+token map per 512x512 (g in {8, 16, 32}, K in {256, 1024} codes). Decoder: the token map -> z_l ->
+nearest-upsampled, 1x1-adapted and concatenated with the noisy latent -> the SD3 MMDiT, whose patch
+embedding is widened with zero-initialised inputs (so an untrained model *is* SD3) -> rectified-flow
+sampling with classifier-free guidance -> the SD3 VAE decoder.
+
+Files: the compact header, then a caption section (stored length; raw DEFLATE of the UTF-8 caption,
+empty when there is none) and one range-coded token section (the rest), tokens in the implicit
+hierarchical order of SYSTEMS.md 6.6.5 at a fixed log2 K bits each (docs/bitstream.md, "PerCoV2 files").
+The sampling noise is seeded from a hash of the file, so a file always decodes to the same picture.
+
+Presets: ``tiny`` (tests: a tiny random VAE and MMDiT), ``sd3`` (the geometry of SD3-Medium; load the
+user's weights with :meth:`PerCoV2.from_diffusers`), ``small`` (a placeholder for a later CPU training
+run: SD3's VAE and a narrow 8-layer MMDiT; nothing is trained or shipped for it yet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from latentcodec.bitstream.container import ImageHeader, read_image_file, write_image_file
+from latentcodec.entropy.coder import EntropyDecoder, EntropyEncoder
+from latentcodec.errors import BitstreamError, ConfigError, InputError
+from latentcodec.models.base import LatentCodec
+from latentcodec.models.percov2_networks import (
+    ConditionAdapter,
+    HyperConfig,
+    HyperEncoder,
+    TokenOutput,
+    TokenQuantizer,
+    hierarchical_order,
+)
+from latentcodec.models import percov2_sd3 as sd3
+from latentcodec.models.percov2_sd3 import PromptEmbeddings
+
+MAX_CAPTION_BYTES = 1024  # UTF-8 bytes; captions are ~32 tokens, so this only bounds a corrupt section
+CAPTION_LEVEL = 9  # zlib level 9, PerCo's caption coder (SYSTEMS.md 6.3), as raw DEFLATE
+TOKEN_SECTION, CAPTION_SECTION = 1, 0
+
+# The caption an image is decoded against when the file holds none, and the unconditional branch of
+# classifier-free guidance (SYSTEMS.md 6.6.6: empty-caption embeddings, z_l kept).
+EMPTY_CAPTION = ""
+
+PromptEncoder = Callable[[list[str]], PromptEmbeddings]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Decode defaults (SYSTEMS.md 6.6.6: PerCo(SD)'s 20 steps and CFG 3.0); each is a decode option."""
+
+    steps: int = 20
+    cfg_scale: float = 3.0
+    # No-text mode: the number of zero caption-token embeddings the MMDiT attends to.
+    prompt_length: int = 77
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"sampling.steps must be at least 1, got {self.steps}")
+        if not self.cfg_scale >= 0.0:
+            raise ConfigError(f"sampling.cfg_scale must be >= 0, got {self.cfg_scale}")
+        if self.prompt_length < 1:
+            raise ConfigError(f"sampling.prompt_length must be at least 1, got {self.prompt_length}")
+
+
+@dataclass(frozen=True)
+class PerCoV2Config:
+    hyper: HyperConfig = field(default_factory=HyperConfig)
+    # diffusers constructor arguments. ``transformer`` is the *widened* MMDiT: in_channels =
+    # latent channels + hyper.adapter_channels, out_channels = latent channels.
+    vae: dict[str, Any] = field(default_factory=sd3.sd3_medium_vae_config)
+    transformer: dict[str, Any] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=sd3.sd3_scheduler_config)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def __post_init__(self) -> None:
+        if not self.transformer:  # the default: SD3-Medium's MMDiT, widened for this hyper config
+            object.__setattr__(self, "transformer", widened_config(sd3.sd3_medium_transformer_config(), self.hyper))
+        latent = self.vae.get("latent_channels")
+        if latent != self.hyper.latent_channels:
+            raise ConfigError(f"the VAE has {latent} latent channels, the hyper-encoder expects "
+                              f"{self.hyper.latent_channels}")
+        expected_in = self.hyper.latent_channels + self.hyper.adapter_channels
+        if self.transformer.get("in_channels") != expected_in or self.transformer.get("out_channels") != latent:
+            raise ConfigError(f"the transformer must take {expected_in} channels (latent + adapter) and predict "
+                              f"{latent}, got in={self.transformer.get('in_channels')} "
+                              f"out={self.transformer.get('out_channels')}")
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae["block_out_channels"]) - 1)
+
+    @property
+    def token_pixels(self) -> int:
+        """Pixels per token side: 64 at g = 8 with the f8 VAE."""
+        return self.vae_factor * self.hyper.latent_stride
+
+    @property
+    def max_latent_side(self) -> int:
+        """The MMDiT's positional table covers pos_embed_max_size patches per side."""
+        return self.transformer["pos_embed_max_size"] * self.transformer["patch_size"]
+
+    @classmethod
+    def sd3(cls, grid: int = 8, codebook_size: int = 256) -> "PerCoV2Config":
+        """SD3-Medium's components (weights supplied by the user) with PerCo's hyper-encoder at one
+        operating point of SYSTEMS.md 6.6.7 (U1: g = 8, K = 256 by default)."""
+        return cls(hyper=HyperConfig(grid=grid, codebook_size=codebook_size))
+
+    @classmethod
+    def small(cls) -> "PerCoV2Config":
+        """PLACEHOLDER for a later CPU training run, untrained and unshipped: SD3's VAE (frozen, the user's
+        weights) with a narrow 8-layer, 512-wide MMDiT and a 96-wide hyper-encoder at g = 8, K = 256."""
+        hyper = HyperConfig(width=96, residual_blocks=4, down_widths=(192, 256, 256), hyper_channels=160,
+                            adapter_channels=32)
+        transformer = dict(sd3.sd3_medium_transformer_config(), num_layers=8, num_attention_heads=8,
+                           caption_projection_dim=512)
+        return cls(hyper=hyper, transformer=widened_config(transformer, hyper))
+
+    @classmethod
+    def tiny(cls) -> "PerCoV2Config":
+        """For tests: an f8 VAE 8 channels wide, a 2-layer 16-wide MMDiT, one token per 16 pixels (g = 32)."""
+        hyper = HyperConfig(grid=32, width=16, residual_blocks=1, down_widths=(16,), hyper_channels=16,
+                            code_dim=8, adapter_channels=8)
+        return cls(hyper=hyper, vae=tiny_vae_config(), transformer=widened_config(tiny_transformer_config(), hyper),
+                   sampling=SamplingConfig(steps=3, cfg_scale=3.0, prompt_length=4))
+
+
+def tiny_vae_config() -> dict[str, Any]:
+    return dict(sd3.sd3_medium_vae_config(), block_out_channels=[8, 8, 8, 8], layers_per_block=1, norm_num_groups=4,
+                sample_size=64)
+
+
+def tiny_transformer_config() -> dict[str, Any]:
+    """A 16-channel SD3 MMDiT small enough for unit tests (any side up to 256 pixels)."""
+    return dict(sample_size=8, patch_size=2, in_channels=16, num_layers=2, attention_head_dim=8, num_attention_heads=2,
+                joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=16, out_channels=16,
+                pos_embed_max_size=16)
+
+
+def widened_config(transformer: dict[str, Any], hyper: HyperConfig) -> dict[str, Any]:
+    return dict(transformer, in_channels=hyper.latent_channels + hyper.adapter_channels,
+                out_channels=hyper.latent_channels)
+
+
+PRESETS = {"tiny": PerCoV2Config.tiny, "sd3": PerCoV2Config.sd3, "small": PerCoV2Config.small}
+
+
+class PerCoV2Output(NamedTuple):
+    velocity: torch.Tensor  # (B, 16, h, w) predicted
+    target: torch.Tensor  # (B, 16, h, w) epsilon - z
+    flow_loss: torch.Tensor  # MSE(velocity, target)
+    vq_loss: torch.Tensor
+    token_bits: torch.Tensor  # (B,) fixed-length bits of each token map
+    token_indices: torch.Tensor  # (B, gh, gw)
+    num_pixels: int
+
+
+class PerCoV2EncodeResult(NamedTuple):
+    data: bytes
+    token_indices: torch.Tensor  # (gh, gw)
+    estimated_bits: float
+
+
+class DecodedStreams(NamedTuple):
+    header: ImageHeader
+    caption: str | None
+    token_indices: torch.Tensor  # (gh, gw)
+    seed: int
+
+
+class PerCoV2(LatentCodec):
+    model_name = "percov2"
+    config_class = PerCoV2Config
+
+    def __init__(self, config: PerCoV2Config, components: sd3.SD3Components | None = None):
+        super().__init__(config)
+        self.hyper_encoder = HyperEncoder(config.hyper)
+        self.quantizer = TokenQuantizer(config.hyper)
+        self.adapter = ConditionAdapter(config.hyper)
+        if components is None:
+            self.vae = sd3.build_vae(config.vae)
+            self.transformer = sd3.build_transformer(config.transformer)
+            # A fresh model too starts as a plain MMDiT: the injected inputs begin at exactly zero.
+            with torch.no_grad():
+                self.transformer.pos_embed.proj.weight[:, config.hyper.latent_channels:].zero_()
+        else:
+            self.vae = components.vae
+            self.transformer = sd3.widen_patch_embedding(components.transformer, config.hyper.adapter_channels)
+        self.vae.requires_grad_(False)  # frozen in both training stages (SYSTEMS.md 6.6.4)
+        # Captions -> embeddings; None is the no-text mode (zero embeddings, no caption accepted).
+        self.prompt_encoder: PromptEncoder | None = None
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_diffusers(cls, folder: str | os.PathLike, hyper: HyperConfig | None = None,
+                       sampling: SamplingConfig | None = None) -> "PerCoV2":
+        """A codec over a local SD3 copy in the diffusers layout (vae/, transformer/, scheduler/): the
+        pretrained VAE and MMDiT, the MMDiT's patch embedding widened with zeros, and a fresh hyper-encoder
+        and VQ (g = 8, K = 256 unless ``hyper`` says otherwise), to be trained in stage A."""
+        components = sd3.load_sd3_components(folder)
+        hyper = hyper or HyperConfig()
+        config = PerCoV2Config(hyper=hyper, vae=sd3.plain_config(components.vae.config),
+                               transformer=widened_config(sd3.plain_config(components.transformer.config), hyper),
+                               scheduler=components.scheduler_config, sampling=sampling or SamplingConfig())
+        return cls(config, components).eval()
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any):
+        """A save_pretrained folder, built on the meta device and adopting the stored tensors (the sd3
+        preset holds ~2 B parameters; a random initialisation first would double load time and memory)."""
+        path = Path(path)
+        config = cls.read_config(path)
+        state = cls.read_weights(path / "model.safetensors")
+        with torch.device("meta"):
+            model = cls(config, **kwargs)
+        model.load_state_dict_strict(state, source=str(path / "model.safetensors"), assign=True)
+        model.vae.requires_grad_(False)
+        return model.to(device).eval()
+
+    def attach_prompt_encoder(self, encoder: PromptEncoder | None) -> "PerCoV2":
+        """Use ``encoder`` (list of captions -> PromptEmbeddings) for captions; None: the no-text mode."""
+        self.prompt_encoder = encoder
+        return self
+
+    # -- shapes --------------------------------------------------------------------------------
+    @property
+    def num_rates(self) -> int:
+        return 1  # one model per (g, K) operating point (SYSTEMS.md 6.6.4)
+
+    @property
+    def device(self) -> torch.device:
+        return self.adapter.proj.weight.device
+
+    def coded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The padded size an image is coded at: each side up to whole tokens (reflect padding)."""
+        m = self.config.token_pixels
+        return math.ceil(height / m) * m, math.ceil(width / m) * m
+
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        padded_h, padded_w = self.coded_size(height, width)
+        return padded_h // self.config.token_pixels, padded_w // self.config.token_pixels
+
+    def fits(self, height: int, width: int) -> bool:
+        padded_h, padded_w = self.coded_size(height, width)
+        limit = self.config.max_latent_side * self.config.vae_factor
+        return padded_h <= limit and padded_w <= limit
+
+    def token_bits(self, height: int, width: int) -> int:
+        rows, cols = self.token_grid(height, width)
+        return rows * cols * self.config.hyper.token_bits
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        padded_h, padded_w = self.coded_size(height, width)
+        pad = (0, padded_w - width, 0, padded_h - height)
+        if pad == (0, 0, 0, 0):
+            return x
+        # Reflection keeps edge statistics natural; a side too short to reflect that far is replicated.
+        mode = "reflect" if pad[1] < width and pad[3] < height else "replicate"
+        return F.pad(x, pad, mode=mode)
+
+    @staticmethod
+    def section_layout(header: ImageHeader) -> list[int | None]:
+        """Caption (stored length, 0 when absent), then the token stream (the rest of the file)."""
+        return [None, None]
+
+    def layout(self, header: ImageHeader) -> list[int | None]:
+        return self.section_layout(header)
+
+    # -- prompts --------------------------------------------------------------------------------
+    def prompt_embeddings(self, caption: str, batch: int = 1) -> PromptEmbeddings:
+        if self.prompt_encoder is None:
+            if caption:
+                raise ConfigError("this PerCoV2 model has no text encoders (no-text mode), so a caption cannot "
+                                  "condition it")
+            return PromptEmbeddings.zeros(self.config.transformer, self.config.sampling.prompt_length, batch,
+                                          self.device)
+        return self.prompt_encoder([caption]).repeat(batch)
+
+    # -- training ---------------------------------------------------------------------------------
+    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, TokenOutput]:
+        """[0, 1] image (already padded to whole tokens) -> (normalised SD3 latent, VQ output)."""
+        with torch.no_grad():
+            latent = sd3.encode_latent(self.vae, x)
+        return latent, self.quantizer(self.hyper_encoder(latent))
+
+    def condition(self, hyper_latent: torch.Tensor | None, latent_shape: tuple[int, ...]) -> torch.Tensor:
+        """The channels concatenated with the noisy latent (zeros for no condition)."""
+        if hyper_latent is None:
+            b, _, h, w = latent_shape
+            return torch.zeros(b, self.config.hyper.adapter_channels, h, w, device=self.device)
+        return self.adapter(hyper_latent)
+
+    def velocity(self, noisy: torch.Tensor, condition: torch.Tensor, timestep: torch.Tensor,
+                 prompt: PromptEmbeddings) -> torch.Tensor:
+        """The MMDiT's velocity for ``noisy`` (B, 16, h, w) at ``timestep`` (B,) = sigma * 1000."""
+        hidden = torch.cat([noisy, condition], dim=1)
+        return self.transformer(hidden_states=hidden, timestep=timestep, encoder_hidden_states=prompt.tokens,
+                                pooled_projections=prompt.pooled, return_dict=False)[0]
+
+    def forward(self, x: torch.Tensor, rate_index: int = 0, prompt: PromptEmbeddings | None = None,
+                generator: torch.Generator | None = None) -> PerCoV2Output:
+        """Stage A's objective on a [0, 1] batch (SYSTEMS.md 6.6.4): rectified flow on the normalised latent,
+        x_t = (1 - t) z + t eps with logit-normal t, velocity target eps - z, plus the VQ loss. ``prompt``
+        carries the batch's caption embeddings (the caller applies caption dropout); None: no text."""
+        latent, tokens = self.tokens(self.pad(x))
+        b = latent.shape[0]
+        device = latent.device
+        t = torch.sigmoid(torch.randn(b, generator=generator, device=device))
+        noise = torch.randn(latent.shape, generator=generator, device=device)
+        noisy = (1.0 - t.view(-1, 1, 1, 1)) * latent + t.view(-1, 1, 1, 1) * noise
+        target = noise - latent
+        prompt = prompt if prompt is not None else self.prompt_embeddings(EMPTY_CAPTION, b)
+        predicted = self.velocity(noisy, self.condition(tokens.hyper_latent, latent.shape), t * 1000.0, prompt)
+        bits = torch.full((b,), float(self.token_bits(*x.shape[-2:])), device=device)
+        return PerCoV2Output(predicted, target, F.mse_loss(predicted, target), tokens.loss, bits, tokens.indices,
+                             x.shape[-2] * x.shape[-1])
+
+    # -- sampling ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, hyper_latent: torch.Tensor | None, latent_size: tuple[int, int], prompt: PromptEmbeddings,
+               negative: PromptEmbeddings | None, seed: int, steps: int, cfg_scale: float,
+               progress: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Sample a normalised latent (1, 16, h, w). With ``negative`` and ``cfg_scale`` > 1 each step
+        runs both branches in one batch, negative first, and guides v = v_u + s (v_c - v_u), as
+        StableDiffusion3Pipeline does; otherwise the conditional branch alone."""
+        latent_shape = (1, self.config.hyper.latent_channels, *latent_size)
+        condition = self.condition(hyper_latent, latent_shape)
+        guided = negative is not None and cfg_scale > 1.0
+        if guided:
+            condition = torch.cat([condition, condition])
+            both = PromptEmbeddings(torch.cat([negative.tokens, prompt.tokens]),
+                                    torch.cat([negative.pooled, prompt.pooled]))
+
+        def velocity(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if not guided:
+                return self.velocity(latents, condition, t.expand(1), prompt)
+            v = self.velocity(torch.cat([latents, latents]), condition, t.expand(2), both)
+            unconditional, conditional = v.chunk(2)
+            return unconditional + cfg_scale * (conditional - unconditional)
+
+        noise = sd3.initial_noise(latent_shape, seed, self.device)
+        return sd3.sample_flow(velocity, noise, self.config.scheduler, steps, progress)
+
+    # -- files ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, rate_index: int = 0, caption: str | None = None) -> PerCoV2EncodeResult:
+        if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+            raise ValueError(f"compress expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
+        if rate_index != 0:
+            raise ValueError(f"rate index {rate_index!r} out of range 0..0 (one PerCoV2 model per operating point)")
+        height, width = x.shape[-2:]
+        if not self.fits(height, width):
+            raise InputError(f"image {height}x{width} is larger than this model's positional table allows "
+                             f"({self.config.max_latent_side * self.config.vae_factor} pixels per side)")
+        caption = normalise_caption(caption)
+        if caption:
+            self.prompt_embeddings(caption)  # fails now, not at decode, when no text encoder can use it
+        _, tokens = self.tokens(self.pad(x.to(self.device)))
+        indices = tokens.indices[0]
+        header = ImageHeader(model_id=self.model_id, rate_index=0, height=height, width=width,
+                             portable=self.portable, compact=True)
+        caption_bytes = encode_caption(caption)
+        data = write_image_file(header, [caption_bytes, encode_tokens(indices, self.config.hyper.codebook_size)],
+                                self.layout)
+        return PerCoV2EncodeResult(data, indices.cpu(), float(self.token_bits(height, width) + 8 * len(caption_bytes)))
+
+    def compress(self, x: torch.Tensor, rate_index: int = 0, caption: str | None = None) -> bytes:
+        return self.encode(x, rate_index, caption).data
+
+    @torch.no_grad()
+    def estimate_bits(self, x: torch.Tensor, rate_index: int = 0) -> float:
+        """Fixed-length token bits (no caption): the cost does not depend on the content."""
+        return float(self.token_bits(*x.shape[-2:]))
+
+    def decode_streams(self, data: bytes) -> DecodedStreams:
+        """Caption, token map and noise seed of a file, checked against this model (BitstreamError)."""
+        parsed = read_image_file(data, self.layout, expected_model_id=self.model_id)
+        header = parsed.header
+        if header.rate != 0:
+            raise BitstreamError(f"rate {header.rate} is out of range for this model (1 operating point)")
+        if not self.fits(header.height, header.width):
+            raise BitstreamError(f"invalid header: image size {header.height}x{header.width} exceeds this model's "
+                                 f"positional table")
+        caption = decode_caption(parsed.sections[CAPTION_SECTION])
+        rows, cols = self.token_grid(header.height, header.width)
+        indices = decode_tokens(parsed.sections[TOKEN_SECTION], rows, cols, self.config.hyper.codebook_size)
+        return DecodedStreams(header, caption, indices, file_seed(data))
+
+    @torch.no_grad()
+    def decompress(self, data: bytes, steps: int | None = None, cfg_scale: float | None = None,
+                   progress: Callable[[int], None] | None = None) -> torch.Tensor:
+        """A file -> (1, 3, H, W) in [0, 1]. ``steps`` and ``cfg_scale`` override the config's sampling
+        defaults; the noise comes from the file's hash, so the same file and options give the same picture."""
+        streams = self.decode_streams(data)
+        header = streams.header
+        steps = self.config.sampling.steps if steps is None else int(steps)
+        cfg_scale = self.config.sampling.cfg_scale if cfg_scale is None else float(cfg_scale)
+        caption = streams.caption or EMPTY_CAPTION
+        if caption and self.prompt_encoder is None:
+            raise ConfigError("the file carries a caption, but this PerCoV2 model has no text encoders to read it")
+        prompt = self.prompt_embeddings(caption)
+        # With no caption both guidance branches see the same input, so the guided velocity equals the
+        # conditional one: skip the second branch (half the cost).
+        negative = self.prompt_embeddings(EMPTY_CAPTION) if caption else None
+        hyper_latent = self.quantizer.dequantize(streams.token_indices[None].to(self.device))
+        padded_h, padded_w = self.coded_size(header.height, header.width)
+        factor = self.config.vae_factor
+        latent = self.sample(hyper_latent, (padded_h // factor, padded_w // factor), prompt, negative, streams.seed,
+                             steps, cfg_scale, progress)
+        image = sd3.decode_latent(self.vae, latent)
+        return image[..., : header.height, : header.width]
+
+
+def file_seed(data: bytes) -> int:
+    """The sampling seed of a file: the first 63 bits of its SHA-256 (0 bytes in the file, and the same
+    file always yields the same picture; another image's file gets unrelated noise)."""
+    return int.from_bytes(hashlib.sha256(bytes(data)).digest()[:8], "big") >> 1
+
+
+def normalise_caption(caption: str | None) -> str:
+    """Whitespace collapsed and stripped; None is no caption."""
+    if caption is None:
+        return ""
+    if not isinstance(caption, str):
+        raise InputError(f"a caption must be text, got {type(caption).__name__}")
+    caption = " ".join(caption.split())
+    if len(caption.encode("utf-8")) > MAX_CAPTION_BYTES:
+        raise InputError(f"the caption is longer than {MAX_CAPTION_BYTES} UTF-8 bytes")
+    return caption
+
+
+def encode_caption(caption: str) -> bytes:
+    """UTF-8, DEFLATE level 9 without the zlib wrapper (its 2-byte header and 4-byte Adler-32 would cost
+    6 bytes per file; the container's CRC-8 already covers the section). Empty caption: empty section."""
+    if not caption:
+        return b""
+    compressor = zlib.compressobj(CAPTION_LEVEL, zlib.DEFLATED, -15, 9)
+    return compressor.compress(caption.encode("utf-8")) + compressor.flush()
+
+
+def decode_caption(section: bytes) -> str | None:
+    if not section:
+        return None
+    inflater = zlib.decompressobj(-15)
+    try:
+        # Never inflate more than the limit allows (a corrupt section could expand without bound).
+        raw = inflater.decompress(section, MAX_CAPTION_BYTES + 1)
+    except zlib.error as exc:
+        raise BitstreamError(f"corrupt caption section ({exc})") from None
+    if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail or len(raw) > MAX_CAPTION_BYTES:
+        raise BitstreamError("corrupt caption section: the DEFLATE stream is incomplete, too long or followed by "
+                             "extra bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BitstreamError("corrupt caption section: not UTF-8 text") from None
+
+
+def encode_tokens(indices: torch.Tensor, codebook_size: int) -> bytes:
+    """(gh, gw) token map -> one range-coded stream: hierarchical order, log2 K bits each. A learned prior
+    (SYSTEMS.md 6.6.5) will code the same order group by group, so this order is the one it needs."""
+    rows, cols = indices.shape
+    encoder = EntropyEncoder()
+    encoder.encode_uniform(indices.flatten().cpu()[hierarchical_order(rows, cols)], codebook_size)
+    return encoder.finish()
+
+
+def decode_tokens(section: bytes, rows: int, cols: int, codebook_size: int) -> torch.Tensor:
+    decoder = EntropyDecoder(section)
+    ordered = decoder.decode_uniform(rows * cols, codebook_size)
+    decoder.finish()  # BitstreamError unless the section is exactly the canonical stream of these tokens
+    indices = torch.empty(rows * cols, dtype=torch.int64)
+    indices[hierarchical_order(rows, cols)] = ordered
+    return indices.view(rows, cols)
