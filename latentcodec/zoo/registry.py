@@ -62,6 +62,14 @@ REGISTRY: tuple[ModelEntry, ...] = (
         kind="image",
         default_weights="dlf-default",
     ),
+    ModelEntry(
+        name="percov2",
+        model_id=4,
+        class_path="latentcodec.models.percov2:PerCoV2",
+        description="PerCoV2 (2025): SD3-latent VQ hyper-latent tokens + caption, decoded by the SD3 MMDiT",
+        kind="image",
+        default_weights="percov2-default",
+    ),
 )
 
 
