@@ -206,13 +206,18 @@ class PerCoV2(LatentCodec):
                        sampling: SamplingConfig | None = None) -> "PerCoV2":
         """A codec over a local SD3 copy in the diffusers layout (vae/, transformer/, scheduler/): the
         pretrained VAE and MMDiT, the MMDiT's patch embedding widened with zeros, and a fresh hyper-encoder
-        and VQ (g = 8, K = 256 unless ``hyper`` says otherwise), to be trained in stage A."""
+        and VQ (g = 8, K = 256 unless ``hyper`` says otherwise), to be trained in stage A. Until then the
+        tokens cannot change the picture: decoding gives SD3's own sample for the caption and seed."""
         components = sd3.load_sd3_components(folder)
         hyper = hyper or HyperConfig()
         config = PerCoV2Config(hyper=hyper, vae=sd3.plain_config(components.vae.config),
                                transformer=widened_config(sd3.plain_config(components.transformer.config), hyper),
                                scheduler=components.scheduler_config, sampling=sampling or SamplingConfig())
-        return cls(config, components).eval()
+        # The new parts are initialised from a fixed seed, so every load of one folder is the same codec
+        # (a file written after one load decodes after another).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return cls(config, components).eval()
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any):

@@ -167,3 +167,24 @@ def test_save_pretrained_of_a_diffusers_built_codec_round_trips(codec, tmp_path)
     data = codec.compress(image(32, 48, seed=3))
     assert loaded.compress(image(32, 48, seed=3)) == data
     assert torch.allclose(loaded.decompress(data, steps=2), codec.decompress(data, steps=2), atol=1e-6)
+
+
+def test_api_and_cli_accept_a_diffusers_folder_as_weights(pipeline_folder, tmp_path, capsys):
+    import latentcodec
+    from PIL import Image
+
+    from latentcodec.cli import main
+
+    _, folder = pipeline_folder
+    codec = latentcodec.load("percov2", weights=str(folder))
+    picture = Image.fromarray((image(40, 56).numpy()[0].transpose(1, 2, 0) * 255).astype("uint8"))
+    data = codec.compress(picture)
+    assert data[:2] == bytes([0xBE, 0x40])  # compact header: model id 4, rate 0
+    assert codec.decompress(data).size == (56, 40)
+    picture.save(tmp_path / "in.png")
+    assert main(["compress", str(tmp_path / "in.png"), "-o", str(tmp_path / "in.lci"), "--model", "percov2",
+                 "--weights", str(folder)]) == 0
+    assert (tmp_path / "in.lci").read_bytes() == data
+    assert main(["decompress", str(tmp_path / "in.lci"), "-o", str(tmp_path / "out.png"), "--weights",
+                 str(folder)]) == 0
+    assert Image.open(tmp_path / "out.png").size == (56, 40)
