@@ -137,6 +137,10 @@ def load_model(name: str, weights: str | os.PathLike | None = None, device: str 
         return cls.from_official(*pair, device=device), entry, f"{pair[0]} + {pair[1]}"
     path = Path(weights)
     if path.is_dir():
+        diffusers_folder = (path / "model_index.json").is_file() and not (path / CONFIG_FILE).is_file()
+        if diffusers_folder and hasattr(cls, "from_diffusers"):
+            # A pipeline folder in the diffusers layout (PerCoV2 over a local SD3 copy).
+            return cls.from_diffusers(path).to(device), entry, str(path)
         if not (path / CONFIG_FILE).is_file():
             raise WeightsError(f"{path}: no {CONFIG_FILE} (expected a directory written by save_pretrained)")
         return cls.from_pretrained(path, device=device), entry, str(path)
