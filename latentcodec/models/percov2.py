@@ -207,7 +207,9 @@ class PerCoV2(LatentCodec):
         """A codec over a local SD3 copy in the diffusers layout (vae/, transformer/, scheduler/): the
         pretrained VAE and MMDiT, the MMDiT's patch embedding widened with zeros, and a fresh hyper-encoder
         and VQ (g = 8, K = 256 unless ``hyper`` says otherwise), to be trained in stage A. Until then the
-        tokens cannot change the picture: decoding gives SD3's own sample for the caption and seed."""
+        tokens cannot change the picture: decoding gives SD3's own sample for the caption and seed. When the
+        folder has the CLIP text encoders (text_encoder/, text_encoder_2/, their tokenizers; T5 optional),
+        captions condition the MMDiT through them; otherwise the model runs in the no-text mode."""
         components = sd3.load_sd3_components(folder)
         hyper = hyper or HyperConfig()
         config = PerCoV2Config(hyper=hyper, vae=sd3.plain_config(components.vae.config),
@@ -217,7 +219,10 @@ class PerCoV2(LatentCodec):
         # (a file written after one load decodes after another).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            return cls(config, components).eval()
+            model = cls(config, components).eval()
+        if sd3.has_text_encoders(folder):
+            model.attach_prompt_encoder(sd3.DiffusersPromptEncoder(folder, model.vae, model.transformer))
+        return model
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any):
@@ -290,7 +295,8 @@ class PerCoV2(LatentCodec):
                                   "condition it")
             return PromptEmbeddings.zeros(self.config.transformer, self.config.sampling.prompt_length, batch,
                                           self.device)
-        return self.prompt_encoder([caption]).repeat(batch)
+        embeddings = self.prompt_encoder([caption])  # text encoders may live on another device
+        return PromptEmbeddings(embeddings.tokens.to(self.device), embeddings.pooled.to(self.device)).repeat(batch)
 
     # -- training ---------------------------------------------------------------------------------
     def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, TokenOutput]:

@@ -12,7 +12,9 @@ This module knows nothing about tokens or files; :mod:`latentcodec.models.percov
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import warnings
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -59,6 +61,15 @@ def _diffusers():
     return diffusers
 
 
+@contextlib.contextmanager
+def float32_loading():
+    """``torch_dtype=float32`` is passed explicitly (transformers 5 would otherwise keep a checkpoint's
+    float16); newer diffusers call the argument ``dtype`` and warn, older ones know only ``torch_dtype``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+        yield
+
+
 def build_vae(config: dict[str, Any]) -> nn.Module:
     return _diffusers().AutoencoderKL(**config)
 
@@ -103,12 +114,13 @@ def load_sd3_components(folder: str | Path) -> SD3Components:
         check_component_folder(folder, component, config_name, needs_weights)
     diffusers = _diffusers()
     try:
-        vae = diffusers.AutoencoderKL.from_pretrained(folder, subfolder=VAE_FOLDER, local_files_only=True,
-                                                      torch_dtype=torch.float32)
-        transformer = diffusers.SD3Transformer2DModel.from_pretrained(folder, subfolder=TRANSFORMER_FOLDER,
-                                                                      local_files_only=True, torch_dtype=torch.float32)
-        scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder=SCHEDULER_FOLDER,
-                                                                              local_files_only=True)
+        with float32_loading():
+            vae = diffusers.AutoencoderKL.from_pretrained(folder, subfolder=VAE_FOLDER, local_files_only=True,
+                                                          torch_dtype=torch.float32)
+            transformer = diffusers.SD3Transformer2DModel.from_pretrained(
+                folder, subfolder=TRANSFORMER_FOLDER, local_files_only=True, torch_dtype=torch.float32)
+            scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(
+                folder, subfolder=SCHEDULER_FOLDER, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{folder}: cannot load the SD3 components ({first_line})") from None
@@ -186,6 +198,48 @@ class PromptEmbeddings(NamedTuple):
 
     def repeat(self, batch: int) -> "PromptEmbeddings":
         return PromptEmbeddings(self.tokens.expand(batch, -1, -1), self.pooled.expand(batch, -1))
+
+
+TEXT_FOLDERS = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")  # the two CLIPs; T5 is optional
+
+
+def has_text_encoders(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return all((folder / name).is_dir() for name in TEXT_FOLDERS)
+
+
+class DiffusersPromptEncoder:
+    """Captions -> PromptEmbeddings with the folder's own text encoders (CLIP-L, CLIP-G and, when present,
+    T5; transformers models) through ``StableDiffusion3Pipeline.encode_prompt``, so a caption gives
+    exactly the embeddings the SD3 pipeline would use. The pipeline shares the codec's VAE and MMDiT
+    (it reads only their configs), so nothing is loaded twice."""
+
+    def __init__(self, folder: str | Path, vae: nn.Module, transformer: nn.Module, max_sequence_length: int = 256):
+        folder = Path(folder)
+        for name in TEXT_FOLDERS:
+            if not (folder / name).is_dir():
+                raise WeightsError(f"{folder / name} not found (the text encoders need text_encoder/, tokenizer/, "
+                                   f"text_encoder_2/ and tokenizer_2/)")
+        # Optional components the folder does not hold (T5, the IP-adapter image encoder) are passed as None.
+        absent = {name: None for name in ("text_encoder_3", "tokenizer_3", "image_encoder", "feature_extractor")
+                  if not (folder / name).is_dir()}
+        try:
+            with float32_loading():
+                self.pipeline = _diffusers().StableDiffusion3Pipeline.from_pretrained(
+                    folder, vae=vae, transformer=transformer, local_files_only=True, torch_dtype=torch.float32,
+                    **absent)
+        except (OSError, ValueError, RuntimeError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WeightsError(f"{folder}: cannot load the text encoders ({first_line})") from None
+        self.max_sequence_length = max_sequence_length
+
+    @torch.no_grad()
+    def __call__(self, captions: list[str]) -> PromptEmbeddings:
+        device = next(self.pipeline.text_encoder.parameters()).device
+        tokens, _, pooled, _ = self.pipeline.encode_prompt(
+            prompt=captions, prompt_2=None, prompt_3=None, device=device, do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length)
+        return PromptEmbeddings(tokens, pooled)
 
 
 def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device | str) -> torch.Tensor:

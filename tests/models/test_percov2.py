@@ -133,7 +133,8 @@ def test_caption_coding_and_guidance_with_a_text_encoder(tiny):
         tiny.decompress(data)
 
 
-@pytest.mark.parametrize("caption", ["", "a lighthouse on a rocky coast at dusk", "café, naïve ☃ 東京", "a " * 40])
+@pytest.mark.parametrize("caption", ["", "a lighthouse on a rocky coast at dusk", "café, naïve ☃ 東京",
+                                     "a " * 40])
 def test_caption_section_round_trip(caption):
     caption = normalise_caption(caption)
     coded = encode_caption(caption)

@@ -188,3 +188,63 @@ def test_api_and_cli_accept_a_diffusers_folder_as_weights(pipeline_folder, tmp_p
     assert main(["decompress", str(tmp_path / "in.lci"), "-o", str(tmp_path / "out.png"), "--weights",
                  str(folder)]) == 0
     assert Image.open(tmp_path / "out.png").size == (56, 40)
+
+
+def tiny_clip(vocab_size: int, token_ids: dict[str, int]):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(1)
+    config = CLIPTextConfig(vocab_size=vocab_size, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+                            num_attention_heads=2, projection_dim=8, max_position_embeddings=77,
+                            bos_token_id=token_ids["<|startoftext|>"], eos_token_id=token_ids["<|endoftext|>"],
+                            pad_token_id=token_ids["<|endoftext|>"])
+    return CLIPTextModelWithProjection(config).eval()
+
+
+def tiny_clip_tokenizer(folder):
+    """A byte-level CLIP BPE tokenizer with no merges: one token per character (the 256 byte symbols of
+    the usual byte-to-unicode map, each also as a word end), plus the two specials."""
+    import json
+
+    from transformers import CLIPTokenizer
+
+    printable = set(range(33, 127)) | set(range(161, 173)) | set(range(174, 256))
+    extra = iter(range(256, 512))
+    symbols = [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+    vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77), vocab
+
+
+@pytest.fixture(scope="module")
+def captioned_folder(tmp_path_factory):
+    """The tiny pipeline with two tiny CLIP text encoders (8 + 8 hidden = the MMDiT's 16-wide joint
+    attention, 8 + 8 pooled = its 16-wide pooled projection) and no T5."""
+    root = tmp_path_factory.mktemp("sd3-text")
+    tokenizer, vocab = tiny_clip_tokenizer(root / "tokenizer-files")
+    pipe = tiny_pipeline()
+    pipe = diffusers.StableDiffusion3Pipeline(
+        transformer=pipe.transformer, scheduler=pipe.scheduler, vae=pipe.vae, text_encoder=tiny_clip(len(vocab), vocab),
+        tokenizer=tokenizer, text_encoder_2=tiny_clip(len(vocab), vocab), tokenizer_2=tokenizer, text_encoder_3=None,
+        tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(root / "sd3")
+    return pipe, root / "sd3"
+
+
+def test_a_captioned_file_decodes_to_the_pipeline_picture_for_that_caption(captioned_folder):
+    pipe, folder = captioned_folder
+    codec = PerCoV2.from_diffusers(folder, hyper=TINY_HYPER)
+    assert codec.prompt_encoder is not None
+    data = codec.compress(image(32, 48), caption="a red barn in the snow")
+    assert codec.decode_streams(data).caption == "a red barn in the snow"
+    expected = pipe(prompt="a red barn in the snow", height=32, width=48, num_inference_steps=3, guidance_scale=4.0,
+                    generator=torch.Generator().manual_seed(file_seed(data)), output_type="pt").images
+    ours = codec.decompress(data, steps=3, cfg_scale=4.0)
+    assert torch.allclose(ours, expected, atol=1e-4)
+    other = pipe(prompt="a blue boat", height=32, width=48, num_inference_steps=3, guidance_scale=4.0,
+                 generator=torch.Generator().manual_seed(file_seed(data)), output_type="pt").images
+    assert (other - expected).abs().max() > 1e-3  # the caption matters
