@@ -28,8 +28,6 @@ from latentcodec.models.percov2_networks import HyperConfig, hierarchical_groups
 from latentcodec.models.percov2_sd3 import PromptEmbeddings
 from latentcodec.zoo.registry import get_entry
 
-torch.set_num_threads(1)
-
 
 class BytePromptEncoder(nn.Module):
     """A tiny real text encoder for tests: embeddings of the caption's UTF-8 bytes, padded to a fixed

@@ -14,7 +14,6 @@ from latentcodec.models import percov2_sd3 as sd3
 from latentcodec.models.percov2 import PerCoV2, PerCoV2Config, file_seed, tiny_transformer_config, tiny_vae_config
 from latentcodec.models.percov2_sd3 import PromptEmbeddings
 
-torch.set_num_threads(1)
 diffusers = pytest.importorskip("diffusers")
 
 TINY_HYPER = PerCoV2Config.tiny().hyper
