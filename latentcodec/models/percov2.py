@@ -197,8 +197,7 @@ class PerCoV2(LatentCodec):
             self.vae = components.vae
             self.transformer = sd3.widen_patch_embedding(components.transformer, config.hyper.adapter_channels)
         self.vae.requires_grad_(False)  # frozen in both training stages (SYSTEMS.md 6.6.4)
-        # Captions -> embeddings; None is the no-text mode (zero embeddings, no caption accepted).
-        self.prompt_encoder: PromptEncoder | None = None
+        self.attach_prompt_encoder(None)
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -238,9 +237,15 @@ class PerCoV2(LatentCodec):
         return model.to(device).eval()
 
     def attach_prompt_encoder(self, encoder: PromptEncoder | None) -> "PerCoV2":
-        """Use ``encoder`` (list of captions -> PromptEmbeddings) for captions; None: the no-text mode."""
-        self.prompt_encoder = encoder
+        """Use ``encoder`` (list of captions -> PromptEmbeddings) for captions; None: the no-text mode (zero
+        embeddings, no caption accepted). The text encoders stay outside the codec's modules: they are
+        not part of its weights, and ``to(device)`` does not move them (their outputs are moved)."""
+        object.__setattr__(self, "_prompt_encoder", encoder)  # bypasses nn.Module's submodule registration
         return self
+
+    @property
+    def prompt_encoder(self) -> PromptEncoder | None:
+        return self._prompt_encoder
 
     # -- shapes --------------------------------------------------------------------------------
     @property
