@@ -266,6 +266,12 @@ def test_hierarchical_token_order():
     order = hierarchical_order(3, 5)
     assert sorted(order.tolist()) == list(range(15))
     assert torch.all(groups.flatten()[order][1:] >= groups.flatten()[order][:-1])
+    # The token section holds the map in exactly this order (docs/bitstream.md, "PerCoV2 files").
+    from latentcodec.entropy.coder import EntropyDecoder
+
+    raster = torch.arange(15).view(3, 5)
+    in_file = EntropyDecoder(encode_tokens(raster, 256)).decode_uniform(15, 256)
+    assert in_file.tolist() == order.tolist() == [0, 4, 2, 10, 12, 14] + [1, 3, 5, 6, 7, 8, 9, 11, 13]
 
 
 def test_config_validation_and_presets():
