@@ -247,3 +247,16 @@ def test_a_captioned_file_decodes_to_the_pipeline_picture_for_that_caption(capti
     other = pipe(prompt="a blue boat", height=32, width=48, num_inference_steps=3, guidance_scale=4.0,
                  generator=torch.Generator().manual_seed(file_seed(data)), output_type="pt").images
     assert (other - expected).abs().max() > 1e-3  # the caption matters
+
+
+@pytest.mark.slow  # ~6 s: diffusers computes the 192 x 192 sin-cos table even on the meta device
+def test_the_sd3_preset_builds_the_sd3_medium_geometry():
+    """Built on the meta device (no memory): SD3-Medium's MMDiT (~2.03 B parameters) with the patch
+    embedding widened to 16 + 64 inputs, its f8 VAE, and the ~11 M hyper-encoder of g = 8."""
+    with torch.device("meta"):
+        model = PerCoV2(PerCoV2Config.sd3())
+    millions = lambda module: sum(p.numel() for p in module.parameters()) / 1e6  # noqa: E731
+    assert 2000 < millions(model.transformer) < 2060 and 80 < millions(model.vae) < 90
+    assert 10 < millions(model.hyper_encoder) < 12
+    assert tuple(model.transformer.pos_embed.proj.weight.shape) == (1536, 80, 2, 2)
+    assert model.config.max_latent_side * model.config.vae_factor == 3072
