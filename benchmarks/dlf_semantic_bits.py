@@ -40,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="JSON to write")
     parser.add_argument("--cache", default=None, help="token cache (default: OUT with .tokens.pt)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cache-only", action="store_true", help="only encode and cache the tokens (no prior needed)")
     return parser.parse_args(argv)
 
 
@@ -51,14 +52,14 @@ def main(argv=None) -> int:
     model.eval()
     if args.token_prior:
         attach_token_prior(model, args.token_prior)
-    if model.token_prior is None:
+    if model.token_prior is None and not args.cache_only:
         print("the model has no token prior; pass --token-prior", file=sys.stderr)
         return 1
     out = Path(args.out)
     cache_path = Path(args.cache) if args.cache else out.with_suffix(".tokens.pt")
     cache = torch.load(cache_path, weights_only=False) if cache_path.is_file() else {}
     files = list_images(args.images)[: args.limit]
-    prior = model.integer_token_prior()
+    prior = None if args.cache_only else model.integer_token_prior()
     vocab = model.config.network.titok.codebook_size
     rows = []
     for path in tqdm(files, desc="semantic bits", unit="image"):
@@ -70,6 +71,8 @@ def main(argv=None) -> int:
             cache[key] = {"tokens": windows.tokens, "condition": windows.condition,
                           "grid": model.window_grid(*x.shape[-2:]), "seconds": time.perf_counter() - started}
             torch.save(cache, cache_path)
+        if args.cache_only:
+            continue
         entry = cache[key]
         tokens, grid = entry["tokens"], tuple(entry["grid"])
         positions = model.config.window_positions
@@ -85,6 +88,9 @@ def main(argv=None) -> int:
         rows.append({"image": path.name, "windows": tokens.shape[0], "tokens": tokens.numel(), "fixed_bits": fixed,
                      "prior_bits": exact, "coded_bits": coded_bits, "saving": 1 - coded_bits / fixed,
                      "unique_tokens": int(tokens.unique().numel())})
+    if args.cache_only:
+        print(f"{len(cache)} images cached in {cache_path}")
+        return 0
     total_tokens = sum(r["tokens"] for r in rows)
     summary = {
         "weights": source, "token_prior": args.token_prior or "model's own", "rate": args.rate,
