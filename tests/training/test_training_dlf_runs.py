@@ -2,16 +2,12 @@
 2-process torchrun keeps every parameter and lambda identical across ranks."""
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import torch
 
 from latentcodec.models.dlf import DLF, DLFConfig
-from training_helpers import logged_steps, run_two_process_training, tiny_dlf_config, train_command, write_config
+from training_helpers import kill_and_resume, run_two_process_training, tiny_dlf_config, write_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEPS = 6
@@ -30,43 +26,12 @@ def pixel_run_config(tmp_path: Path, image_folder: Path, validation_folder: Path
 
 
 def test_dlf_sigkill_then_resume_matches_uninterrupted_run(tmp_path, image_folder, validation_folder):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     configs = {name: write_config(tmp_path / f"{name}.yaml", pixel_run_config(
         tmp_path / name, image_folder, validation_folder, steps=STEPS, **{"runtime.checkpoint_every": 3}))
         for name in ("straight", "killed")}
-    straight = subprocess.run(train_command(configs["straight"]), cwd=REPO_ROOT, env=env, capture_output=True,
-                              text=True, timeout=240)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-
-    run_dir = tmp_path / "killed" / "runs" / "test-dlf_pixel"
-    process = subprocess.Popen(train_command(configs["killed"]), cwd=REPO_ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while time.time() < deadline and max(logged_steps(run_dir / "metrics.jsonl"), default=0) < 4:
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
-    killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
-    assert 3 <= killed_at < STEPS, "the process must die mid-run, after its first checkpoint"
-
-    resumed = subprocess.run(train_command(configs["killed"], resume=True), cwd=REPO_ROOT, env=env,
-                             capture_output=True, text=True, timeout=240)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resumed at step {killed_at}" in resumed.stderr
-
-    a = torch.load(tmp_path / "straight" / "runs" / "test-dlf_pixel" / "checkpoint.pt", weights_only=False)
-    b = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    assert a["step"] == b["step"] == STEPS
-    for part in ("model", "discriminator"):
-        for key, value in a[part].items():
-            assert torch.equal(value, b[part][key]), f"{part}.{key} differs after resume"
-    for key, value in a["optimizer"]["state"].items():
-        assert torch.equal(value["exp_avg_sq"], b["optimizer"]["state"][key]["exp_avg_sq"])
+    a, b, run_dir = kill_and_resume(configs, "test-dlf_pixel", tmp_path, STEPS)
     # Three controls over 6 steps with unreachable bounds: rate 0 climbed 2 -> 5, rate 1 fell 3 -> 0.
     assert a["lambda_indices"] == b["lambda_indices"] == [5, 0]
-    assert torch.equal(a["lambdas"], b["lambdas"])
-    assert a["streams"] == b["streams"]
     assert training_steps(run_dir / "metrics.jsonl") == list(range(1, STEPS + 1))
 
 

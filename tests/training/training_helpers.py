@@ -90,3 +90,45 @@ def tiny_dlf_config(tmp_path: Path, image_folder: Path, stage: str, **extra) -> 
            "dlf.bpp_bounds": [[0.01, 0.05], [0.05, 0.2]], "dlf.control_every": 0, "dlf.control_images": 1,
            "losses.code_ce": 0.25, "validation.rate_indices": [0, 1], "rates.lambdas": [1.0, 1.0]}
     return tiny_config(tmp_path, image_folder, stage, **{**dlf, **extra})
+
+
+def kill_and_resume(configs: dict[str, Path], run_name: str, tmp_path: Path, steps: int) -> tuple[dict, dict, Path]:
+    """Train ``configs["straight"]`` to the end; start ``configs["killed"]``, SIGKILL it after its first
+    checkpoint (mid-run), ``--resume`` it; check both final checkpoints hold the same step, model,
+    discriminator, Adam state, lambdas and data streams. Returns (straight, resumed, killed run dir)."""
+    import signal
+    import time
+
+    import torch
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    straight = subprocess.run(train_command(configs["straight"]), cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=240)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    run_dir = tmp_path / "killed" / "runs" / run_name
+    process = subprocess.Popen(train_command(configs["killed"]), cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and max(logged_steps(run_dir / "metrics.jsonl"), default=0) < 4:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
+    assert 3 <= killed_at < steps, "the process must die mid-run, after its first checkpoint"
+    resumed = subprocess.run(train_command(configs["killed"], resume=True), cwd=repo, env=env, capture_output=True,
+                             text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed at step {killed_at}" in resumed.stderr
+    a = torch.load(tmp_path / "straight" / "runs" / run_name / "checkpoint.pt", weights_only=False)
+    b = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == steps
+    for part in ("model", "discriminator"):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), f"{part}.{key} differs after resume"
+    for key, value in a["optimizer"]["state"].items():
+        assert torch.equal(value["exp_avg_sq"], b["optimizer"]["state"][key]["exp_avg_sq"])
+    assert torch.equal(a["lambdas"], b["lambdas"])
+    assert a["streams"] == b["streams"]
+    return a, b, run_dir
