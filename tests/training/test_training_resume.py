@@ -4,7 +4,6 @@ import os
 import subprocess
 from pathlib import Path
 
-
 from training_helpers import kill_and_resume, logged_steps, tiny_config, train_command, write_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
