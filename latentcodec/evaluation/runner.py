@@ -59,6 +59,13 @@ from latentcodec.evaluation.results import (
     read_log_lines,
     write_outputs,
 )
+from latentcodec.evaluation.run_state import (
+    Distributed,
+    distributed_from_env,
+    gather_to_rank0,
+    init_distributed,
+    run_identity,
+)
 from latentcodec.evaluation.scoring import MetricSuite, build_suite, score_dataset_point
 
 MODE_QUALITY = "quality"
@@ -332,17 +339,6 @@ def _run_pool_task(task: ImageTask) -> list[ItemRecord]:
 # -- the whole run -------------------------------------------------------------------------
 
 
-class _Distributed(NamedTuple):
-    rank: int
-    world_size: int
-    local_rank: int
-
-
-def _distributed_from_env() -> _Distributed:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    return _Distributed(int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-
-
 def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> EvalSummary:
     """Run (or resume) an evaluation; returns what it wrote. ``learned`` bypasses ``--model`` loading."""
     if config.keep_reconstructions not in KEEP_CHOICES:
@@ -352,12 +348,12 @@ def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> E
     if any(not (t > 0 and math.isfinite(t)) for t in config.target_bpp):
         raise InputError("--target-bpp values must be positive")
     images = discover_images(config.data)
-    dist = _distributed_from_env()
+    dist = distributed_from_env()
     device = config.device
     if dist.world_size > 1 and device.startswith("cuda") and ":" not in device:
         device = f"cuda:{dist.local_rank}"
     config = replace(config, device=device)
-    started_group = _init_distributed(dist)
+    started_group = init_distributed(dist)
 
     skipped: dict[str, str] = {}
     baseline_names: list[str] = []
@@ -421,7 +417,7 @@ def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> E
 
     new_records = _execute(config, tasks, learned, suite, dist)
     my_records = kept + new_records
-    parts = _gather((my_records, len(new_records), len(kept)), dist)
+    parts = gather_to_rank0((my_records, len(new_records), len(kept)), dist)
     if started_group:
         import torch.distributed as torch_dist
 
@@ -442,7 +438,7 @@ def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> E
 
 
 def _execute(
-    config: EvalConfig, tasks: list[ImageTask], learned: LearnedCodec | None, suite: MetricSuite, dist: _Distributed
+    config: EvalConfig, tasks: list[ImageTask], learned: LearnedCodec | None, suite: MetricSuite, dist: Distributed
 ) -> list[ItemRecord]:
     from tqdm import tqdm
 
@@ -559,30 +555,6 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _gather(part: Any, dist: _Distributed) -> list[Any]:
-    """Rank 0 receives every rank's ``part`` (in rank order); other ranks get their own back."""
-    if dist.world_size <= 1:
-        return [part]
-    import torch.distributed as torch_dist
-
-    gathered: list[Any] | None = [None] * dist.world_size if dist.rank == 0 else None
-    torch_dist.gather_object(part, gathered, dst=0)
-    return gathered if gathered is not None else [part]
-
-
-def _init_distributed(dist: _Distributed) -> bool:
-    """Join the torchrun process group; True when this call created it (and must destroy it)."""
-    if dist.world_size <= 1:
-        return False
-    import torch.distributed as torch_dist
-
-    if torch_dist.is_initialized():
-        return False
-    # Only Python objects (the records) travel between ranks, so gloo serves CPU and GPU runs alike.
-    torch_dist.init_process_group(backend="gloo")
-    return True
-
-
 def _check_or_write_run_file(
     out_dir: Path, config: EvalConfig, images: list[ImageRef], rank: int, model_curve: str | None
 ) -> None:
@@ -599,38 +571,3 @@ def _check_or_write_run_file(
             device=config.device,
         )
         atomic_write_text(out_dir / RUN_JSON, json.dumps(payload, indent=2) + "\n")
-
-
-def run_identity(
-    out_dir: Path, model: str | None, weights: str | None, data: str, model_curve: str | None
-) -> dict[str, Any]:
-    """The identity part of ``OUT/run.json`` (model, weights, data, model_curve) for this run.
-
-    An InputError when ``OUT`` already holds another model, weights or data set. A baselines-only
-    run into a folder that holds a model's items keeps naming that model.
-    """
-    identity = {
-        "model": model,
-        "weights": str(Path(weights).resolve()) if weights else None,
-        "data": str(Path(data).resolve()),
-    }
-    path = out_dir / RUN_JSON
-    previous: dict = {}
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-        except ValueError:
-            previous = {}
-        for key, value in identity.items():
-            old = previous.get(key)
-            if key in ("model", "weights") and (previous.get("model") is None or model is None):
-                continue  # adding or dropping the model beside the same baselines is fine
-            if old != value:
-                raise InputError(
-                    f"{out_dir} holds an evaluation with {key} {old!r}, not {value!r}; use another --out"
-                )
-    payload: dict[str, Any] = dict(identity, model_curve=model_curve)
-    if model is None and previous.get("model") is not None:
-        for key in ("model", "weights", "model_curve"):
-            payload[key] = previous.get(key)
-    return payload
