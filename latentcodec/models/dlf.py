@@ -119,8 +119,9 @@ class DLFConfig:
         network = DLFNetworkConfig(titok=titok, detail_width=256, interactive_layers=(1, 3, 5), feat_in_depth=2,
                                    feat_out_depth=2, init_up_depth=2, num_rates=4, merge_hidden=512,
                                    merge_width=256, merge_depth=2)
-        config = cls(network=network, vqgan=GLCImageConfig.small().vqgan, vqgan_layout="glc")
-        return replace(config, token_prior=config.default_token_prior())
+        # No token prior until one is fitted to the trained model (fit-token-prior --save-model): an
+        # untrained prior would code the tokens at slightly more than their fixed 12 bits.
+        return cls(network=network, vqgan=GLCImageConfig.small().vqgan, vqgan_layout="glc")
 
     @classmethod
     def tiny(cls) -> "DLFConfig":
