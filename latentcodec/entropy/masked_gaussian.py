@@ -62,6 +62,19 @@ def quadtree_masks(channels: int, height: int, width: int, device=None) -> torch
     return wanted[:, :, None, None] == phase[None, None]
 
 
+def quadtree_context_fn(reduction, adaptors, spatial_prior, prior: torch.Tensor) -> "ContextFn":
+    """The step k >= 1 context of the quadtree steps (SYSTEMS.md 1.2; GLC-image and DLF): the prior
+    reduced once, then ``spatial_prior(adaptors[k - 1](cat(y_hat so far, reduced prior)))`` split into
+    (scales, means). The same for float networks and their integer twins."""
+    common = reduction(prior)
+
+    def context(step: int, y_hat_so_far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scales, means = spatial_prior(adaptors[step - 1](torch.cat((y_hat_so_far, common), dim=1))).chunk(2, 1)
+        return scales, means
+
+    return context
+
+
 def dual_masks(channels: int, height: int, width: int, device=None) -> torch.Tensor:
     """(2, channels, H, W) bool; step 0 codes the first channel half on checkerboard (h+w) even and
     the second half on (h+w) odd; step 1 codes the complement."""

@@ -33,6 +33,7 @@ from latentcodec.entropy.masked_gaussian import (
     decode_masked_fixed,
     encode_masked,
     encode_masked_fixed,
+    quadtree_context_fn,
     quadtree_masks,
     quantize_masked,
     split_prior,
@@ -240,9 +241,7 @@ class DLF(LatentCodec):
         return x if tuple(x.shape[-2:]) == size else resample(x, size)
 
     def num_windows(self, height: int, width: int) -> int:
-        padded_h, padded_w = self.padded_size(height, width)
-        m = self.config.window_pixels
-        return (padded_h // m) * (padded_w // m)
+        return math.prod(self.window_grid(height, width))
 
     def window_grid(self, height: int, width: int) -> tuple[int, int]:
         padded_h, padded_w = self.padded_size(height, width)
@@ -293,14 +292,13 @@ class DLF(LatentCodec):
 
     def context_fn(self, prior: torch.Tensor):
         bottleneck = self.hybrid_codec.quantize_feat
-        common = bottleneck.y_spatial_prior_reduction(prior)
-        return lambda step, y_hat_so_far: bottleneck.context(step, y_hat_so_far, common)
+        return quadtree_context_fn(bottleneck.y_spatial_prior_reduction, bottleneck.adaptors,
+                                   bottleneck.y_spatial_prior, prior)
 
     def integer_prior_nets(self) -> "IntegerDetailPrior":
         bottleneck = self.hybrid_codec.quantize_feat
         nets = nn.ModuleList([bottleneck.y_prior_fusion, bottleneck.y_spatial_prior_reduction,
-                              bottleneck.y_spatial_prior_adaptor_1, bottleneck.y_spatial_prior_adaptor_2,
-                              bottleneck.y_spatial_prior_adaptor_3, bottleneck.y_spatial_prior])
+                              *bottleneck.adaptors, bottleneck.y_spatial_prior])
         return self.integer_twin_of("detail_prior", IntegerDetailPrior, nets)
 
     def fixed_detail_prior(self, rate_index: int, batch: int, height: int, width: int) -> torch.Tensor:
@@ -380,15 +378,16 @@ class DLF(LatentCodec):
     def condition_fixed(steps) -> torch.Tensor:
         """The decoded detail latent in fixed point: exact on the portable path, converted on the float one."""
         fixed = getattr(steps, "y_hat_fixed", None)
-        return fixed if fixed is not None else dlf_tokens.to_condition_fixed(steps.y_hat)
+        return fixed if fixed is not None else integer.to_fixed(steps.y_hat)
 
-    def semantic_bits(self, analysis: DLFAnalysis, height: int, width: int) -> float:
-        """Bits of the semantic stream: fixed length, or the information content under the prior."""
+    def semantic_bits(self, steps, token_indices: torch.Tensor, height: int, width: int) -> float:
+        """Bits of the semantic stream of a (coded-size) image: fixed length, or the information
+        content of ``token_indices`` (N, T) under the prior, given the detail ``steps``."""
         if self.token_prior is None:
             return float(self.semantic_bits_per_image(height, width))
         grid = self.window_grid(height, width)
-        return dlf_tokens.exact_token_bits(self.integer_token_prior(), self.condition_fixed(analysis.steps),
-                                           analysis.token_indices, *grid, self.config.window_positions)
+        return dlf_tokens.exact_token_bits(self.integer_token_prior(), self.condition_fixed(steps), token_indices,
+                                           *grid, self.config.window_positions)
 
     # -- training -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, rate_index: int = 0) -> DLFOutput:
@@ -407,7 +406,7 @@ class DLF(LatentCodec):
         height, width = x.shape[-2:]
         analysis = self.analyse(self.pad(x), rate_index)
         detail = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum().item()
-        return detail + self.semantic_bits(analysis, height, width)
+        return detail + self.semantic_bits(analysis.steps, analysis.token_indices, height, width)
 
     # -- files -----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -441,7 +440,7 @@ class DLF(LatentCodec):
                              width=width, portable=self.portable, scale=scale, compact=True)
         data = write_image_file(header, [encoder.finish()], self.layout)
         detail = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum().item()
-        return DLFEncodeResult(data, detail + self.semantic_bits(analysis, *coded))
+        return DLFEncodeResult(data, detail + self.semantic_bits(analysis.steps, analysis.token_indices, *coded))
 
     def compress(self, x: torch.Tensor, rate_index: int | float = 0) -> bytes:
         return self.encode(x, rate_index).data
@@ -454,6 +453,10 @@ class DLF(LatentCodec):
 
     @torch.inference_mode()
     def decompress(self, data: bytes) -> torch.Tensor:
+        return self._picture(*self._read(data))
+
+    def _read(self, data: bytes):
+        """File bytes -> (header, token indices (N*T,), detail step results): the entropy layer only."""
         parsed = read_image_file(data, self.layout, expected_model_id=self.model_id)
         header = parsed.header
         if header.rate > self.num_rates - 1:
@@ -464,6 +467,10 @@ class DLF(LatentCodec):
             if header.portable:
                 raise
             raise BitstreamError(f"{exc}{FLOAT_FORMAT_HINT}") from None
+        return header, indices, steps
+
+    def _picture(self, header: ImageHeader, indices: torch.Tensor, steps) -> torch.Tensor:
+        """The decoded streams -> the [0, 1] image at the header's original size."""
         device = self.hybrid_codec.latent_tokens.device
         codes = self.codes_from_indices(indices.view(-1, self.config.network.titok.num_tokens).to(device))
         x_hat = self.synthesise(codes, steps.y_hat.to(device), header.rate).x_hat
@@ -493,25 +500,18 @@ class DLF(LatentCodec):
     def decoded_fingerprint(self, data: bytes) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """(the decoded detail latent in fixed point, the token indices), and the decoded image: what
         must be identical on every machine (the first two exactly) for a portable file."""
-        parsed = read_image_file(data, self.layout, expected_model_id=self.model_id)
-        indices, steps = self._decode_streams(parsed.sections, parsed.header)
-        return (self.condition_fixed(steps), indices), self.decompress(data)
+        header, indices, steps = self._read(data)
+        return (self.condition_fixed(steps), indices), self._picture(header, indices, steps)
 
     @torch.inference_mode()
     def stream_bits(self, data: bytes) -> tuple[tuple[str, float], ...]:
         """The two streams of a file's one section, by information content of their decoded symbols:
         (("detail", bits), ("semantic", bits)). Decodes the entropy layer only (no pixel synthesis)."""
-        parsed = read_image_file(data, self.layout, expected_model_id=self.model_id)
-        indices, steps = self._decode_streams(parsed.sections, parsed.header)
+        header, indices, steps = self._read(data)
         detail = gaussian_residual_bits(steps.symbols, steps.scales).sum().item()
-        coded = self.coded_size(parsed.header.coded_height, parsed.header.coded_width)
-        if self.token_prior is None:
-            semantic = float(self.semantic_bits_per_image(*coded))
-        else:
-            tokens = indices.view(-1, self.config.network.titok.num_tokens)
-            semantic = dlf_tokens.exact_token_bits(self.integer_token_prior(), self.condition_fixed(steps), tokens,
-                                                   *self.window_grid(*coded), self.config.window_positions)
-        return (("detail", detail), ("semantic", semantic))
+        coded = self.coded_size(header.coded_height, header.coded_width)
+        tokens = indices.view(-1, self.config.network.titok.num_tokens)
+        return (("detail", detail), ("semantic", self.semantic_bits(steps, tokens, *coded)))
 
     # -- official checkpoints --------------------------------------------------------------------
     @classmethod
@@ -559,14 +559,7 @@ class IntegerDetailPrior(nn.Module):
         return self.fusion(vector_fixed)
 
     def context_fn(self, prior_fixed: torch.Tensor):
-        common = self.reduction(prior_fixed)
-
-        def context(step: int, y_hat_so_far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            params = self.spatial(self.adaptors[step - 1](torch.cat([y_hat_so_far, common], dim=1)))
-            scales, means = params.chunk(2, 1)
-            return scales, means
-
-        return context
+        return quadtree_context_fn(self.reduction, self.adaptors, self.spatial, prior_fixed)
 
 
 def check_official_keys(state: dict[str, torch.Tensor], source: str) -> None:

@@ -164,8 +164,10 @@ class DetailBottleneck(nn.Module):
             setattr(self, f"y_spatial_prior_adaptor_{k}", DepthConvBlock3(2 * c, 2 * c))
         self.y_spatial_prior = nn.Sequential(*(DepthConvBlock3(2 * c) for _ in range(3)))
 
-    def adaptor(self, step: int) -> nn.Module:
-        return getattr(self, f"y_spatial_prior_adaptor_{step}")
+    @property
+    def adaptors(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """The step 1, 2, 3 context adaptors."""
+        return tuple(getattr(self, f"y_spatial_prior_adaptor_{step}") for step in (1, 2, 3))
 
     def analysis(self, h: torch.Tensor, enc_gain: torch.Tensor) -> torch.Tensor:
         return self.enc_trans_1(self.enc_trans_0(h) * enc_gain)
@@ -176,11 +178,6 @@ class DetailBottleneck(nn.Module):
     def prior(self, prior_vector: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
         """The (B, 3C, h, w) prior: (quant step, step-0 scales, step-0 means); constant but for borders."""
         return self.y_prior_fusion(prior_vector.expand(batch, -1, height, width))
-
-    def context(self, step: int, y_hat_so_far: torch.Tensor, common: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        params = self.y_spatial_prior(self.adaptor(step)(torch.cat([y_hat_so_far, common], dim=1)))
-        scales, means = params.chunk(2, 1)
-        return scales, means
 
 
 class FeatMerge(nn.Module):

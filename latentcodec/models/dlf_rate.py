@@ -28,7 +28,8 @@ class DLFRateTrials(ImageRateTrials):
         analysis = self.model.analyse(None, rate, front=self.front)
         detail = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum().item()
         coded = self.model.coded_size(self.coded_height, self.coded_width)
-        return (detail + self.model.semantic_bits(analysis, *coded)) / 8 + ESTIMATED_HEADER_BYTES
+        semantic = self.model.semantic_bits(analysis.steps, analysis.token_indices, *coded)
+        return (detail + semantic) / 8 + ESTIMATED_HEADER_BYTES
 
     def encode(self, code: int) -> bytes:
         return self.model.encode_front_end(self.front, self.height, self.width, rate_from_code(code), self.scale).data

@@ -34,6 +34,7 @@ from latentcodec.entropy.masked_gaussian import (
     decode_masked_fixed,
     encode_masked,
     encode_masked_fixed,
+    quadtree_context_fn,
     quadtree_masks,
     quantize_masked,
     split_prior,
@@ -195,14 +196,7 @@ class IntegerDecoderSide(nn.Module):
         return self.y_prior_fusion(self.hyper_dec(integer.to_fixed(z_hat)))
 
     def context_fn(self, prior_fixed: torch.Tensor):
-        common = self.y_spatial_prior_reduction(prior_fixed)
-
-        def context(step: int, y_hat_so_far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            params = self.y_spatial_prior(self.adaptors[step - 1](torch.cat((y_hat_so_far, common), dim=1)))
-            scales, means = params.chunk(2, 1)
-            return scales, means
-
-        return context
+        return quadtree_context_fn(self.y_spatial_prior_reduction, self.adaptors, self.y_spatial_prior, prior_fixed)
 
 
 class GLCImageOutput(NamedTuple):
@@ -355,15 +349,8 @@ class GLCImage(LatentCodec):
 
     def context_fn(self, prior_params: torch.Tensor):
         """The step k >= 1 context network, bound to this image's prior parameters."""
-        common = self.y_spatial_prior_reduction(prior_params)
-        adaptors = (None, self.y_spatial_prior_adaptor_1, self.y_spatial_prior_adaptor_2, self.y_spatial_prior_adaptor_3)
-
-        def context(step: int, y_hat_so_far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            params = self.y_spatial_prior(adaptors[step](torch.cat((y_hat_so_far, common), dim=1)))
-            scales, means = params.chunk(2, 1)
-            return scales, means
-
-        return context
+        adaptors = (self.y_spatial_prior_adaptor_1, self.y_spatial_prior_adaptor_2, self.y_spatial_prior_adaptor_3)
+        return quadtree_context_fn(self.y_spatial_prior_reduction, adaptors, self.y_spatial_prior, prior_params)
 
     def integer_decoder_side(self) -> IntegerDecoderSide:
         nets = nn.ModuleList([self.hyper_dec, self.y_prior_fusion, self.y_spatial_prior_reduction,
