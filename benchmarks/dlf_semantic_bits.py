@@ -60,7 +60,6 @@ def main(argv=None) -> int:
     cache = torch.load(cache_path, weights_only=False) if cache_path.is_file() else {}
     files = list_images(args.images)[: args.limit]
     prior = None if args.cache_only else model.integer_token_prior()
-    vocab = model.config.network.titok.codebook_size
     rows = []
     for path in tqdm(files, desc="semantic bits", unit="image"):
         key = f"{path.name}@{args.rate}"
@@ -77,14 +76,12 @@ def main(argv=None) -> int:
         tokens, grid = entry["tokens"], tuple(entry["grid"])
         positions = model.config.window_positions
         # Back from per-window vectors to the (1, C, h, w) latent the coder conditions on.
-        c = entry["condition"].shape[-1]
-        latent = entry["condition"].view(grid[0], grid[1], positions, positions, c).permute(4, 0, 2, 1, 3)
-        y_hat_fixed = integer.to_fixed(latent.reshape(1, c, grid[0] * positions, grid[1] * positions))
+        y_hat_fixed = integer.to_fixed(dlf_tokens.latent_from_windows(entry["condition"], *grid))
         exact = dlf_tokens.exact_token_bits(prior, y_hat_fixed, tokens, *grid, positions)
         encoder = EntropyEncoder()
         dlf_tokens.code_tokens(prior, y_hat_fixed, *grid, positions, encoder, tokens)
         coded_bits = 8 * len(encoder.finish())
-        fixed = dlf_tokens.fixed_length_bits(tokens.numel(), vocab)
+        fixed = tokens.numel() * model.config.token_bits
         rows.append({"image": path.name, "windows": tokens.shape[0], "tokens": tokens.numel(), "fixed_bits": fixed,
                      "prior_bits": exact, "coded_bits": coded_bits, "saving": 1 - coded_bits / fixed,
                      "unique_tokens": int(tokens.unique().numel())})

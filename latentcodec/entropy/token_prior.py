@@ -57,6 +57,14 @@ class TokenPriorConfig:
         return torch.arange(self.num_positions) % self.passes
 
 
+def visible_at_pass(tokens: torch.Tensor, group: torch.Tensor, step, mask_index: int):
+    """(the unit's tokens as pass ``step`` sees them, the hidden positions): every position of pass
+    ``step`` or later replaced by the mask index. ``step`` is an int or one pass per unit, (N,)."""
+    step = torch.as_tensor(step, device=tokens.device).reshape(-1, 1)
+    hidden = group[None, :] >= step
+    return torch.where(hidden, torch.full_like(tokens, mask_index), tokens), hidden
+
+
 class TokenPriorInputs(NamedTuple):
     """One batch of units: what the decoder knows before the unit's tokens."""
 
@@ -116,9 +124,7 @@ class MaskedTokenPrior(nn.Module):
         """Mean cross-entropy in bits per token over the masked positions at a random pass per unit."""
         n = tokens.shape[0]
         step = torch.randint(0, self.config.passes, (n,), generator=generator, device=tokens.device)
-        group = self.config.group_of().to(tokens.device)
-        hidden = group[None, :] >= step[:, None]
-        visible = torch.where(hidden, torch.full_like(tokens, self.mask_index), tokens)
+        visible, hidden = visible_at_pass(tokens, self.config.group_of().to(tokens.device), step, self.mask_index)
         # The vocabulary head (the largest matmul) only where there is a loss.
         logits = self.head(self.features(inputs, visible, step)[hidden])
         nats = F.cross_entropy(logits, tokens[hidden])
@@ -130,7 +136,7 @@ class MaskedTokenPrior(nn.Module):
         group = self.config.group_of().to(tokens.device)
         total = torch.zeros(tokens.shape[0], device=tokens.device)
         for g in range(self.config.passes):
-            visible = torch.where(group[None, :] >= g, torch.full_like(tokens, self.mask_index), tokens)
+            visible, _ = visible_at_pass(tokens, group, g, self.mask_index)
             step = torch.full((tokens.shape[0],), g, dtype=torch.long, device=tokens.device)
             log_probs = F.log_softmax(self.logits(inputs, visible, step), dim=-1)
             picked = log_probs.gather(-1, tokens[..., None])[..., 0]
@@ -188,6 +194,20 @@ class IntegerTokenPrior(nn.Module):
             x = block(x)
         unit_out = x[-self.config.num_positions:].transpose(0, 1)
         return integer_frequencies(self.head(self.ln_out(unit_out)))
+
+    @torch.no_grad()
+    def exact_bits(self, condition_fixed: torch.Tensor, context_tokens: torch.Tensor, tokens: torch.Tensor) -> float:
+        """The information content of ``tokens`` (N, num_positions) under the exact PMFs the coder uses
+        (before its own quantisation of them), teacher-forced pass by pass."""
+        group = self.config.group_of().to(tokens.device)
+        bits = 0.0
+        for g in range(self.config.passes):
+            visible, _ = visible_at_pass(tokens, group, g, self.mask_index)
+            frequencies = self.frequencies(condition_fixed, context_tokens, visible, g)
+            picked = frequencies.gather(-1, tokens[..., None])[..., 0]
+            share = (picked / frequencies.sum(-1)).clamp_min(2.0**-24)
+            bits -= (torch.log2(share) * (group == g)).sum().item()
+        return bits
 
     def code(self, condition_fixed: torch.Tensor, context_tokens: torch.Tensor, tokens: torch.Tensor | None,
              coder, decode: bool) -> torch.Tensor:

@@ -80,33 +80,12 @@ class LatentCodec(nn.Module):
                          metadata: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
         """Write ``config.json`` (model name, config, optional metadata and ``extra`` top-level
         entries a subclass reads back) and ``tensors`` as ``model.safetensors``."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        payload = {"model": self.model_name, "config": config_to_dict(self.config), **(extra or {})}
-        if metadata:
-            payload["metadata"] = metadata
-        atomic_write(path / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        atomic_write(path / WEIGHTS_FILE, save=lambda tmp: save_file(tensors, tmp, metadata={"model": self.model_name}))
-        return path
+        return write_model_folder(path, self.model_name, self.config, tensors, metadata, extra)
 
     @classmethod
     def read_payload(cls, path: str | os.PathLike) -> dict[str, Any]:
         """The parsed ``config.json`` of a save_pretrained folder, checked to be this model's."""
-        path = Path(path)
-        config_path = path / CONFIG_FILE
-        if not config_path.is_file():
-            raise WeightsError(f"{config_path} not found (expected a directory written by save_pretrained)")
-        try:
-            payload = json.loads(config_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise WeightsError(f"{config_path}: not valid JSON ({exc})") from None
-        if not isinstance(payload, dict) or payload.get("model") != cls.model_name:
-            found = payload.get("model") if isinstance(payload, dict) else None
-            raise WeightsError(f"{path} holds weights of model {found!r}, not {cls.model_name!r}")
-        return payload
+        return read_model_payload(path, cls.model_name)
 
     @staticmethod
     def read_weights(weights_path: Path) -> dict[str, torch.Tensor]:
@@ -158,6 +137,39 @@ class LatentCodec(nn.Module):
         from latentcodec.zoo.registry import get_entry
 
         return get_entry(self.model_name).model_id
+
+
+def write_model_folder(path: str | os.PathLike, model_name: str, config: Any, tensors: dict[str, torch.Tensor],
+                       metadata: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """The save_pretrained layout for any named module (codecs, DLF's token prior): ``config.json``
+    with the name, the config, optional metadata and ``extra`` entries; ``model.safetensors``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model_name, "config": config_to_dict(config), **(extra or {})}
+    if metadata:
+        payload["metadata"] = metadata
+    atomic_write(path / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path / WEIGHTS_FILE, save=lambda tmp: save_file(tensors, tmp, metadata={"model": model_name}))
+    return path
+
+
+def read_model_payload(path: str | os.PathLike, model_name: str) -> dict[str, Any]:
+    """The parsed ``config.json`` of a folder written by :func:`write_model_folder`, checked to hold ``model_name``."""
+    path = Path(path)
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise WeightsError(f"{config_path} not found (expected a directory written by save_pretrained)")
+    try:
+        payload = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{config_path}: not valid JSON ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("model") != model_name:
+        found = payload.get("model") if isinstance(payload, dict) else None
+        raise WeightsError(f"{path} holds weights of model {found!r}, not {model_name!r}")
+    return payload
 
 
 def load_strict(

@@ -8,12 +8,9 @@ of a wave has both neighbours in earlier waves, so a wave is one batched pass of
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from latentcodec.entropy.token_prior import IntegerTokenPrior, MaskedTokenPrior, TokenPriorInputs
-from latentcodec.nn import integer
+from latentcodec.entropy.token_prior import IntegerTokenPrior
 
 
 def detail_windows(y_hat: torch.Tensor, window_positions: int) -> torch.Tensor:
@@ -22,6 +19,14 @@ def detail_windows(y_hat: torch.Tensor, window_positions: int) -> torch.Tensor:
     g = window_positions
     x = y_hat.view(c, h // g, g, w // g, g).permute(1, 3, 2, 4, 0)
     return x.reshape((h // g) * (w // g), g * g, c)
+
+
+def latent_from_windows(windows: torch.Tensor, windows_h: int, windows_w: int) -> torch.Tensor:
+    """Inverse of :func:`detail_windows`: (nH*nW, g², C) -> (1, C, nH*g, nW*g)."""
+    _, positions, c = windows.shape
+    g = int(round(positions**0.5))
+    latent = windows.view(windows_h, windows_w, g, g, c).permute(4, 0, 2, 1, 3)
+    return latent.reshape(1, c, windows_h * g, windows_w * g)
 
 
 def neighbour_tokens(tokens: torch.Tensor, windows_h: int, windows_w: int) -> torch.Tensor:
@@ -40,12 +45,6 @@ def waves(windows_h: int, windows_w: int) -> list[torch.Tensor]:
     return [(diagonal == d).nonzero().flatten() for d in range(windows_h + windows_w - 1)]
 
 
-def prior_inputs(y_hat: torch.Tensor, tokens: torch.Tensor, windows_h: int, windows_w: int,
-                 window_positions: int) -> TokenPriorInputs:
-    """Teacher-forced inputs of every window at once (training and estimates)."""
-    return TokenPriorInputs(detail_windows(y_hat, window_positions), neighbour_tokens(tokens, windows_h, windows_w))
-
-
 def code_tokens(prior: IntegerTokenPrior, y_hat_fixed: torch.Tensor, windows_h: int, windows_w: int,
                 window_positions: int, coder, tokens: torch.Tensor | None = None) -> torch.Tensor:
     """Encode (``tokens`` given) or decode (None) all windows' tokens through ``coder``, wave by wave."""
@@ -60,33 +59,8 @@ def code_tokens(prior: IntegerTokenPrior, y_hat_fixed: torch.Tensor, windows_h: 
     return decoded
 
 
-@torch.no_grad()
 def exact_token_bits(prior: IntegerTokenPrior, y_hat_fixed: torch.Tensor, tokens: torch.Tensor, windows_h: int,
                      windows_w: int, window_positions: int) -> float:
-    """The information content of ``tokens`` under the exact PMFs the coder uses (before its own rounding)."""
-    condition = detail_windows(y_hat_fixed, window_positions)
-    context = neighbour_tokens(tokens, windows_h, windows_w)
-    group = prior.config.group_of().to(tokens.device)
-    bits = 0.0
-    for g in range(prior.config.passes):
-        visible = torch.where(group[None] >= g, torch.full_like(tokens, prior.mask_index), tokens)
-        frequencies = prior.frequencies(condition, context, visible, g)
-        picked = frequencies.gather(-1, tokens[..., None])[..., 0]
-        share = (picked / frequencies.sum(-1)).clamp_min(2.0**-24)
-        bits -= (torch.log2(share) * (group == g)).sum().item()
-    return bits
-
-
-def float_token_bits(prior: MaskedTokenPrior, y_hat: torch.Tensor, tokens: torch.Tensor, windows_h: int,
-                     windows_w: int, window_positions: int) -> torch.Tensor:
-    """(nH*nW,) differentiable-free float estimate per window (model selection, training logs)."""
-    return prior.bits(prior_inputs(y_hat, tokens, windows_h, windows_w, window_positions), tokens)
-
-
-def fixed_length_bits(count: int, vocab_size: int) -> int:
-    return count * max(1, math.ceil(math.log2(vocab_size)))
-
-
-def to_condition_fixed(y_hat: torch.Tensor) -> torch.Tensor:
-    """The float detail latent in fixed point (the float arithmetic path conditions on this)."""
-    return integer.to_fixed(y_hat)
+    """The information content of all windows' ``tokens`` (N, T) under the exact PMFs the coder uses."""
+    return prior.exact_bits(detail_windows(y_hat_fixed, window_positions), neighbour_tokens(tokens, windows_h, windows_w),
+                            tokens)

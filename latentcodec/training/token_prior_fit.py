@@ -16,10 +16,9 @@ reads and :meth:`latentcodec.models.dlf.DLF.attach_token_prior` plugs in.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,8 +35,6 @@ from latentcodec.nn import integer
 
 CACHE_FILE = "tokens.safetensors"
 CHECKPOINT_FILE = "prior_checkpoint.pt"
-PRIOR_CONFIG = "config.json"
-PRIOR_WEIGHTS = "model.safetensors"
 PRIOR_KIND = "dlf-token-prior"
 
 
@@ -85,7 +82,7 @@ def _write_cache(path: Path, cache: TokenCache, crops_done: int) -> None:
 def windows_of(model, crop: torch.Tensor, rate_index: int) -> TokenCache:
     """One [0, 1] crop (1, 3, H, W), H and W whole windows -> its windows' coder inputs."""
     analysis = model.analyse(model.pad(crop), rate_index, portable=False)
-    condition = dlf_tokens.to_condition_fixed(analysis.steps.y_hat)
+    condition = model.condition_fixed(analysis.steps)
     grid = model.window_grid(*crop.shape[-2:])
     windows = dlf_tokens.detail_windows(condition, model.config.window_positions)
     # The float prior trains on what the exact twin will see: the fixed-point latent, back in float.
@@ -164,33 +161,18 @@ def fit(cache: TokenCache, prior_config: TokenPriorConfig, run_dir: Path, config
 
 
 def save_token_prior(prior: MaskedTokenPrior, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    from safetensors.torch import save_file
+    from latentcodec.models.base import write_model_folder
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    payload = {"model": PRIOR_KIND, "config": asdict(prior.config), "metadata": metadata or {}}
-    atomic_write(path / PRIOR_CONFIG, json.dumps(payload, indent=2) + "\n")
-    tensors = {k: v.detach().cpu().contiguous() for k, v in prior.state_dict().items()}
-    atomic_write(path / PRIOR_WEIGHTS, save=lambda tmp: save_file(tensors, tmp))
-    return path
+    return write_model_folder(path, PRIOR_KIND, prior.config, prior.state_dict(), metadata)
 
 
 def load_token_prior(path: str | os.PathLike) -> MaskedTokenPrior:
     """A prior folder written by :func:`save_token_prior`; strict."""
-    from latentcodec.models.base import LatentCodec, load_strict
+    from latentcodec.models.base import WEIGHTS_FILE, LatentCodec, load_strict, read_model_payload
 
-    path = Path(path)
-    config_path = path / PRIOR_CONFIG
-    if not config_path.is_file():
-        raise WeightsError(f"{config_path} not found (expected a token-prior folder written by fit-token-prior)")
-    try:
-        payload = json.loads(config_path.read_text())
-    except ValueError as exc:
-        raise WeightsError(f"{config_path}: not valid JSON ({exc})") from None
-    if not isinstance(payload, dict) or payload.get("model") != PRIOR_KIND:
-        raise WeightsError(f"{path} is not a DLF token-prior folder")
+    payload = read_model_payload(path, PRIOR_KIND)
     prior = MaskedTokenPrior(config_from_dict(TokenPriorConfig, payload.get("config", {})))
-    load_strict(prior, LatentCodec.read_weights(path / PRIOR_WEIGHTS), str(path), "a token prior of this shape")
+    load_strict(prior, LatentCodec.read_weights(Path(path) / WEIGHTS_FILE), str(path), "a token prior of this shape")
     return prior.eval()
 
 
