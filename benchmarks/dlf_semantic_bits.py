@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latentcodec.api import attach_token_prior, load_model
+from latentcodec.api import load_model
 from latentcodec.data.images import list_images, load_rgb, pil_to_tensor
 from latentcodec.entropy.coder import EntropyEncoder
 from latentcodec.models import dlf_tokens
@@ -48,10 +48,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, _, source = load_model("dlf", args.weights)
+    model, _, source = load_model("dlf", args.weights, token_prior=args.token_prior)
     model.eval()
-    if args.token_prior:
-        attach_token_prior(model, args.token_prior)
     if model.token_prior is None and not args.cache_only:
         print("the model has no token prior; pass --token-prior", file=sys.stderr)
         return 1

@@ -118,9 +118,19 @@ class ImageCodec(LoadedCodec):
         return f"ImageCodec({self.name!r}, quality={self.quality}, weights={self.weights_source!r})"
 
 
-def load_model(name: str, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+def load_model(name: str, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+               token_prior: str | os.PathLike | None = None):
     """The registered model ``name`` with weights from a save_pretrained dir, an official
-    checkpoint file, or (None) the shipped default. Returns (model, entry, weights description)."""
+    checkpoint file, or (None) the shipped default, and (DLF) an optional fitted token-prior
+    folder. Returns (model, entry, weights description)."""
+    model, entry, source = _model_with_weights(name, weights, device)
+    if token_prior is not None:
+        attach_token_prior(model, token_prior, device)
+        source = f"{source} + token prior {token_prior}"
+    return model, entry, source
+
+
+def _model_with_weights(name: str, weights: str | os.PathLike | None, device: str | torch.device):
     entry = get_entry(name)
     cls = entry.load_class()
     if weights is None:
@@ -179,11 +189,8 @@ def load(
     ``token_prior`` (DLF): a folder written by ``latentcodec fit-token-prior``; the semantic tokens are
     then entropy-coded under it instead of at a fixed 12 bits each.
     """
-    model, entry, source = load_model(name, weights, device)
+    model, entry, source = load_model(name, weights, device, token_prior)
     model.set_portable(portable)
-    if token_prior is not None:
-        source = f"{source} + token prior {token_prior}"
-        attach_token_prior(model, token_prior, device)
     if entry.kind == "video":
         return VideoCodec(model.eval(), entry, quality, source)
     return ImageCodec(model.eval(), entry, quality, source)

@@ -289,12 +289,8 @@ def _model_for_file(model_id: int, args, models: dict):
     except LatentCodecError:
         raise BitstreamError(f"file names model id {model_id}, which no registered codec has") from None
     if model_id not in models:
-        model = load_model(entry.name, args.weights, args.device)[0].eval()
-        if getattr(args, "token_prior", None) is not None:
-            from latentcodec.api import attach_token_prior
-
-            attach_token_prior(model, args.token_prior, args.device)
-        models[model_id] = model
+        token_prior = getattr(args, "token_prior", None)
+        models[model_id] = load_model(entry.name, args.weights, args.device, token_prior)[0].eval()
     return entry, models[model_id]
 
 
