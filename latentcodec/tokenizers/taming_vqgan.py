@@ -59,6 +59,15 @@ class _Level(nn.Module):
         return x
 
 
+def _level_blocks(in_channels: int, out_channels: int, count: int, groups: int,
+                  with_attention: bool) -> tuple[list[nn.Module], list[nn.Module]]:
+    """One resolution's res blocks (the first changes the width) and, at the lowest resolution, the
+    attention block after each."""
+    blocks = [TamingResBlock(in_channels if i == 0 else out_channels, out_channels, groups) for i in range(count)]
+    attentions = [AttnBlock(out_channels, groups, None) for _ in range(count)] if with_attention else []
+    return blocks, attentions
+
+
 class TamingEncoder(nn.Module):
     def __init__(self, config: VQGANConfig):
         super().__init__()
@@ -68,12 +77,9 @@ class TamingEncoder(nn.Module):
         channels, down = nf, []
         for level in range(levels):
             out_channels = nf * mult[level]
-            blocks, attentions = [], []
-            for _ in range(config.encoder_res_blocks):
-                blocks.append(TamingResBlock(channels, out_channels, groups))
-                channels = out_channels
-                if level == levels - 1:
-                    attentions.append(AttnBlock(channels, groups, None))
+            blocks, attentions = _level_blocks(channels, out_channels, config.encoder_res_blocks, groups,
+                                               level == levels - 1)
+            channels = out_channels
             resample = ("downsample", Downsample(channels)) if level != levels - 1 else None
             down.append(_Level(blocks, attentions, resample))
         self.down = nn.ModuleList(down)
@@ -99,12 +105,9 @@ class TamingDecoder(nn.Module):
         up: list[nn.Module] = [nn.Identity()] * levels
         for level in reversed(range(levels)):  # built from the lowest resolution, stored by level
             out_channels = nf * mult[level]
-            blocks, attentions = [], []
-            for _ in range(config.generator_res_blocks):
-                blocks.append(TamingResBlock(channels, out_channels, groups))
-                channels = out_channels
-                if level == levels - 1:
-                    attentions.append(AttnBlock(channels, groups, None))
+            blocks, attentions = _level_blocks(channels, out_channels, config.generator_res_blocks, groups,
+                                               level == levels - 1)
+            channels = out_channels
             resample = ("upsample", Upsample(channels)) if level != 0 else None
             up[level] = _Level(blocks, attentions, resample)
         self.up = nn.ModuleList(up)
