@@ -88,12 +88,7 @@ def parse_lead_byte_version(data: bytes | bytearray | memoryview) -> tuple[FileK
         label = f"{version}" if version != _VERSION_FIELD_ESCAPE else f">= {_VERSION_FIELD_ESCAPE}"
         raise BitstreamError(f"unsupported latentcodec format version {label} (this build reads versions "
                              f"{FLOAT_FORMAT_VERSION} and {FORMAT_VERSION}; the file may come from a newer latentcodec)")
-    kind_bits = (first >> 2) & 0b11
-    try:
-        return FileKind(kind_bits), version
-    except ValueError:
-        raise BitstreamError(f"unsupported latentcodec file kind {kind_bits} (the file may come "
-                             "from a newer latentcodec)") from None
+    return FileKind((first >> 2) & 0b11), version  # all four kind values are defined
 
 
 # Extended image headers (kind 2) store the rate in 1/256ths of a rate step: fine enough that one
@@ -104,7 +99,8 @@ RATE_FRACTION_STEPS = 1 << RATE_FRACTION_BITS
 SCALE_DENOMINATOR = 64
 # Compact (kind 3) headers: model id and rate in one byte, sides - 1 in 12 bits each.
 COMPACT_FIELD_LIMIT = 16
-COMPACT_MAX_SIDE = 1 << 12
+COMPACT_SIDE_BITS = 12
+COMPACT_MAX_SIDE = 1 << COMPACT_SIDE_BITS
 
 
 def coded_side(side: int, scale: int) -> int:
@@ -205,13 +201,13 @@ def _as_int(value, name: str, minimum: int) -> int:
 
 
 def _encode_compact_fields(header: ImageHeader) -> bytearray:
-    sides = ((header.height - 1) << 12) | (header.width - 1)
+    sides = ((header.height - 1) << COMPACT_SIDE_BITS) | (header.width - 1)
     out = bytearray([lead_byte(FileKind.IMAGE_COMPACT, header.format_version), (header.model_id << 4) | header.rate_index])
     return out + sides.to_bytes(3, "big")
 
 
 def _encode_header_fields(header: ImageHeader) -> bytearray:
-    if header.compact and header.fits_compact:
+    if header.fits_compact:
         return _encode_compact_fields(header)
     fraction = _as_int(header.rate_fraction, "rate_fraction", 0)
     scale = _as_int(header.scale, "scale", 0)
@@ -296,7 +292,8 @@ def _parse_compact_fields(data: memoryview, version: int) -> tuple[_HeaderFields
     if len(data) < 5:
         raise BitstreamError(f"truncated file: it ends inside the compact header ({len(data)} bytes)")
     sides = int.from_bytes(bytes(data[2:5]), "big")
-    fields = _HeaderFields(data[1] >> 4, data[1] & 0x0F, 0, (sides >> 12) + 1, (sides & 0xFFF) + 1, 0,
+    fields = _HeaderFields(data[1] >> 4, data[1] & 0x0F, 0, (sides >> COMPACT_SIDE_BITS) + 1,
+                           (sides & (COMPACT_MAX_SIDE - 1)) + 1, 0,
                            version == FORMAT_VERSION, False, False, compact=True)
     if len(data) <= 5:
         raise BitstreamError(f"truncated file: it ends after the header ({len(data)} bytes, no sections or checksum)")
