@@ -362,15 +362,15 @@ class DLF(LatentCodec):
         ph, pw = self.padded_size(height, width)
         shape = (1, self.config.network.detail_channels, ph // DETAIL_DOWNSAMPLING, pw // DETAIL_DOWNSAMPLING)
         skip_below = self.config.skip_threshold
-        like = torch.empty(shape, device=self.hybrid_codec.latent_tokens.device)
+        masks = quadtree_masks(*shape[1:], device=self.hybrid_codec.latent_tokens.device)
         if portable:
             nets = self.integer_prior_nets()
             prior_fixed = self.fixed_detail_prior(rate_index, *shape[:1], *shape[2:])
-            steps = decode_masked_fixed(split_prior_fixed(prior_fixed), self.masks(like), nets.context_fn(prior_fixed),
+            steps = decode_masked_fixed(split_prior_fixed(prior_fixed), masks, nets.context_fn(prior_fixed),
                                         decoder, DEFAULT_SCALE_TABLE, skip_below)
         else:
             prior = self.detail_prior(rate_index, shape[0], *shape[2:])
-            steps = decode_masked(split_prior(prior), self.masks(like), self.context_fn(prior), decoder,
+            steps = decode_masked(split_prior(prior), masks, self.context_fn(prior), decoder,
                                   DEFAULT_SCALE_TABLE, skip_below)
         return steps
 
