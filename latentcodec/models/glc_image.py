@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -121,7 +121,16 @@ class GLCImageConfig:
         )
 
 
-PRESETS = {"official": GLCImageConfig.official, "small": GLCImageConfig.small, "tiny": GLCImageConfig.tiny}
+    @classmethod
+    def small_lowpass(cls) -> "GLCImageConfig":
+        """``small`` with the VQGAN's low-pass path (VQGANConfig.lowpass_path): the issue-10 stage-I
+        recipe, which starts from the block-mean image instead of learning colour and layout."""
+        small = cls.small()
+        return replace(small, vqgan=replace(small.vqgan, lowpass_path=True))
+
+
+PRESETS = {"official": GLCImageConfig.official, "small": GLCImageConfig.small, "tiny": GLCImageConfig.tiny,
+           "small_lowpass": GLCImageConfig.small_lowpass}
 
 
 def interpolate_rows(table: torch.Tensor, levels: int) -> torch.Tensor:

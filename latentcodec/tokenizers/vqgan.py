@@ -27,6 +27,10 @@ class VQGANConfig:
     codebook_size: int = 16384
     norm_groups: int = 32
     attention_window: int | None = 32  # latent positions per window side at inference; None: global
+    # A fixed-structure low-pass path (not in the official model): the encoder writes the image's
+    # f x f block means into latent channels 0-2 and the generator adds their bilinear upsampling to
+    # its output, so colour and layout are right from the first step and the nets learn the rest.
+    lowpass_path: bool = False
 
     @property
     def downsampling_factor(self) -> int:
@@ -203,6 +207,22 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+# Latent channels 0-2 carry LOWPASS_GAIN x the block means when the low-pass path is on; the gain
+# makes them as large as the learned channels, so the codec's latent losses do not neglect them.
+LOWPASS_GAIN = 2.0
+
+
+def _init_lowpass(into_latent: nn.Conv2d, out_of_latent: nn.Conv2d) -> None:
+    """Identity between RGB and latent channels 0-2 (scaled by LOWPASS_GAIN), zero elsewhere."""
+    with torch.no_grad():
+        into_latent.weight.zero_()
+        out_of_latent.weight.zero_()
+        out_of_latent.bias.zero_()
+        for rgb in range(3):
+            into_latent.weight[rgb, rgb] = LOWPASS_GAIN
+            out_of_latent.weight[rgb, rgb] = 1.0 / LOWPASS_GAIN
+
+
 class VQGANEncoder(nn.Module):
     """Image in [-1, 1] -> continuous latent at 1/f (never vector-quantised on the coding path)."""
 
@@ -231,11 +251,21 @@ class VQGANEncoder(nn.Module):
         ]
         self.blocks = nn.ModuleList(blocks)
         self.quant_conv = nn.Conv2d(config.latent_channels, config.latent_channels, 1)
+        self.factor = config.downsampling_factor
+        self.lowpass = nn.Conv2d(3, config.latent_channels, 1, bias=False) if config.lowpass_path else None
+        if self.lowpass is not None:
+            with torch.no_grad():  # channels 0-2 start as the block means alone
+                self.quant_conv.weight[:3].zero_()
+                self.quant_conv.bias[:3].zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = x
         for block in self.blocks:
             x = block(x)
-        return self.quant_conv(x)
+        latent = self.quant_conv(x)
+        if self.lowpass is not None:
+            latent = latent + self.lowpass(F.avg_pool2d(image, self.factor))
+        return latent
 
 
 class VQGANGenerator(nn.Module):
@@ -264,6 +294,11 @@ class VQGANGenerator(nn.Module):
                 blocks.append(Upsample(channels))
         blocks += [group_norm(channels, groups), Swish(), nn.Conv2d(channels, 3, 3, padding=1)]
         self.blocks = nn.ModuleList(blocks)
+        self.factor = config.downsampling_factor
+        self.lowpass = nn.Conv2d(config.latent_channels, 3, 1) if config.lowpass_path else None
+        if self.lowpass is not None:
+            nn.init.zeros_(self.last_layer.weight)  # the nets start as a zero residual on the low-pass image
+            nn.init.zeros_(self.last_layer.bias)
 
     @property
     def last_layer(self) -> nn.Conv2d:
@@ -274,6 +309,9 @@ class VQGANGenerator(nn.Module):
         x = self.post_quant_conv(latent)
         for block in self.blocks:
             x = block(x)
+        if self.lowpass is not None:
+            x = x + F.interpolate(self.lowpass(latent), scale_factor=float(self.factor), mode="bilinear",
+                                  align_corners=False)
         return x
 
 
@@ -286,6 +324,8 @@ class VQGAN(nn.Module):
         self.encoder = VQGANEncoder(config) if with_encoder else None
         self.quantize = VectorQuantizer(config.codebook_size, config.latent_channels) if with_codebook else None
         self.generator = VQGANGenerator(config)
+        if config.lowpass_path and self.encoder is not None:
+            _init_lowpass(self.encoder.lowpass, self.generator.lowpass)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Image in [-1, 1] -> continuous latent (the interface DLF shares with TamingVQGAN)."""
@@ -311,5 +351,8 @@ def rescale_latent(vqgan: VQGAN, factor: float) -> None:
     if quant.bias is not None:
         quant.bias.div_(factor)
     vqgan.generator.post_quant_conv.weight.mul_(factor)
+    if vqgan.encoder.lowpass is not None:
+        vqgan.encoder.lowpass.weight.div_(factor)
+        vqgan.generator.lowpass.weight.mul_(factor)
     if vqgan.quantize is not None:
         vqgan.quantize.embedding.weight.div_(factor)
