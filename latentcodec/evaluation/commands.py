@@ -1,4 +1,4 @@
-"""Evaluation subcommands: eval, bdrate, plot, report."""
+"""Evaluation subcommands: eval, bdrate, plot, report, gallery."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_bdrate(subparsers)
     _register_plot(subparsers)
     _register_report(subparsers)
+    _register_gallery(subparsers)
 
 
 # -- eval ----------------------------------------------------------------------------------
@@ -239,6 +240,30 @@ def run_report_command(args: argparse.Namespace) -> int:
 
     output = build_report(args.results_dir, args.output, images=args.images, crop=args.crop)
     print(f"wrote {output}")
+    return 0
+
+
+# -- gallery -------------------------------------------------------------------------------
+
+
+def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "gallery", help="one PNG per operating point: original | ours | best classical codec at no more bytes")
+    parser.add_argument("results_dir", help="the --out folder of latentcodec eval (with the model's reconstructions)")
+    parser.add_argument("-o", "--output", required=True, help="folder for gallery-<point>.png")
+    parser.add_argument("--images", type=_names, required=True, help="image ids, one row each (e.g. kodim01,kodim23)")
+    parser.add_argument("--metric", default="ms_ssim", help="picks the best classical file per image (default ms_ssim)")
+    parser.add_argument("--max-bytes", type=int, default=1_000_000, help="largest PNG; pictures shrink to fit")
+    parser.add_argument("--force", action="store_true", help="overwrite existing gallery PNGs")
+    parser.set_defaults(func=run_gallery_command)
+
+
+def run_gallery_command(args: argparse.Namespace) -> int:
+    from latentcodec.evaluation.gallery import build_gallery
+
+    for page in build_gallery(args.results_dir, args.output, args.images, metric=args.metric,
+                              max_bytes=args.max_bytes, force=args.force):
+        print(f"wrote {page.path} ({page.bytes} bytes, pictures {page.tile_width} px wide)")
     return 0
 
 

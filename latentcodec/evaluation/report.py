@@ -93,9 +93,9 @@ def build_report(
         raise InputError(f"{root}: no {RESULTS_DIR}/*.json (is this the --out of latentcodec eval?)")
     if crop < 16:
         raise InputError("--crop must be at least 16 pixels")
-    run = _read_json(root / RUN_JSON, default={})
+    run = read_json(root / RUN_JSON, default={})
     curves = [load_results(path) for path in curve_files]
-    records = [ItemRecord.from_dict(r) for r in _read_json(root / PER_IMAGE_JSON, default=[])]
+    records = [ItemRecord.from_dict(r) for r in read_json(root / PER_IMAGE_JSON, default=[])]
     model = run.get("model_curve")
     model_curve = next((c for c in curves if model and c.name == model), None)
     if model_curve is not None:  # the model first, so it keeps the first colour in every plot
@@ -246,7 +246,7 @@ def _comparison_section(
     data_root = Path(run.get("data", ""))
     sections = []
     for image_id in image_ids:
-        original = _find_original(data_root, image_id)
+        original = find_original(data_root, image_id)
         if original is None:
             sections.append(f"<p>{html.escape(image_id)}: original not found under {html.escape(str(data_root))}.</p>")
             continue
@@ -254,12 +254,12 @@ def _comparison_section(
         sections.append(f"<h3>{html.escape(image_id)} (crop {box[2] - box[0]}x{box[3] - box[1]} at {box[0]},{box[1]})</h3>")
         for ours in sorted((r for r in model_records if r.image == image_id), key=lambda r: r.bytes or 0):
             tiles = [Tile(f"original ({original.size[0]}x{original.size[1]})", original.crop(box))]
-            tiles.append(_model_tile(root, ours, box))
+            tiles.append(model_tile(root, ours, box))
             for curve in matched_curves:
                 record = next(
                     (r for r in records if r.curve == curve and r.image == image_id and r.point == ours.point), None
                 )
-                tiles.append(_baseline_tile(root, curve, record, original.size, box))
+                tiles.append(baseline_tile(root, curve, record, original.size, box))
             sections.append(f"<p><b>{html.escape(ours.point)}</b>: ours {ours.bytes} B ({ours.bpp:.4f} bpp)</p>")
             sections.append(_tiles_row(tiles))
     if not matched_curves:
@@ -267,14 +267,14 @@ def _comparison_section(
     return "\n".join(sections)
 
 
-def _model_tile(root: Path, record: ItemRecord, box: tuple[int, int, int, int]) -> Tile:
+def model_tile(root: Path, record: ItemRecord, box: tuple[int, int, int, int]) -> Tile:
     label = f"ours {record.curve} {record.point}: {record.bytes} B"
     if not record.reconstruction or not (root / record.reconstruction).is_file():
         return Tile(f"{label} (reconstruction not kept)", None)
     return Tile(label, load_rgb(root / record.reconstruction).crop(box))
 
 
-def _baseline_tile(
+def baseline_tile(
     root: Path, curve: str, record: ItemRecord | None, size: tuple[int, int], box: tuple[int, int, int, int]
 ) -> Tile:
     codec_name = curve.removesuffix("-matched")
@@ -304,7 +304,7 @@ def _tiles_row(tiles: Sequence[Tile]) -> str:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _find_original(data_root: Path, image_id: str) -> Image.Image | None:
+def find_original(data_root: Path, image_id: str) -> Image.Image | None:
     from latentcodec.evaluation.images import discover_images
 
     try:
@@ -342,7 +342,7 @@ def _format(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def _read_json(path: Path, default):
+def read_json(path: Path, default):
     if not path.is_file():
         return default
     try:

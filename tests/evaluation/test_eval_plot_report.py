@@ -22,7 +22,6 @@ from latentcodec.errors import InputError  # noqa: E402
 from latentcodec.evaluation.plots import curve_style, write_plot  # noqa: E402
 from latentcodec.evaluation.report import build_report  # noqa: E402
 from latentcodec.evaluation.results import load_results  # noqa: E402
-from latentcodec.evaluation.runner import EvalConfig, run_evaluation  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -59,26 +58,6 @@ def test_plot_cli_and_its_errors(tmp_path, capsys):
     (tmp_path / "bad.json").write_text('{"name": "x"}')
     assert main(["plot", str(tmp_path / "bad.json"), "--metric", "psnr"]) == 1
     assert "CompressAI" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, kodak_dir):
-    """A small finished evaluation: a fake model, two baselines, one Kodak crop and one synthetic image."""
-    root = tmp_path_factory.mktemp("report")
-    data = root / "data"
-    data.mkdir()
-    with Image.open(kodak_dir / "kodim23.png") as kodak:
-        kodak.convert("RGB").crop((300, 100, 428, 196)).save(data / "kodim23-crop.png")
-    y, x = np.mgrid[0:80, 0:96]
-    synthetic = np.stack([x * 2, y * 3, 255 - x - y], axis=-1).clip(0, 255).astype(np.uint8)
-    Image.fromarray(synthetic, "RGB").save(data / "ramp.png")
-    config = EvalConfig(
-        data=str(data), out=str(root / "out"), model="fake_codec_for_eval:make", qualities=(1, 2, 3),
-        baselines=("jpeg", "webp"), scales=(1, 2), baseline_values={"jpeg": (5, 30, 80), "webp": (0, 30, 80)},
-        metrics=("psnr",), workers=1, progress=False,
-    )  # fmt: skip
-    run_evaluation(config)
-    return root
 
 
 def _chromium(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
