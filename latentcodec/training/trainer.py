@@ -54,7 +54,9 @@ from latentcodec.training.dlf_stages import (
     set_dlf_trainable,
 )
 from latentcodec.training.losses import PerceptualLoss, hinge_discriminator_loss, lpips_vgg_status
+from latentcodec.training.selection import BEST_FILE, best_payload, selection_score
 from latentcodec.training.stages import StageLosses, StageObjective, VideoObjective, set_trainable
+from latentcodec.training.validation import validate_images, validate_video
 
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
@@ -171,6 +173,7 @@ class Trainer:
             self.lambda_control = LambdaControl(self.lambda_ladder, images, config.dlf.control_every)
             data_note += f"; lambda control every {config.dlf.control_every} steps on {control_note}"
         self.step = 0
+        self.best_score = math.inf  # the lowest validated selection score so far (best.pt)
         self.started_fresh = True
         if resuming:
             self._load_checkpoint()
@@ -327,6 +330,7 @@ class Trainer:
                 "streams": streams,
                 "rng": rngs,
                 "config": config_to_dict(self.config),
+                "best_score": self.best_score,
             }
             atomic_torch_save(payload, self.checkpoint_path)
         self._barrier()
@@ -353,6 +357,7 @@ class Trainer:
         self.stream.load_state_dict(payload["streams"][self.dist.rank])
         set_rng_state(payload["rng"][self.dist.rank])
         self.step = int(payload["step"])
+        self.best_score = float(payload.get("best_score", math.inf))
         if self.dist.is_main:
             self._truncate_metrics(self.step)
 
@@ -455,77 +460,24 @@ class Trainer:
         step = self.config.rates.adapt_rate * ((mean_bpp - target) / target).clamp(-1.0, 1.0)
         self.lambdas.mul_(torch.where(present, torch.exp(-step), torch.ones_like(step)))
 
-    # -- validation ----------------------------------------------------------------------
-    @torch.no_grad()
+    # -- validation and checkpoint selection ---------------------------------------------
     def validate(self) -> dict[str, Any] | None:
-        """Actual file bpp (compress), PSNR and MS-SSIM per rate on a Kodak subset (rank 0)."""
+        """Per validated rate: actual file bpp and quality (rank 0 only; None elsewhere or without data)."""
         if not self.dist.is_main:
             return None
         if self.is_video:
-            return self.validate_video()
-        from latentcodec.evaluation.metrics.pixel import MSSSIM, PSNR
+            return validate_video(self.model, self.config.validation, self.device, self.log,
+                                  self.config.video.anchor_levels)
+        return validate_images(self.model, self.config.validation, self.device, self.log)
 
-        vc = self.config.validation
-        folder = Path(os.path.expanduser(os.path.expandvars(vc.image_dir)))
-        if not folder.is_dir():
-            self.log(f"validation skipped: {folder} does not exist")
-            return None
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[: vc.images]
-        psnr, msssim = PSNR(), MSSSIM()
-        model = self.model
-        model.eval()
-        results: dict[str, Any] = {}
-        images = []
-        for path in files:
-            from PIL import Image
-
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"))
-            if vc.crop:
-                h, w = array.shape[:2]
-                top, left = max(0, (h - vc.crop) // 2), max(0, (w - vc.crop) // 2)
-                array = array[top : top + vc.crop, left : left + vc.crop]
-            images.append(torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0))
-        for q in vc.rate_indices:
-            bpps, psnrs, ssims = [], [], []
-            for x in images:
-                data = model.compress(x.to(self.device), q)
-                x_hat = model.decompress(data).cpu()
-                x_hat = torch.round(x_hat * 255) / 255
-                bpps.append(8 * len(data) / (x.shape[2] * x.shape[3]))
-                psnrs.append(psnr(x[0], x_hat[0]))
-                ssims.append(msssim(x[0], x_hat[0]))
-            results[str(q)] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "ms_ssim": float(np.mean(ssims))}
-        model.train()
-        return results
-
-    @torch.no_grad()
-    def validate_video(self) -> dict[str, Any] | None:
-        """File bpp (I and P frames), mean PSNR, per validated anchor, on the first frames of a clip."""
-        from latentcodec.data.video import read_frames
-        from latentcodec.evaluation.metrics.pixel import PSNR
-
-        vc = self.config.validation
-        path = Path(os.path.expanduser(os.path.expandvars(vc.video)))
-        if not path.exists():
-            self.log(f"validation skipped: {path} does not exist")
-            return None
-        frames = [torch.from_numpy(f.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0) for f in read_frames(path, vc.frames)]
-        psnr = PSNR()
-        model = self.model
-        model.eval()
-        results: dict[str, Any] = {}
-        for slot in vc.rate_indices:
-            level = self.config.video.anchor_levels[slot]
-            data = model.compress_frames([f.to(self.device) for f in frames], level)
-            decoded = [torch.round(x.cpu() * 255) / 255 for x in model.decode_sequence(data)]
-            height, width = frames[0].shape[-2:]
-            results[str(level)] = {
-                "bpp": 8 * len(data) / (height * width * len(frames)),
-                "psnr": float(np.mean([psnr(x[0], y[0]) for x, y in zip(frames, decoded)])),
-            }
-        model.train()
-        return results
+    def _select(self, results: dict[str, Any]) -> None:
+        """Keep the best validated weights in best.pt by DLF's selection rule (training/selection.py)."""
+        score = selection_score(results, self.lambdas.tolist())
+        if score is None or score >= self.best_score:
+            return
+        self.best_score = score
+        atomic_torch_save(best_payload(self, score), self.run_dir / BEST_FILE)
+        self.log(f"step {self.step}: best validated weights so far (selection score {score:.5f}) -> {BEST_FILE}")
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> None:
@@ -552,6 +504,7 @@ class Trainer:
                     self.write_metrics({"step": self.step, "validation": results})
                     summary = ", ".join(f"q{q}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB" for q, r in results.items())
                     self.log(f"step {self.step} validation: {summary}")
+                    self._select(results)
                 self._barrier()
             if self.step % config.runtime.checkpoint_every == 0 or self.step == config.steps:
                 self.save_checkpoint()

@@ -1,0 +1,45 @@
+"""Checkpoint selection by DLF's rule (SYSTEMS.md 5.9): the lowest rec_loss + 2 lambda bpp.
+
+At every validation the trainer scores the model on real files: for each validated rate index q,
+the L1 reconstruction loss on [-1, 1] plus 2 x lambda_q x the file's bpp, averaged over the rates,
+with each rate's current lambda of the run. The best-scoring weights are kept in ``best.pt`` beside
+the rolling ``checkpoint.pt``; ``latentcodec export-weights RUN/best.pt`` exports them. (The
+reference adds 100 to scores outside its pixel stage, so that a run spanning stages always picks a
+pixel-stage checkpoint; our stages are separate runs, each with its own ``best.pt``.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from latentcodec.config import config_to_dict
+
+BEST_FILE = "best.pt"
+
+
+def selection_score(results: dict[str, dict[str, float]], lambdas: Sequence[float]) -> float | None:
+    """Mean over validated rates of l1 + 2 lambda bpp; None when the results carry no L1 (video)."""
+    terms = []
+    for rate, scores in results.items():
+        index = int(rate)
+        if "l1" not in scores or not 0 <= index < len(lambdas):
+            return None
+        terms.append(scores["l1"] + 2.0 * lambdas[index] * scores["bpp"])
+    score = sum(terms) / len(terms) if terms else math.nan
+    return score if math.isfinite(score) else None
+
+
+def best_payload(trainer: Any, score: float) -> dict[str, Any]:
+    """What export-weights needs of a run, without optimiser state: the weights, their step and score."""
+    return {
+        "format": 1,
+        "preset": trainer.config.preset,
+        "stage": trainer.config.stage,
+        "step": trainer.step,
+        "model": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
+        "lambdas": trainer.lambdas.cpu(),
+        "config": config_to_dict(trainer.config),
+        "selection_score": score,
+    }
