@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 DEFAULT_METRICS = (
-    "psnr", "ms_ssim", "lpips_alex", "dists", "nlpd", "ssimulacra2", "butteraugli", "butteraugli_3norm",
+    "psnr", "thumbnail_psnr", "ms_ssim", "lpips_alex", "dists", "nlpd", "ssimulacra2", "butteraugli", "butteraugli_3norm",
 )  # fmt: skip
 
 

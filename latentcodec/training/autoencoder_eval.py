@@ -18,12 +18,10 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from latentcodec.evaluation.metrics.pixel import PSNR
+from latentcodec.evaluation.metrics.pixel import PSNR, ThumbnailPSNR
 from latentcodec.models.glc_image import PRESETS, GLCImage
-from latentcodec.training.stages import THUMBNAIL_FACTOR
 
 
 class AutoencoderQuality(NamedTuple):
@@ -34,13 +32,6 @@ class AutoencoderQuality(NamedTuple):
     ms_ssim: float
     thumbnail_psnr: float
     mean_colour_error: float  # mean over images of |mean RGB of x_hat - mean RGB of x|, 8-bit units
-
-
-def thumbnail_psnr(x: torch.Tensor, x_hat: torch.Tensor, factor: int = THUMBNAIL_FACTOR) -> float:
-    """PSNR of (1, 3, H, W) [0, 1] images after box-filter downscaling by ``factor`` (edges cropped
-    to a multiple)."""
-    h, w = (x.shape[-2] // factor) * factor, (x.shape[-1] // factor) * factor
-    return PSNR()(F.avg_pool2d(x[..., :h, :w], factor), F.avg_pool2d(x_hat[..., :h, :w], factor))
 
 
 def load_checkpoint(path: Path) -> tuple[GLCImage, int, dict]:
@@ -71,7 +62,7 @@ def evaluate(model: GLCImage, kodak: Path, images: int) -> tuple[float, float, f
     from latentcodec.data.images import pil_to_tensor
     from latentcodec.evaluation.metrics.pixel import MSSSIM
 
-    psnr, msssim = PSNR(), MSSSIM()
+    psnr, msssim, thumbnail_psnr = PSNR(), MSSSIM(), ThumbnailPSNR()
     rows = []
     for path in tqdm(sorted(kodak.glob("*.png"))[:images], desc="autoencoder", unit="image"):
         with Image.open(path) as image:
@@ -80,7 +71,7 @@ def evaluate(model: GLCImage, kodak: Path, images: int) -> tuple[float, float, f
             x_hat = model.vqgan.generator(model.vqgan.encoder(model.pad(x)))[..., : x.shape[-2], : x.shape[-1]]
             x_hat = torch.round((x_hat.clamp(-1, 1) + 1) / 2 * 255) / 255
         colour = float((x_hat.mean(dim=(2, 3)) - x.mean(dim=(2, 3))).abs().mean() * 255)
-        rows.append((psnr(x, x_hat), msssim(x[0], x_hat[0]), thumbnail_psnr(x, x_hat), colour))
+        rows.append((psnr(x, x_hat), msssim(x[0], x_hat[0]), thumbnail_psnr(x[0], x_hat[0]), colour))
     return tuple(float(np.mean(column)) for column in zip(*rows))
 
 

@@ -35,7 +35,7 @@ def test_missing_weights_make_metrics_unavailable_with_the_expected_path(empty_t
     selection = available_metrics(METRIC_NAMES)
     # The tool metrics depend on what is installed here, not on weights (test_metrics_tools.py).
     tools = [name for name in TOOL_METRIC_NAMES if missing_tool_reason(name) is None]
-    assert [m.name for m in selection.per_image] == ["psnr", "ms_ssim", "nlpd", *tools]
+    assert [m.name for m in selection.per_image] == ["psnr", "thumbnail_psnr", "ms_ssim", "nlpd", *tools]
     assert selection.per_dataset == []
     reasons = dict(selection.unavailable)
     weight_metrics = [name for name in reasons if name not in TOOL_METRIC_NAMES]

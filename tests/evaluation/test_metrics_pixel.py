@@ -186,3 +186,23 @@ def test_nlpd_is_a_distance() -> None:
 @pytest.mark.parametrize("metric", [PSNR(), MSSSIM(), NLPD()], ids=lambda m: m.name)
 def test_pixel_metrics_degrade_monotonically_with_noise(metric) -> None:
     assert_monotone(metric, smooth_image(48, 48))
+
+
+def test_thumbnail_psnr_sees_block_means_only():
+    from latentcodec.evaluation.metrics import ThumbnailPSNR
+
+    image = smooth_image(64, 96).astype(np.float64)
+    # Zero-mean noise within every 16x16 block leaves the thumbnail exact (infinite PSNR) ...
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 8, (64, 96, 3))
+    blocks = noise.reshape(4, 16, 6, 16, 3)
+    noise = (blocks - blocks.mean(axis=(1, 3), keepdims=True)).reshape(64, 96, 3)
+    reference = torch.from_numpy(image / 255).permute(2, 0, 1)
+    assert ThumbnailPSNR()(reference, reference + torch.from_numpy(noise / 255).permute(2, 0, 1)) > 200
+    # ... while a uniform shift of d shows at 20 log10(1 / d), and the full PSNR sees the noise.
+    shifted = reference + 4 / 255
+    assert ThumbnailPSNR()(reference, shifted) == pytest.approx(-20 * math.log10(4 / 255), abs=1e-9)
+    assert PSNR()(reference, reference + torch.from_numpy(noise / 255).permute(2, 0, 1)) < 40
+    # Edges that do not fill a 16x16 block are left out
+    assert ThumbnailPSNR()(reference[:, :70, :100], reference[:, :70, :100]) == math.inf
+    assert math.isnan(ThumbnailPSNR()(reference[:, :8, :8], reference[:, :8, :8]))

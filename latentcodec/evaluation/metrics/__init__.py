@@ -6,6 +6,7 @@ Names (the runner's JSON keys), direction and what each needs:
 name                  better  definition
 ===================== ======= =============================================================================
 ``psnr``              higher  RGB, [0, 1], peak 1; ``inf`` for identical images
+``thumbnail_psnr``    higher  PSNR of the 1/16 box-filtered thumbnails: colour and layout (:class:`ThumbnailPSNR`)
 ``ms_ssim``           higher  pytorch-msssim, data_range 1; fewer scales below 161 px (see :class:`MSSSIM`)
 ``lpips_alex``        lower   LPIPS v0.1, AlexNet (the protocol's LPIPS)
 ``lpips_vgg``         lower   LPIPS v0.1, VGG16
@@ -74,7 +75,7 @@ from latentcodec.evaluation.metrics.fid import (
     protocol_patches,
 )
 from latentcodec.evaluation.metrics.perceptual import DISTS, LPIPS, load_dists_network, load_lpips_network
-from latentcodec.evaluation.metrics.pixel import MSSSIM, NLPD, PSNR, ms_ssim_scales
+from latentcodec.evaluation.metrics.pixel import MSSSIM, NLPD, PSNR, ThumbnailPSNR, ms_ssim_scales
 from latentcodec.evaluation.metrics.tools import (
     SSIMULACRA2,
     TOOL_METRIC_NAMES,
@@ -90,10 +91,10 @@ from latentcodec.evaluation.metrics.weights import (
     write_random_weights,
 )
 
-PER_IMAGE_NAMES = ("psnr", "ms_ssim", "lpips_alex", "lpips_vgg", "dists", "nlpd", *TOOL_METRIC_NAMES)
+PER_IMAGE_NAMES = ("psnr", "thumbnail_psnr", "ms_ssim", "lpips_alex", "lpips_vgg", "dists", "nlpd", *TOOL_METRIC_NAMES)
 PER_DATASET_NAMES = ("fid", "kid")
 METRIC_NAMES = PER_IMAGE_NAMES + PER_DATASET_NAMES
-HIGHER_IS_BETTER = {name: name in ("psnr", "ms_ssim", "ssimulacra2") for name in METRIC_NAMES}
+HIGHER_IS_BETTER = {name: name in ("psnr", "thumbnail_psnr", "ms_ssim", "ssimulacra2") for name in METRIC_NAMES}
 
 
 class MetricSelection(NamedTuple):
@@ -109,6 +110,8 @@ def _build_image_metric(
 ) -> ImageMetric:
     if name == "psnr":
         return PSNR()
+    if name == "thumbnail_psnr":
+        return ThumbnailPSNR()
     if name == "ms_ssim":
         return MSSSIM()
     if name == "nlpd":
@@ -200,6 +203,7 @@ __all__ = [
     "REQUIRED_WEIGHTS",
     "SSIMULACRA2",
     "TOOL_METRIC_NAMES",
+    "ThumbnailPSNR",
     "UnavailableMetric",
     "VGG16Features",
     "available_metrics",

@@ -28,6 +28,25 @@ class PSNR:
         return math.inf if mse == 0.0 else -10.0 * math.log10(mse)
 
 
+class ThumbnailPSNR:
+    """PSNR of the 1/16-scale thumbnails (box filter: the mean of each 16x16 block; edge rows and
+    columns that do not fill a block are left out). It measures the low-pass fidelity, colour and
+    layout, that a generative codec must keep even where its texture is invented."""
+
+    name = "thumbnail_psnr"
+    higher_is_better = True
+    factor = 16
+
+    def __call__(self, reference: Any, reconstruction: Any) -> float:
+        ref, rec = image_pair(reference, reconstruction, dtype=torch.float64)
+        f = self.factor
+        h, w = (ref.shape[-2] // f) * f, (ref.shape[-1] // f) * f
+        if h == 0 or w == 0:
+            return math.nan
+        ref, rec = (t.reshape(-1, *t.shape[-3:])[..., :h, :w] for t in (ref, rec))
+        return PSNR()(torch.nn.functional.avg_pool2d(ref, f), torch.nn.functional.avg_pool2d(rec, f))
+
+
 # Wang, Simoncelli & Bovik (2003) scale weights, finest first; pytorch-msssim's defaults.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _SSIM_WINDOW = 11

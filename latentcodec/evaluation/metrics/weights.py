@@ -54,6 +54,7 @@ INCEPTION = WeightsFile("pt_inception-2015-12-05-6726825d.pth", "FID InceptionV3
 # The files each metric needs, in the order they are checked.
 REQUIRED_WEIGHTS: dict[str, tuple[WeightsFile, ...]] = {
     "psnr": (),
+    "thumbnail_psnr": (),
     "ms_ssim": (),
     "nlpd": (),
     "ssimulacra2": (),
