@@ -89,6 +89,10 @@ class LossWeights:
     # L1 between 1/16-scale box-filtered thumbnails of x_hat and x: weights the colour and layout
     # that a from-scratch VQGAN otherwise learns last (issue 10: the grey-blob default).
     thumbnail: float = 0.0
+    # MSE between the generator's low-pass images (VQGANConfig.lowpass_path: its 1x1 map of the latent,
+    # at 1/16 scale, [-1, 1] units) of the decoded and the original latent. Stage II has no pixels; this
+    # term makes its rate-distortion trade-off spend bits on colour and layout.
+    lowpass_latent: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,8 @@ def check_config(config: TrainConfig) -> TrainConfig:
     if needs_code_head and positions != model_config.code_predictor.sequence_length:
         side = int(model_config.code_predictor.sequence_length**0.5) * model_config.vqgan.downsampling_factor
         raise ConfigError(f"the code-prediction loss of preset {config.preset!r} needs {side}x{side} crops")
+    if config.losses.lowpass_latent and not model_config.vqgan.lowpass_path:
+        raise ConfigError(f"losses.lowpass_latent needs a preset with the VQGAN's low-pass path, not {config.preset!r}")
     if len(config.rates.lambdas) != model_config.num_rates:
         raise ConfigError(f"rates.lambdas needs {model_config.num_rates} values, one per rate index")
     if config.rates.target_bpp is not None and len(config.rates.target_bpp) != model_config.num_rates:

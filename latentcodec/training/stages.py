@@ -169,6 +169,8 @@ class StageObjective(nn.Module):
         latent, latent_hat = encoded.latent.detach(), encoded.latent_hat
         latent_mse = per_sample_mean((latent_hat - latent) ** 2)
         distortion = weights.latent_mse * latent_mse
+        if weights.lowpass_latent:
+            distortion = distortion + weights.lowpass_latent * self._lowpass_error(latent_hat, latent)
         zero = bpp.new_zeros(())
         l1 = perceptual = ms_ssim = torch.zeros_like(bpp)
         gan_term = gan = gan_weight = zero
@@ -199,6 +201,13 @@ class StageObjective(nn.Module):
         return StageLosses(total, x_hat, x, rates, bpp.detach(), l1.mean().detach(), perceptual.mean().detach(),
                            ms_ssim.mean().detach(), gan, gan_weight, vq_loss.detach(), latent_mse.mean().detach(),
                            code_ce.mean().detach(), code_pix_ce.mean().detach())
+
+    def _lowpass_error(self, latent_hat: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """(B,) MSE of the generator's low-pass images of the two latents. The 1x1 map is detached:
+        the term moves the decoded latent, not the map (shrinking it would fake a small error)."""
+        lowpass = self.model.vqgan.generator.lowpass
+        weight, bias = lowpass.weight.detach(), lowpass.bias.detach()
+        return per_sample_mean((F.conv2d(latent_hat, weight, bias) - F.conv2d(latent, weight, bias)) ** 2)
 
     def _z_vq_loss(self, z: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Commitment (weight 1) + beta * codebook term of z_vq, as VectorQuantizer.forward computes it."""

@@ -1,0 +1,45 @@
+"""Stage II's low-pass term (losses.lowpass_latent) on a preset with the VQGAN's low-pass path."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from latentcodec.errors import ConfigError
+from latentcodec.models.glc_image import PRESETS, GLCImageConfig
+from latentcodec.training.config import load_config
+from latentcodec.training.trainer import Trainer
+from training_helpers import tiny_config, write_config
+
+
+def tiny_lowpass() -> GLCImageConfig:
+    tiny = GLCImageConfig.tiny()
+    return dataclasses.replace(tiny, vqgan=dataclasses.replace(tiny.vqgan, lowpass_path=True))
+
+
+def test_lowpass_term_needs_the_lowpass_path(tmp_path, image_folder):
+    path = write_config(tmp_path / "c.yaml", tiny_config(tmp_path, image_folder, "latent", **{"losses.lowpass_latent": 5.0}))
+    with pytest.raises(ConfigError, match="low-pass path"):
+        load_config(path)
+
+
+def test_lowpass_term_pulls_the_decoded_latent_towards_the_low_pass_image(tmp_path, image_folder, monkeypatch):
+    monkeypatch.setitem(PRESETS, "tiny", tiny_lowpass)  # the one dict that config checks and the trainer read
+    config = load_config(write_config(tmp_path / "c.yaml", tiny_config(tmp_path, image_folder, "latent",
+                                                                        **{"losses.lowpass_latent": 5.0})))
+    trainer = Trainer(config)
+    objective = trainer.objective.module if hasattr(trainer.objective, "module") else trainer.objective
+    lowpass = trainer.model.vqgan.generator.lowpass
+    latent = torch.randn(2, lowpass.in_channels, 4, 4)
+    assert torch.equal(objective._lowpass_error(latent, latent), torch.zeros(2))
+    moved = latent.clone().requires_grad_(True)
+    shifted = moved + 0.5 * torch.nn.functional.one_hot(torch.tensor(0), lowpass.in_channels).view(1, -1, 1, 1)
+    error = objective._lowpass_error(shifted, latent)
+    expected = ((lowpass(shifted) - lowpass(latent)) ** 2).mean(dim=(1, 2, 3))
+    assert torch.allclose(error, expected)
+    error.sum().backward()
+    assert moved.grad.abs().sum() > 0 and lowpass.weight.grad is None  # the map itself is not trained by it
+    batch = trainer.stream.next_batch()
+    before = float(trainer.objective(batch, torch.tensor([0, 3]), trainer.lambdas, None).total)
+    trainer.close()
+    assert torch.isfinite(torch.tensor(before))
