@@ -73,8 +73,11 @@ class LatentCodec(nn.Module):
         """Tensors written by save_pretrained. Subclasses may drop training-only parts."""
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
 
-    def save_pretrained(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-        return self.write_pretrained(path, self.state_dict_for_saving(), metadata)
+    def save_pretrained(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
+                        dtype: torch.dtype | None = None) -> Path:
+        """``dtype`` (e.g. torch.float16) stores floating tensors narrower; they load back into
+        float32 parameters exactly as stored."""
+        return self.write_pretrained(path, narrow_floats(self.state_dict_for_saving(), dtype), metadata)
 
     def write_pretrained(self, path: str | os.PathLike, tensors: dict[str, torch.Tensor],
                          metadata: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
@@ -137,6 +140,13 @@ class LatentCodec(nn.Module):
         from latentcodec.zoo.registry import get_entry
 
         return get_entry(self.model_name).model_id
+
+
+def narrow_floats(tensors: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Floating tensors cast to ``dtype`` (None: unchanged); integer buffers are kept as they are."""
+    if dtype is None:
+        return tensors
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
 
 
 def write_model_folder(path: str | os.PathLike, model_name: str, config: Any, tensors: dict[str, torch.Tensor],

@@ -127,7 +127,7 @@ def export_inference_model(checkpoint: str | os.PathLike, out_dir: str | os.Path
         from latentcodec.training.dlf_stages import export_dlf_model
 
         if dtype is not None:
-            raise ConfigError("narrower weight storage is offered for GLC-video P-models only")
+            raise ConfigError("narrower weight storage is offered for GLC models only")
         return export_dlf_model(payload, out_dir, source=str(path), metadata=metadata)
     if payload["stage"] == "video":
         config = config_from_dict(TrainConfig, payload["config"])
@@ -141,6 +141,4 @@ def export_inference_model(checkpoint: str | os.PathLike, out_dir: str | os.Path
     model = GLCImage(config, with_training_modules=False)
     state = {k: v for k, v in payload["model"].items() if not k.startswith(GLCImage.optional_prefixes)}
     model.load_state_dict_strict(state, source=str(path))
-    if dtype is not None:
-        raise ConfigError("narrower weight storage is offered for GLC-video P-models only")
-    return model.save_pretrained(out_dir, metadata=metadata)
+    return model.save_pretrained(out_dir, metadata=metadata, dtype=dtype)
