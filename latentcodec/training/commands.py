@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("checkpoint", help="a run folder or its checkpoint.pt")
     export.add_argument("output", help="folder to write")
     export.add_argument("--dtype", choices=("float32", "float16"), default="float32",
-                        help="storage type of the weights (float16 halves a GLC-video P-model's file)")
+                        help="storage type of the weights (float16 halves the file; GLC models)")
     export.set_defaults(func=run_export)
 
 
