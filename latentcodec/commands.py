@@ -89,7 +89,7 @@ def _add_model_options(parser: argparse.ArgumentParser, with_model: bool = True)
                                  "glc-video for videos")
         parser.add_argument("--quality", type=_quality_number, default=None,
                             help="rate, 0 = lowest; images: any number in the codec's range, e.g. 1.37 (GLC-image "
-                                 "0..3, snapped to 1/256); videos: a level 0..63; default 0")
+                                 "0..3, snapped to 1/256); videos: a level 0..63, or any number between, e.g. 20.5; default 0")
     parser.add_argument("--weights", default=None, help="save_pretrained directory or official checkpoint; default: shipped weights")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--token-prior", default=None, metavar="DIR",
@@ -507,7 +507,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="image files or folders; videos (.y4m, .mp4, .mkv, ...) or folders of PNG frames with -o x.lcv")
     p.add_argument("-o", "--output", help="output file (one input) or folder")
     _add_model_options(p)
-    p.add_argument("--intra-quality", type=int, default=None, help="videos: I-frame rate index (default: --quality)")
+    p.add_argument("--intra-quality", type=_quality_number, default=None,
+                   help="videos: I-frame rate, 0..63 or any number between (default: --quality)")
     p.add_argument("--target-bytes", type=_positive(int), default=None,
                    help="images: the largest file not above this many bytes (searched over the continuous rate)")
     p.add_argument("--target-bpp", type=_positive(float), default=None,
