@@ -232,10 +232,11 @@ def _compress_video_to_bitrate(codec, path: Path, target: Path, args) -> None:
     result = compress_to_bitrate(codec, path, parse_bitrate(args.target_bitrate), args.frame_rate)
     atomic_write(target, result.data, force=args.force)
     print(f"{target}: {result.frames} frames, {len(result.data)} bytes, {result.achieved_bps / 1000:.2f} kbit/s "
-          f"(target {result.target_bps / 1000:.2f} kbit/s: level {result.level}, {result.probes} probes, "
-          f"{result.passes} full encodes)")
+          f"(target {result.target_bps / 1000:.2f} kbit/s: {len(result.gops)} GOPs, {result.probes} probes, "
+          f"{result.encodes} GOP encodes)")
     for gop in result.gops:
-        print(f"  GOP frames {gop.first_frame}-{gop.first_frame + gop.frames - 1}: {gop.bytes} bytes, "
+        print(f"  GOP frames {gop.first_frame}-{gop.first_frame + gop.frames - 1}: quality {gop.rate:g}, "
+              f"{gop.bytes} bytes of {gop.allowance_bytes:.0f} allowed ({gop.budget_bytes:.0f} its share), "
               f"{gop.bits_per_second / 1000:.2f} kbit/s")
 
 
@@ -514,8 +515,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target-bpp", type=_positive(float), default=None,
                    help="images: the largest file not above this bpp (8 x bytes / original H x W)")
     p.add_argument("--target-bitrate", default=None, metavar="BITS_PER_SECOND",
-                   help="videos: the highest rate level whose file stays within this bitrate, e.g. 50k or 1.2M "
-                        "(a probe-based controller, see latentcodec/video_ratecontrol.py); prints the rate per GOP")
+                   help="videos: stay within this bitrate, e.g. 50k or 1.2M, one continuous rate per GOP with a bit "
+                        "reservoir carrying unspent bytes to the next GOP (latentcodec/video_ratecontrol.py); "
+                        "prints the rate of every GOP")
     p.add_argument("--allow-downscale", action="store_true",
                    help="with a target: when even the lowest rate is too large, code a downscaled image (the scale "
                         "is in the header; decoding upsamples to the original size)")
