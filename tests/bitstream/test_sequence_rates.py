@@ -16,13 +16,13 @@ from latentcodec.bitstream import (
 )
 from latentcodec.bitstream.sequence import EXTENDED_RATE_BASE, encode_frame_unit
 from latentcodec.errors import BitstreamError
+from tests.bitstream.test_sequence import header as sequence_header
 
 
 def header(**changes) -> SequenceHeader:
-    fields = dict(model_id=2, intra_rate=21, inter_rate=21, height=144, width=176, frame_count=5,
-                  frame_rate_num=25, frame_rate_den=1, intra_period=2, reset_interval=0)
-    fields.update(changes)
-    return SequenceHeader(**fields)
+    """test_sequence's header with a 2-frame intra period, so that 5 frames make 3 GOPs."""
+    return sequence_header(**{"frame_count": 5, "frame_rate_num": 25, "frame_rate_den": 1, "intra_period": 2,
+                              "reset_interval": 0, **changes})
 
 
 def replace_rate_fields(data: bytes, intra_field: int, inter_field: int) -> bytes:
