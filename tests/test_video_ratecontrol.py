@@ -153,6 +153,8 @@ def test_a_tiny_glc_video_with_three_gops_decodes_from_the_file_alone(tmp_path, 
     result = compress_to_bitrate(codec, frames, target)
     assert [g.first_frame for g in result.gops] == [0, 2, 4]
     assert result.achieved_bps <= target and sum(g.bytes for g in result.gops) == len(result.data)
+    for before, after in zip(result.gops, result.gops[1:]):  # what a GOP leaves unspent moves on
+        assert after.allowance_bytes == pytest.approx(after.budget_bytes + before.allowance_bytes - before.bytes)
     assert describe_sequence_file(result.data).gop_rates == tuple((g.first_frame, g.rate, g.rate) for g in result.gops)
     # Every GOP decodes to exactly the latents its own rate gives.
     decoded = [d.latent_hat for d in model.decode_latents(result.data)]
