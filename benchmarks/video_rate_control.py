@@ -78,7 +78,7 @@ def main() -> None:
             else:
                 row.update(reachable=True, rates=list(result.rates), achieved_bps=result.achieved_bps,
                            achieved_over_target=result.achieved_bps / target, bytes=len(result.data),
-                           probes=result.probes, encodes=result.encodes, wall_s=time.perf_counter() - start,
+                           probes=result.probes, encodes=result.encodes, passes=result.passes, wall_s=time.perf_counter() - start,
                            gops=[g._asdict() for g in result.gops])
             rows.append(row)
             tqdm.write(json.dumps({k: v for k, v in row.items() if k != "gops"}), file=sys.stderr)

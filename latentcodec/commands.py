@@ -233,7 +233,7 @@ def _compress_video_to_bitrate(codec, path: Path, target: Path, args) -> None:
     atomic_write(target, result.data, force=args.force)
     print(f"{target}: {result.frames} frames, {len(result.data)} bytes, {result.achieved_bps / 1000:.2f} kbit/s "
           f"(target {result.target_bps / 1000:.2f} kbit/s: {len(result.gops)} GOPs, {result.probes} probes, "
-          f"{result.encodes} GOP encodes)")
+          f"{result.encodes} GOP encodes, {result.passes} pass{'es' if result.passes > 1 else ''})")
     for gop in result.gops:
         print(f"  GOP frames {gop.first_frame}-{gop.first_frame + gop.frames - 1}: quality {gop.rate:g}, "
               f"{gop.bytes} bytes of {gop.allowance_bytes:.0f} allowed ({gop.budget_bytes:.0f} its share), "

@@ -20,9 +20,12 @@ with a **bit reservoir** that carries every GOP's unspent bytes to the next:
 
 Every GOP stays within its allowance, so the file stays within the target. The one exception: a GOP
 that does not fit its allowance even at the lowest rate is coded at the lowest rate and leaves a
-deficit (a negative reservoir) for the GOPs after it; if the file then ends above the target the
-controller says so (it has no look-ahead, so a hard GOP can only spend what earlier GOPs saved).
-The reservoir is not capped: the target bounds the file's average bitrate, not a decoder buffer.
+deficit (a negative reservoir) that the GOPs after it pay back. If the file still ends above the
+target (the pass has no look-ahead: typically a short last GOP, whose I-frame costs far more than
+its frames' share), a **second pass** codes the clip again with those GOPs' budgets set to their
+measured lowest-rate bytes and the rest of the target shared among the other GOPs by frames; if
+that fails too, the target is unreachable and the error names the GOP. The reservoir is not capped:
+the target bounds the file's average bitrate, not a decoder buffer.
 
 Each GOP after the first records its own rates at the start of its I-frame unit (a sequence with
 per-GOP rates, docs/bitstream.md), so the decoder needs nothing but the file.
@@ -34,7 +37,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from latentcodec.bitstream import RATE_FRACTION_STEPS, describe_sequence_file, encode_sequence_header, rate_from_code
 from latentcodec.bitstream.sequence import END_OF_SEQUENCE, encode_frame_unit, encode_gop_rates
@@ -82,8 +85,10 @@ class BitrateResult(NamedTuple):
     achieved_bps: float  # 8 x file bytes x frame rate / frames
     frames: int
     gops: tuple[GOPRate, ...]
-    encodes: int  # real GOP encodes, all GOPs
-    probes: int  # probe estimates, all GOPs
+    encodes: int  # real GOP encodes, all GOPs and passes
+    probes: int  # probe estimates, all GOPs and passes
+    passes: int  # 1, or 2 when a GOP overspent at the lowest rate in the first
+    frame_rate: Fraction
 
     @property
     def rates(self) -> tuple[int | float, ...]:
@@ -184,22 +189,49 @@ def _gops(frames, intra_period: int):
 def compress_to_bitrate(codec, source, target_bps: float, frame_rate=None,
                         config: BitrateControlConfig = BitrateControlConfig()) -> BitrateResult:
     """The sequence file of ``source`` (a path, frames, array or tensor) within ``target_bps``, one
-    rate per GOP under the bit reservoir of the module docstring. Raises LatentCodecError when a
-    GOP overspends at the lowest rate and the file ends above the target."""
+    rate per GOP under the bit reservoir of the module docstring. When a GOP overspends at the
+    lowest rate and the file ends above the target, a second pass reserves that GOP's lowest-rate
+    bytes up front and shares the rest among the others; LatentCodecError when that fails too."""
+    first = _code_pass(codec, source, target_bps, frame_rate, config,
+                       lambda index, frames, per_frame: frames * per_frame)
+    if first.achieved_bps <= target_bps:
+        return first
+    total = target_bps * first.frames / (8.0 * float(first.frame_rate))
+    fixed = {i: g.bytes for i, g in enumerate(first.gops) if g.bytes > g.allowance_bytes}
+    free_frames = sum(g.frames for i, g in enumerate(first.gops) if i not in fixed)
+    if free_frames and total - sum(fixed.values()) > 0:
+        per_free_frame = (total - sum(fixed.values())) / free_frames
+        second = _code_pass(codec, source, target_bps, frame_rate, config,
+                            lambda index, frames, _: fixed.get(index, frames * per_free_frame))
+        if second.achieved_bps <= target_bps:
+            return second._replace(encodes=first.encodes + second.encodes, probes=first.probes + second.probes,
+                                   passes=2)
+    over = next(g for g in first.gops if g.bytes > g.allowance_bytes)
+    raise LatentCodecError(f"target bitrate {target_bps:.0f} bit/s is unreachable: frames {over.first_frame}-"
+                           f"{over.first_frame + over.frames - 1} need {over.bytes} bytes at the lowest rate "
+                           f"(allowance {over.allowance_bytes:.0f}), and the file would be "
+                           f"{first.achieved_bps:.0f} bit/s")
+
+
+def _code_pass(codec, source, target_bps: float, frame_rate, config: BitrateControlConfig,
+               budget_of: Callable[[int, int, float], float]) -> BitrateResult:
+    """One pass over the clip, GOP by GOP: GOP g of n frames gets ``budget_of(g, n, bytes per frame
+    of the target)`` bytes plus the reservoir."""
     model = codec.model
     frames, rate, count, close = codec._frame_source(source, frame_rate)
     rate = Fraction(rate)
     bytes_per_frame = target_bps / (8.0 * float(rate))
     layout, parts, gops, reservoir, total_frames = None, [], [], 0.0, 0
     try:
-        for group in _gops(frames, model.config.gop.intra_period):
+        for index, group in enumerate(_gops(frames, model.config.gop.intra_period)):
             first = total_frames
             size = None if layout is None else (layout.height, layout.width)
             group = [model._check_frame(frame, first + i, size) for i, frame in enumerate(group)]
             if layout is None:
                 height, width = (int(s) for s in group[0].shape[-2:])
                 layout = _SequenceLayout(model, height, width, count, rate, model.config.gop)
-            budget = len(group) * bytes_per_frame - (1 if first == 0 and count == 0 else 0)
+            budget = budget_of(index, len(group), bytes_per_frame)
+            budget -= 1 if first == 0 and count == 0 else 0  # the end marker of an open-ended file
             allowance = budget + reservoir
             trials = GOPRateTrials(model, group, first, layout, config.probe_frames)
             data, code = _fit_gop(trials, allowance, config.search)
@@ -219,14 +251,8 @@ def compress_to_bitrate(codec, source, target_bps: float, frame_rate=None,
         raise LatentCodecError(f"the source announced {count} frames but held {total_frames}")
     data = b"".join(parts) + (bytes([END_OF_SEQUENCE]) if count == 0 else b"")
     describe_sequence_file(data)  # the assembled file reads back (every CRC and GOP rate)
-    achieved = _bitrate(len(data), total_frames, rate)
-    if achieved > target_bps:  # only when a GOP overspent at the lowest rate
-        over = next(g for g in gops if g.bytes > g.allowance_bytes)
-        raise LatentCodecError(f"target bitrate {target_bps:.0f} bit/s is unreachable: frames {over.first_frame}-"
-                               f"{over.first_frame + over.frames - 1} need {over.bytes} bytes at the lowest rate "
-                               f"(allowance {over.allowance_bytes:.0f}), and the file would be {achieved:.0f} bit/s")
-    return BitrateResult(data, target_bps, achieved, total_frames, tuple(gops), sum(g.encodes for g in gops),
-                         sum(g.probes for g in gops))
+    return BitrateResult(data, target_bps, _bitrate(len(data), total_frames, rate), total_frames, tuple(gops),
+                         sum(g.encodes for g in gops), sum(g.probes for g in gops), 1, rate)
 
 
 def _fit_gop(trials: GOPRateTrials, allowance: float, search: RateSearchConfig) -> tuple[bytes, int]:

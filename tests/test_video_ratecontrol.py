@@ -78,7 +78,7 @@ def test_the_controller_stays_within_the_target_and_reports_every_gop(target):
     clip = [10] * 16
     result = compress_to_bitrate(FakeVideoCodec(), clip, target)
     assert result.achieved_bps == bitrate(result.data, 16) <= target
-    assert result.achieved_bps >= 0.97 * target  # continuous rates: little is left unspent
+    assert result.achieved_bps >= 0.97 * target and result.passes == 1  # continuous rates: little is left unspent
     assert [g.first_frame for g in result.gops] == [0, 4, 8, 12] and all(g.frames == 4 for g in result.gops)
     assert sum(g.bytes for g in result.gops) == len(result.data)
     assert all(g.bytes <= g.allowance_bytes for g in result.gops)
@@ -109,6 +109,18 @@ def test_a_gop_that_overspends_at_the_lowest_rate_is_paid_back_by_the_next():
     assert result.gops[1].rate == 0 and result.gops[1].bytes > result.gops[1].allowance_bytes
     assert result.gops[2].allowance_bytes < result.gops[2].budget_bytes  # the deficit is paid back
     assert result.achieved_bps <= target
+
+
+def test_a_short_last_gop_that_cannot_fit_its_share_gets_it_reserved_in_a_second_pass():
+    clip = [10] * 5  # GOPs of 4 frames and of 1: the lone I-frame costs 200 bytes or more
+    target = 150 * 8 * FPS  # 150 bytes per frame
+    result = compress_to_bitrate(FakeVideoCodec(), clip, target)
+    assert result.passes == 2 and result.achieved_bps <= target
+    head, tail = result.gops
+    lowest_unit = 2 + 200 + 2 + 1  # GOP rates 0/0, 200 payload bytes, length varint, CRC
+    assert tail.budget_bytes == lowest_unit <= tail.bytes <= tail.allowance_bytes  # reserved up front
+    assert head.budget_bytes == 5 * 150 - lowest_unit
+    assert describe_sequence_file(result.data).gop_rates == ((0, head.rate, head.rate), (4, tail.rate, tail.rate))
 
 
 def test_an_unreachable_bitrate_names_the_gop_and_the_bitrate_reached():
