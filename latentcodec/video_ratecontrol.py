@@ -39,7 +39,13 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, NamedTuple
 
-from latentcodec.bitstream import RATE_FRACTION_STEPS, describe_sequence_file, encode_sequence_header, rate_from_code
+from latentcodec.bitstream import (
+    RATE_FRACTION_STEPS,
+    describe_sequence_file,
+    encode_sequence_header,
+    rate_from_code,
+    varint_size,
+)
 from latentcodec.bitstream.sequence import END_OF_SEQUENCE, encode_frame_unit, encode_gop_rates
 from latentcodec.errors import LatentCodecError
 from latentcodec.ratecontrol import RateSearchConfig, TargetUnreachable, search_rate
@@ -60,7 +66,7 @@ def parse_bitrate(text: str) -> float:
 
 @dataclass(frozen=True)
 class BitrateControlConfig:
-    probe_frames: int = 8  # frames of a GOP coded for one estimate
+    probe_frames: int = 8  # frames of a GOP coded for one estimate (at least 2)
     # Per GOP: probes before the first encode, real encodes, and the band below the allowance that
     # ends the search (what is left over moves on to the next GOP, so 2 % costs little).
     search: RateSearchConfig = field(default_factory=lambda: RateSearchConfig(max_encodes=4, max_estimates=6,
@@ -96,8 +102,6 @@ class BitrateResult(NamedTuple):
 
 
 def _unit_size(payload_bytes: int) -> int:
-    from latentcodec.bitstream import varint_size
-
     return varint_size(payload_bytes) + payload_bytes + 1
 
 
@@ -134,7 +138,7 @@ class GOPRateTrials:
 
     def __init__(self, model, frames: list, first_index: int, layout: _SequenceLayout, probe_frames: int):
         self.model, self.frames, self.first_index, self.layout = model, frames, first_index, layout
-        self.probe_frames = max(1, probe_frames)
+        self.probe_frames = max(2, probe_frames)  # an I-frame and at least one P-frame
         self.min_code, self.max_code = 0, (model.num_rates - 1) * RATE_FRACTION_STEPS
         self._coded: dict[int, tuple[list[bytes], object]] = {}
         self._complete: set[int] = set()
