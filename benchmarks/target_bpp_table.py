@@ -17,6 +17,8 @@ import math
 import statistics
 from pathlib import Path
 
+from latentcodec.evaluation.runner import MODE_TARGET
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -24,11 +26,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the target records here")
     args = parser.parse_args()
 
-    records = [r for r in json.loads((args.eval_dir / "per_image.json").read_text()) if r["mode"] == "target"]
+    records = [r for r in json.loads((args.eval_dir / "per_image.json").read_text()) if r["mode"] == MODE_TARGET]
     if not records:
         raise SystemExit(f"{args.eval_dir}: no --target-bpp records")
-    metrics = sorted({m for r in records for m in r["metrics"]})
-    codecs = list(dict.fromkeys(r["codec"] for r in records))
+    run = json.loads((args.eval_dir / "run.json").read_text())
+    metrics = [m for m in run.get("metrics", []) if any(m in r["metrics"] for r in records)]
+    codecs = sorted({r["codec"] for r in records}, key=lambda c: (c != run.get("model"), c))  # the model first
     lines = ["| target bpp | codec | files within budget | mean bpp | mean bytes / budget | downscaled | "
              + " | ".join(f"mean {m}" for m in metrics) + " |",
              "|---" * (6 + len(metrics)) + "|"]
@@ -50,7 +53,7 @@ def main() -> None:
                 "metrics", "search_s", "note")
         slim = [{k: r.get(k) for k in keep if k in r} for r in records]
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"command": "latentcodec eval (see run)", "records": slim}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"eval_run": "run.json in the eval folder (model, data, baselines, scales, targets)", "records": slim}, indent=1) + "\n")
 
 
 def downscaled(record: dict) -> bool:
