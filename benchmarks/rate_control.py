@@ -109,23 +109,30 @@ def measure_grid(codec, paths: list[Path], points: int, save=None) -> dict:
         trials = model.rate_trials(pil_to_tensor(picture).to(codec.device))
         codes = sorted({round(i * trials.max_code / (points - 1)) for i in range(points)})
         sizes = [len(trials.encode(code)) for code in tqdm(codes, desc=path.stem, leave=False, file=sys.stderr)]
-        drops = [(sizes[i] - sizes[i + 1], i) for i in range(len(sizes) - 1)]
-        worst, at = max(drops)
-        rows.append({"image": path.stem, "qualities": [rate_from_code(c) for c in codes], "bytes": sizes,
-                     "bpp": [8 * s / (picture.width * picture.height) for s in sizes],
-                     "inversions": sum(d > 0 for d, _ in drops), "worst_inversion_bytes": max(worst, 0),
-                     "worst_inversion_at": [rate_from_code(codes[at]), rate_from_code(codes[at + 1])] if worst > 0 else None,
-                     "worst_inversion_fraction": max(worst, 0) / sizes[at]})
-        tqdm.write(f"{path.stem}: {sizes[0]}..{sizes[-1]} B, {rows[-1]['inversions']} inversions, worst "
-                   f"{rows[-1]['worst_inversion_bytes']} B", file=sys.stderr)
+        rows.append(grid_row(path.stem, [rate_from_code(c) for c in codes], sizes, picture.width * picture.height))
         if save is not None:
             save(grid_result(rows, points))
     return grid_result(rows, points)
 
 
+def grid_row(name: str, qualities: list, sizes: list[int], pixels: int) -> dict:
+    """File sizes over a quality grid and their inversions (a drop in bytes from one quality to the
+    next higher one); ``pixels`` counts every coded pixel (all frames of a clip)."""
+    drops = [(sizes[i] - sizes[i + 1], i) for i in range(len(sizes) - 1)]
+    worst, at = max(drops)
+    row = {"image": name, "qualities": qualities, "bytes": sizes, "bpp": [8 * s / pixels for s in sizes],
+           "inversions": sum(d > 0 for d, _ in drops), "worst_inversion_bytes": max(worst, 0),
+           "worst_inversion_at": [qualities[at], qualities[at + 1]] if worst > 0 else None,
+           "worst_inversion_fraction": max(worst, 0) / sizes[at]}
+    tqdm.write(f"{name}: {sizes[0]}..{sizes[-1]} B, {row['inversions']} inversions, worst "
+               f"{row['worst_inversion_bytes']} B", file=sys.stderr)
+    return row
+
+
 def grid_result(rows: list[dict], points: int) -> dict:
     return {"points": points, "rows": rows,
             "summary": {"images": len(rows), "inversions": sum(r["inversions"] for r in rows),
+                        "steps": sum(len(r["bytes"]) - 1 for r in rows),
                         "worst_inversion_bytes": max(r["worst_inversion_bytes"] for r in rows),
                         "worst_inversion_fraction": max(r["worst_inversion_fraction"] for r in rows)}}
 

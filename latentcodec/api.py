@@ -242,7 +242,7 @@ class VideoCodec(LoadedCodec):
     def __init__(self, model, entry: ModelEntry, quality: int, weights_source: str, intra_quality: int | None = None):
         super().__init__(model, entry, quality, weights_source)
         if intra_quality is not None:
-            self._check_quality(model, entry, intra_quality, "intra quality")
+            intra_quality = self._check_quality(model, entry, intra_quality, "intra quality")
         self.intra_quality = intra_quality
 
     def at_quality(self, quality: int, intra_quality: int | None = None) -> "VideoCodec":

@@ -89,7 +89,7 @@ def _add_model_options(parser: argparse.ArgumentParser, with_model: bool = True)
                                  "glc-video for videos")
         parser.add_argument("--quality", type=_quality_number, default=None,
                             help="rate, 0 = lowest; images: any number in the codec's range, e.g. 1.37 (GLC-image "
-                                 "0..3, snapped to 1/256); videos: a level 0..63; default 0")
+                                 "0..3, snapped to 1/256); videos: a level 0..63, or any number between, e.g. 20.5; default 0")
     parser.add_argument("--weights", default=None, help="save_pretrained directory or official checkpoint; default: shipped weights")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--token-prior", default=None, metavar="DIR",
@@ -232,10 +232,11 @@ def _compress_video_to_bitrate(codec, path: Path, target: Path, args) -> None:
     result = compress_to_bitrate(codec, path, parse_bitrate(args.target_bitrate), args.frame_rate)
     atomic_write(target, result.data, force=args.force)
     print(f"{target}: {result.frames} frames, {len(result.data)} bytes, {result.achieved_bps / 1000:.2f} kbit/s "
-          f"(target {result.target_bps / 1000:.2f} kbit/s: level {result.level}, {result.probes} probes, "
-          f"{result.passes} full encodes)")
+          f"(target {result.target_bps / 1000:.2f} kbit/s: {len(result.gops)} GOPs, {result.probes} probes, "
+          f"{result.encodes} GOP encodes, {result.passes} pass{'es' if result.passes > 1 else ''})")
     for gop in result.gops:
-        print(f"  GOP frames {gop.first_frame}-{gop.first_frame + gop.frames - 1}: {gop.bytes} bytes, "
+        print(f"  GOP frames {gop.first_frame}-{gop.first_frame + gop.frames - 1}: quality {gop.rate:g}, "
+              f"{gop.bytes} bytes of {gop.allowance_bytes:.0f} allowed ({gop.budget_bytes:.0f} its share), "
               f"{gop.bits_per_second / 1000:.2f} kbit/s")
 
 
@@ -507,14 +508,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="image files or folders; videos (.y4m, .mp4, .mkv, ...) or folders of PNG frames with -o x.lcv")
     p.add_argument("-o", "--output", help="output file (one input) or folder")
     _add_model_options(p)
-    p.add_argument("--intra-quality", type=int, default=None, help="videos: I-frame rate index (default: --quality)")
+    p.add_argument("--intra-quality", type=_quality_number, default=None,
+                   help="videos: I-frame rate, 0..63 or any number between (default: --quality)")
     p.add_argument("--target-bytes", type=_positive(int), default=None,
                    help="images: the largest file not above this many bytes (searched over the continuous rate)")
     p.add_argument("--target-bpp", type=_positive(float), default=None,
                    help="images: the largest file not above this bpp (8 x bytes / original H x W)")
     p.add_argument("--target-bitrate", default=None, metavar="BITS_PER_SECOND",
-                   help="videos: the highest rate level whose file stays within this bitrate, e.g. 50k or 1.2M "
-                        "(a probe-based controller, see latentcodec/video_ratecontrol.py); prints the rate per GOP")
+                   help="videos: stay within this bitrate, e.g. 50k or 1.2M, one continuous rate per GOP with a bit "
+                        "reservoir carrying unspent bytes to the next GOP (latentcodec/video_ratecontrol.py); "
+                        "prints the rate of every GOP")
     p.add_argument("--allow-downscale", action="store_true",
                    help="with a target: when even the lowest rate is too large, code a downscaled image (the scale "
                         "is in the header; decoding upsamples to the original size)")

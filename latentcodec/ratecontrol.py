@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple, Protocol
 import torch
 import torch.nn.functional as F
 
-from latentcodec.bitstream import RATE_FRACTION_STEPS, SCALE_DENOMINATOR
+from latentcodec.bitstream import RATE_FRACTION_STEPS, SCALE_DENOMINATOR, rate_from_code, rate_to_code
 from latentcodec.errors import LatentCodecError
 
 
@@ -40,13 +40,6 @@ def rate_code(quality: float, num_rates: int) -> int:
     return int(round(quality * RATE_FRACTION_STEPS))
 
 
-def rate_from_code(code: int) -> int | float:
-    """The rate a grid code names: an int for whole rates (the old integer API), else code/256."""
-    if code % RATE_FRACTION_STEPS == 0:
-        return code // RATE_FRACTION_STEPS
-    return code / RATE_FRACTION_STEPS
-
-
 def snap_quality(quality: float, num_rates: int) -> int | float:
     """The grid rate nearest to ``quality``: the value the file will record."""
     return rate_from_code(rate_code(quality, num_rates))
@@ -54,11 +47,7 @@ def snap_quality(quality: float, num_rates: int) -> int | float:
 
 def split_rate(rate: int | float) -> tuple[int, int]:
     """(integer part, 1/256ths) of a grid rate; ValueError when it is not on the grid."""
-    scaled = rate * RATE_FRACTION_STEPS
-    if isinstance(rate, bool) or scaled != math.floor(scaled) or rate < 0:
-        raise ValueError(f"rate {rate!r} is not a non-negative multiple of 1/{RATE_FRACTION_STEPS}")
-    code = int(scaled)
-    return code // RATE_FRACTION_STEPS, code % RATE_FRACTION_STEPS
+    return divmod(rate_to_code(rate), RATE_FRACTION_STEPS)
 
 
 def interpolated_gain(table: torch.Tensor, rate: int | float) -> torch.Tensor:

@@ -19,6 +19,7 @@ length byte, so a 768x512 GLC-image file carries 8 bytes beyond its entropy-code
 from __future__ import annotations
 
 import enum
+import math
 import operator
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
@@ -101,6 +102,21 @@ SCALE_DENOMINATOR = 64
 COMPACT_FIELD_LIMIT = 16
 COMPACT_SIDE_BITS = 12
 COMPACT_MAX_SIDE = 1 << COMPACT_SIDE_BITS
+
+
+def rate_to_code(rate: int | float) -> int:
+    """A rate on the 1/256 grid as an integer count of 1/256ths; ValueError when it is off the grid."""
+    scaled = rate * RATE_FRACTION_STEPS
+    if isinstance(rate, bool) or scaled != math.floor(scaled) or rate < 0:
+        raise ValueError(f"rate {rate!r} is not a non-negative multiple of 1/{RATE_FRACTION_STEPS}")
+    return int(scaled)
+
+
+def rate_from_code(code: int) -> int | float:
+    """The rate a grid code names: an int for whole rates (the integer API), else code/256 (exact)."""
+    if code % RATE_FRACTION_STEPS == 0:
+        return code // RATE_FRACTION_STEPS
+    return code / RATE_FRACTION_STEPS
 
 
 def coded_side(side: int, scale: int) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -28,6 +29,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple, Sequ
 
 import torch
 
+from latentcodec.bitstream import RATE_FRACTION_STEPS, rate_from_code, rate_to_code
 from latentcodec.bitstream.sequence import (
     FrameUnitError,
     SequenceHeader,
@@ -49,6 +51,13 @@ from latentcodec.errors import BitstreamError, ConfigError, InputError, LatentCo
 from latentcodec.models.base import WEIGHTS_FILE, LatentCodec, load_strict
 from latentcodec.models.glc_image import GLCImage, GLCImageConfig, GLCImageOutput, load_official_checkpoint
 from latentcodec.models.glc_video_inter import GLCVideoInter
+from latentcodec.models.glc_video_weights import (  # noqa: F401 (load_inter_strict: public here too)
+    INTRA_REFERENCE_KEY,
+    file_sha256,
+    interpolate_inter_rates,
+    load_inter_strict,
+    resolve_intra_reference,
+)
 from latentcodec.nn import integer
 from latentcodec.tokenizers.vqgan import VQGAN
 
@@ -205,6 +214,8 @@ class GLCVideo(LatentCodec):
 
     model_name = "glc-video"
     config_class = GLCVideoConfig
+    # Any rate on the 1/256 grid between the 64 levels (latentcodec.ratecontrol.interpolated_gain).
+    continuous_rates = True
     optional_prefixes = ("intra.code_pred_loss.", "intra.code_pred_pix_loss.", "intra.vqgan.quantize.",
                          "inter.vqgan.quantize.")
 
@@ -236,34 +247,24 @@ class GLCVideo(LatentCodec):
         return self.intra.vqgan if plan.intra else self.inter_vqgan
 
     def interpolate_inter_rates(self, anchor_levels: Sequence[int]) -> "GLCVideo":
-        """Fill the P-model's rate levels between trained anchor levels (linear in the gains, as
-        the intra model's 64 levels are interpolated from its 4), in place; levels outside the
-        anchors take the nearest anchor's gains. Training visits only the anchors."""
-        levels = sorted(set(int(a) for a in anchor_levels))
-        if not levels or levels[0] < 0 or levels[-1] >= self.num_rates:
-            raise ValueError(f"anchor levels {anchor_levels!r} must lie in 0..{self.num_rates - 1}")
-        positions = torch.arange(self.num_rates, dtype=torch.float64)
-        anchors = torch.tensor(levels, dtype=torch.float64)
-        upper = torch.searchsorted(anchors, positions).clamp(1, max(1, len(levels) - 1))
-        lower = upper - 1 if len(levels) > 1 else upper * 0
-        span = (anchors[upper] - anchors[lower]).clamp(min=1)
-        weight = ((positions - anchors[lower]) / span).clamp(0, 1).view(-1, 1, 1, 1)
-        with torch.no_grad():
-            for table in (self.inter.y_q_enc, self.inter.y_q_dec):
-                known = table[levels].double()
-                index = {level: i for i, level in enumerate(levels)}
-                low = known[[index[levels[i]] for i in lower.tolist()]]
-                high = known[[index[levels[i]] for i in upper.tolist()]]
-                table.copy_((low + (high - low) * weight).to(table.dtype))
+        """Fill the P-model's rate levels between trained anchor levels, in place (see
+        glc_video_weights.interpolate_inter_rates); training visits only the anchors."""
+        interpolate_inter_rates(self.inter, anchor_levels)
         return self
 
     def plan(self, index: int, gop: GOPConfig | None = None) -> FramePlan:
         return plan_frame(index, gop or self.config.gop)
 
-    def _check_rate(self, rate_index: int, what: str = "rate index") -> int:
-        if isinstance(rate_index, bool) or not isinstance(rate_index, int) or not 0 <= rate_index < self.num_rates:
-            raise LatentCodecError(f"{what} {rate_index!r} out of range 0..{self.num_rates - 1}")
-        return rate_index
+    def _check_rate(self, rate_index: int | float, what: str = "rate index") -> int | float:
+        """A whole level, or any rate on the 1/256 grid between them (continuous rates)."""
+        try:
+            code = None if isinstance(rate_index, bool) else rate_to_code(rate_index)
+        except (TypeError, ValueError, OverflowError):
+            code = None
+        if code is None or code > (self.num_rates - 1) * RATE_FRACTION_STEPS:
+            raise LatentCodecError(f"{what} {rate_index!r} is not a rate of this model: 0..{self.num_rates - 1} "
+                                   f"in steps of 1/{RATE_FRACTION_STEPS}")
+        return rate_from_code(code)
 
     def inter_z_bits(self) -> int:
         """Fixed bits of a P-frame's tokens as the reference counts them: byte-rounded (224)."""
@@ -307,7 +308,7 @@ class GLCVideo(LatentCodec):
         return self.intra.pad(frame)
 
     @torch.inference_mode()
-    def encode_frame(self, frame: torch.Tensor, plan: FramePlan, rate_index: int,
+    def encode_frame(self, frame: torch.Tensor, plan: FramePlan, rate_index: int | float,
                      ref_latent: torch.Tensor | None, portable: bool | None = None) -> EncodedFrame:
         """One [0, 1] frame (1, 3, H, W) -> its unit payload and decoded latent. ``ref_latent`` is the
         previous frame's ``EncodedFrame.reference``; ``portable`` defaults to the model's setting."""
@@ -342,7 +343,7 @@ class GLCVideo(LatentCodec):
         return self.config.z_section_bytes
 
     @torch.inference_mode()
-    def decode_frame(self, payload: bytes, plan: FramePlan, rate_index: int, height: int, width: int,
+    def decode_frame(self, payload: bytes, plan: FramePlan, rate_index: int | float, height: int, width: int,
                      ref_latent: torch.Tensor | None, portable: bool = False) -> DecodedFrame:
         """A unit payload -> the decoded latent (exactly the encoder's) and the next reference."""
         split = self._z_section_bytes(plan, height, width)
@@ -384,9 +385,10 @@ class GLCVideo(LatentCodec):
         return (x_hat.clamp_(-1.0, 1.0) + 1.0) / 2.0
 
     # -- sequences -------------------------------------------------------------------------------
-    def sequence_header(self, height: int, width: int, rate_index: int, intra_rate_index: int | None = None,
-                        frame_count: int = 0, frame_rate: Fraction | int | float = Fraction(25),
-                        gop: GOPConfig | None = None) -> SequenceHeader:
+    def sequence_header(self, height: int, width: int, rate_index: int | float,
+                        intra_rate_index: int | float | None = None, frame_count: int = 0,
+                        frame_rate: Fraction | int | float = Fraction(25), gop: GOPConfig | None = None,
+                        per_gop_rates: bool = False) -> SequenceHeader:
         gop = gop or self.config.gop
         rate = Fraction(frame_rate).limit_denominator(1 << 20)
         return SequenceHeader(
@@ -402,10 +404,11 @@ class GLCVideo(LatentCodec):
             intra_period=gop.intra_period,
             reset_interval=gop.reset_interval,
             portable=self.portable,
+            per_gop_rates=per_gop_rates,
         )
 
-    def encode_sequence(self, frames: FrameSource, stream: BinaryIO, rate_index: int = 0,
-                        intra_rate_index: int | None = None, frame_rate: Fraction | int | float = Fraction(25),
+    def encode_sequence(self, frames: FrameSource, stream: BinaryIO, rate_index: int | float = 0,
+                        intra_rate_index: int | float | None = None, frame_rate: Fraction | int | float = Fraction(25),
                         frame_count: int = 0, gop: GOPConfig | None = None,
                         on_frame: Callable[[FrameStats], None] | None = None) -> int:
         """Code [0, 1] frames (each (1, 3, H, W) or (3, H, W)) into ``stream``, one unit per frame,
@@ -446,7 +449,8 @@ class GLCVideo(LatentCodec):
         device = self.inter.y_q_dec.device
         return frame.to(device=device, dtype=torch.float32)
 
-    def compress_frames(self, frames: FrameSource, rate_index: int = 0, intra_rate_index: int | None = None,
+    def compress_frames(self, frames: FrameSource, rate_index: int | float = 0,
+                        intra_rate_index: int | float | None = None,
                         frame_rate: Fraction | int | float = Fraction(25), gop: GOPConfig | None = None,
                         on_frame: Callable[[FrameStats], None] | None = None) -> bytes:
         """A whole sequence in memory (frames given as a list/tensor get an exact frame count)."""
@@ -460,15 +464,14 @@ class GLCVideo(LatentCodec):
         options = {} if max_side is None else {"max_side": max_side}
         reader = SequenceReader(source, expected_model_id=self.model_id, **options)
         header = reader.header
-        for rate, what in ((header.intra_rate, "intra"), (header.inter_rate, "inter")):
-            if rate >= self.num_rates:
-                raise BitstreamError(f"{what} rate index {rate} is out of range for this model "
-                                     f"({self.num_rates} rates)")
+        self._check_file_rates(header.intra_rate, header.inter_rate)
         gop = GOPConfig(header.intra_period, header.reset_interval)
         ref_latent = None
         for unit in reader:
             plan = plan_frame(unit.index, gop)
-            rate = header.intra_rate if plan.intra else header.inter_rate
+            if plan.intra and unit.index:
+                self._check_file_rates(unit.intra_rate, unit.inter_rate, unit.index)
+            rate = unit.intra_rate if plan.intra else unit.inter_rate
             try:
                 decoded = self.decode_frame(unit.payload, plan, rate, header.height, header.width, ref_latent,
                                             portable=header.portable)
@@ -476,6 +479,12 @@ class GLCVideo(LatentCodec):
                 raise FrameUnitError(unit.index, str(exc) + ("" if header.portable else FLOAT_FORMAT_HINT)) from None
             ref_latent = decoded.reference
             yield DecodedLatent(header, plan, decoded.latent_hat, decoded.reference if header.portable else None)
+
+    def _check_file_rates(self, intra_rate: int | float, inter_rate: int | float, frame: int | None = None) -> None:
+        for rate, what in ((intra_rate, "intra"), (inter_rate, "inter")):
+            if rate > self.num_rates - 1:
+                message = f"{what} rate index {rate} is out of range for this model ({self.num_rates} rates)"
+                raise BitstreamError(message) if frame is None else FrameUnitError(frame, message)
 
     def decode_sequence(self, source: bytes | BinaryIO, max_side: int | None = None) -> Iterator[torch.Tensor]:
         """Stream decoded [0, 1] frames (1, 3, H, W) one by one: memory holds one unit, one frame
@@ -486,7 +495,7 @@ class GLCVideo(LatentCodec):
     def read_header(self, data: bytes | BinaryIO) -> SequenceHeader:
         return SequenceReader(data, expected_model_id=self.model_id).header
 
-    def compress(self, x: torch.Tensor, rate_index: int = 0) -> bytes:
+    def compress(self, x: torch.Tensor, rate_index: int | float = 0) -> bytes:
         """Frames (T, 3, H, W) or (1, T, 3, H, W) in [0, 1] -> sequence file bytes."""
         if x.dim() == 5 and x.shape[0] == 1:
             x = x[0]
@@ -499,11 +508,11 @@ class GLCVideo(LatentCodec):
         return torch.cat(list(self.decode_sequence(data)), 0)
 
     @torch.inference_mode()
-    def estimate_bits(self, frames: torch.Tensor, rate_index: int = 0) -> list[float]:
+    def estimate_bits(self, frames: torch.Tensor, rate_index: int | float = 0) -> list[float]:
         """Official per-frame rate estimates (no file written)."""
         return [s.estimated_bits for s in self._stats_of(frames, rate_index)]
 
-    def _stats_of(self, frames: torch.Tensor, rate_index: int) -> list[FrameStats]:
+    def _stats_of(self, frames: torch.Tensor, rate_index: int | float) -> list[FrameStats]:
         stats: list[FrameStats] = []
         self.compress_frames(list(frames.unbind(0)), rate_index, on_frame=stats.append)
         return stats
@@ -584,37 +593,3 @@ class GLCVideo(LatentCodec):
                                "the video (P-frame) model; pass weights as 'image.pth,video.pth'")
         return cls.from_official_state_dicts(load_official_checkpoint(intra_path), load_official_checkpoint(inter_path),
                                              str(intra_path), str(inter_path)).to(device)
-
-
-INTER_OPTIONAL_PREFIXES = ("vqgan.quantize.",)
-INTRA_REFERENCE_KEY = "intra_weights"
-
-
-def resolve_intra_reference(reference: str | os.PathLike, folder: Path) -> Path:
-    """A referenced I-frame model folder: a name under the zoo's shipped weights, a path relative
-    to the referring folder, or an absolute path."""
-    from latentcodec.zoo.registry import SHIPPED_WEIGHTS_DIR
-
-    reference = Path(os.path.expanduser(str(reference)))
-    candidates = [reference] if reference.is_absolute() else [SHIPPED_WEIGHTS_DIR / reference, folder / reference]
-    for candidate in candidates:
-        if (candidate / WEIGHTS_FILE).is_file():
-            return candidate
-    raise WeightsError(f"the I-frame model {str(reference)!r} referenced by {folder} was not found "
-                       f"(looked in {', '.join(str(c) for c in candidates)})")
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_inter_strict(inter: GLCVideoInter, state: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load of an official-layout P-model state dict (only the unused VQGAN codebook may be
-    dropped); every missing or unexpected key is named in the WeightsError."""
-    load_strict(inter, state, source, "GLC-video P-model weights", INTER_OPTIONAL_PREFIXES)

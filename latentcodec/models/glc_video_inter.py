@@ -32,6 +32,7 @@ from latentcodec.nn import integer
 from latentcodec.nn.dcvc import DepthConvBlock3, conv1x1, conv3x3
 from latentcodec.nn.integer import integer_twin, register_integer_twin
 from latentcodec.nn.vq import VectorQuantizer
+from latentcodec.ratecontrol import interpolated_gain
 from latentcodec.tokenizers.vqgan import VQGAN
 
 if TYPE_CHECKING:
@@ -205,12 +206,12 @@ class GLCVideoInter(nn.Module):
         self._integer_twins = integer.TwinCache()
 
     # -- shared by both sides --------------------------------------------------------------------
-    def rate_gain(self, table: torch.Tensor, rate_index: int | torch.Tensor) -> torch.Tensor:
-        if isinstance(rate_index, int):
-            if not 0 <= rate_index < self.config.num_rates:
-                raise ValueError(f"rate index {rate_index} out of range 0..{self.config.num_rates - 1}")
-            return table[rate_index : rate_index + 1]
-        return table[rate_index]
+    def rate_gain(self, table: torch.Tensor, rate_index: int | float | torch.Tensor) -> torch.Tensor:
+        """The gain row of a rate: indexed for whole rates (and training's (B,) tensors), interpolated
+        between the two neighbouring levels for a rate on the 1/256 grid, as GLC-image does."""
+        if isinstance(rate_index, torch.Tensor):
+            return table[rate_index]
+        return interpolated_gain(table, rate_index)
 
     def temporal_context(self, ref_latent: torch.Tensor, plan: FramePlan) -> tuple[torch.Tensor, torch.Tensor]:
         """(adapted reference, context) from the previous decoded latent."""
@@ -249,7 +250,7 @@ class GLCVideoInter(nn.Module):
 
     # -- encoder side ----------------------------------------------------------------------------
     def analyse(self, latent: torch.Tensor, ref_latent: torch.Tensor, plan: FramePlan,
-                rate_index: int | torch.Tensor, encoder: EntropyEncoder | None = None) -> InterAnalysis:
+                rate_index: int | float | torch.Tensor, encoder: EntropyEncoder | None = None) -> InterAnalysis:
         """The whole P-frame on the encoder side; codes y into ``encoder`` when one is given,
         otherwise quantises with straight-through rounding (training/estimation)."""
         adapted, context = self.temporal_context(ref_latent, plan)
@@ -273,8 +274,8 @@ class GLCVideoInter(nn.Module):
                              z_indices, vq.quantized, hier_params, prior_params, steps, latent_hat, vq.loss)
 
     # -- decoder side ----------------------------------------------------------------------------
-    def reconstruct(self, ref_latent: torch.Tensor, plan: FramePlan, rate_index: int, z_indices: torch.Tensor,
-                    steps_fn: StepsFn) -> InterReconstruction:
+    def reconstruct(self, ref_latent: torch.Tensor, plan: FramePlan, rate_index: int | float,
+                    z_indices: torch.Tensor, steps_fn: StepsFn) -> InterReconstruction:
         """Decoder side: ``steps_fn(prior, masks, context_fn)`` supplies the symbols (entropy decoder,
         or stored symbols for teacher forcing)."""
         _, context = self.temporal_context(ref_latent, plan)
@@ -295,8 +296,8 @@ class GLCVideoInter(nn.Module):
                               self.y_spatial_prior, self.decoder])
         return self._integer_twins.get("decoder_side", IntegerInterDecoderSide, nets)
 
-    def analyse_portable(self, latent: torch.Tensor, ref_fixed: torch.Tensor, plan: FramePlan, rate_index: int,
-                         encoder: EntropyEncoder) -> InterAnalysis:
+    def analyse_portable(self, latent: torch.Tensor, ref_fixed: torch.Tensor, plan: FramePlan,
+                         rate_index: int | float, encoder: EntropyEncoder) -> InterAnalysis:
         """The encoder side on the exact path: the temporal context, weight map, prior and decoded
         latent in fixed point (what the decoder computes); y, the tokens and their indices in float
         from the same context (only the encoder sees them)."""
@@ -318,7 +319,7 @@ class GLCVideoInter(nn.Module):
                              integer.from_fixed(prior_fixed), steps, integer.from_fixed(latent_hat_fixed), vq.loss,
                              latent_hat_fixed)
 
-    def reconstruct_portable(self, ref_fixed: torch.Tensor, plan: FramePlan, rate_index: int,
+    def reconstruct_portable(self, ref_fixed: torch.Tensor, plan: FramePlan, rate_index: int | float,
                              z_indices: torch.Tensor, read_steps) -> torch.Tensor:
         """Decoder side on the exact path -> the fixed-point decoded latent.
         ``read_steps(prior, masks, context_fn)`` supplies the symbols (decode_masked_fixed)."""
