@@ -48,7 +48,7 @@ from latentcodec.entropy import (
 from latentcodec.entropy.masked_gaussian import decode_masked, decode_masked_fixed
 from latentcodec.entropy.coder import FLOAT_FORMAT_HINT
 from latentcodec.errors import BitstreamError, ConfigError, InputError, LatentCodecError, WeightsError
-from latentcodec.models.base import WEIGHTS_FILE, LatentCodec, load_strict
+from latentcodec.models.base import WEIGHTS_FILE, LatentCodec, load_strict, narrow_floats
 from latentcodec.models.glc_image import GLCImage, GLCImageConfig, GLCImageOutput, load_official_checkpoint
 from latentcodec.models.glc_video_inter import GLCVideoInter
 from latentcodec.models.glc_video_weights import (  # noqa: F401 (load_inter_strict: public here too)
@@ -539,9 +539,7 @@ class GLCVideo(LatentCodec):
             tensors = {k: v for k, v in tensors.items() if k.startswith("inter.")}
             extra = {INTRA_REFERENCE_KEY: {"weights": str(intra_reference),
                                            "sha256": file_sha256(source / WEIGHTS_FILE)}}
-        if dtype is not None:
-            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-        return self.write_pretrained(path, tensors, metadata, extra)
+        return self.write_pretrained(path, narrow_floats(tensors, dtype), metadata, extra)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any) -> "GLCVideo":
