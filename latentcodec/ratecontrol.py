@@ -53,10 +53,10 @@ def split_rate(rate: int | float) -> tuple[int, int]:
 def interpolated_gain(table: torch.Tensor, rate: int | float) -> torch.Tensor:
     """Row ``rate`` of a (levels, ...) gain table, keeping the leading axis: table[r:r+1] for a
     whole rate (bit-identical to indexing), else the linear interpolation of the two neighbouring
-    rows in float64, rounded once to the table's dtype. Every float64 step is exact, so the result
-    is the same on every IEEE-754 machine, with or without fused multiply-adds: the difference of
-    two float32 values needs at most 25 significant bits, times k/256 (k < 256) at most 33, and the
-    sum with a float32 value stays far inside float64's 53 (gain tables span a few octaves)."""
+    rows in float64, rounded once to the table's dtype. The same on every IEEE-754 machine, with or
+    without fused multiply-adds: the difference of two float32 values is exact in float64 (at most
+    25 significant bits), and so is its product with k/256 (k < 256: at most 33 bits), so the only
+    rounding is that of the final addition, which IEEE-754 defines."""
     levels = table.shape[0]
     index, fraction = split_rate(rate)
     if index > levels - 1 or (index == levels - 1 and fraction):
