@@ -460,6 +460,9 @@ def cmd_info(args) -> int:
     else:
         data = read_bytes(path)
         info = describe_image_file(data)
+        token_sections = _token_sections_of(info.model_id, data)
+        if token_sections:
+            info = dataclasses.replace(info, token_sections=token_sections)
         if args.streams:
             _, model = _model_for_file(info.model_id, args, {})
             if hasattr(model, "stream_bits"):
@@ -470,6 +473,18 @@ def cmd_info(args) -> int:
         for key, value in dataclasses.asdict(info).items():
             print(f"{key:>14}: {value}")
     return 0
+
+
+def _token_sections_of(model_id: int, data: bytes) -> tuple:
+    """What a codec whose files hold token maps says about them from the file alone (no weights)."""
+    from latentcodec.zoo.registry import get_entry_by_id
+
+    try:
+        model_class = get_entry_by_id(model_id).load_class()
+    except LatentCodecError:
+        return ()
+    describe = getattr(model_class, "token_sections", None)
+    return describe(data) if describe is not None else ()
 
 
 def cmd_models(args) -> int:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
+from latentcodec.bitstream.container import TokenSectionInfo  # noqa: F401  (re-exported)
 from latentcodec.entropy.coder import EntropyDecoder, EntropyEncoder
 from latentcodec.entropy.token_schedules import coding_order, hierarchical
 from latentcodec.errors import BitstreamError, InputError
@@ -138,22 +138,3 @@ def decode_prior_tokens(prior, stream: bytes, rows: int, cols: int, transmitted:
     known = prior.code(None, None, None, decoder, decode=True, grid=(rows, cols), transmitted=transmitted)
     decoder.finish()
     return known.view(rows, cols).cpu()
-
-
-@dataclass(frozen=True)
-class TokenSectionInfo:
-    """What `latentcodec info` reports about a token section, read from the file alone."""
-
-    section: int
-    bytes: int  # the whole section, descriptor byte included
-    grid: int  # g
-    rows: int  # g_h
-    cols: int  # g_w
-    codebook_size: int  # K
-    coding: str  # "fixed-length" or "prior"
-    transmitted_passes: int  # 0 = every pass
-    fixed_length_bits: int  # g_h * g_w * log2 K: what the same map costs uniformly
-
-    @property
-    def saving(self) -> float:
-        return 1.0 - 8 * self.bytes / self.fixed_length_bits
