@@ -201,7 +201,7 @@ def attach_token_prior(model, path: str | os.PathLike, device: str | torch.devic
     from latentcodec.training.token_prior_fit import check_prior_fits, load_token_prior
 
     if not hasattr(model, "attach_token_prior"):
-        raise LatentCodecError(f"{model.model_name} has no token prior; token_prior applies to dlf and percov2 only")
+        raise LatentCodecError(f"{model.model_name} has no token prior: token_prior applies to dlf only and to percov2")
     prior = load_token_prior(path, model.model_name)
     check_prior_fits(model, prior)
     model.attach_token_prior(prior.to(device))
