@@ -91,6 +91,14 @@ class TokenPriorConfig:
             raise ConfigError(f"a {rows}x{cols} token map is outside this prior's {self.max_grid_side}-token table")
         return schedule_groups(self.schedule, rows, cols).flatten()
 
+    def step_offset(self, grid: Grid | None = None) -> int:
+        """Where a map's passes start in the step table: aligned at the end, so that the last (finest)
+        pass of a small map uses the same step embedding as that of the largest map (for the
+        hierarchical schedule, equal steps are then equal lattice strides whatever the map size)."""
+        if grid is None:
+            return 0
+        return self.passes - schedule_passes(self.schedule, *grid)
+
 
 def visible_at_pass(tokens: torch.Tensor, group: torch.Tensor, step, mask_index: int):
     """(the unit's tokens as pass ``step`` sees them, the hidden positions): every position of pass
@@ -161,7 +169,7 @@ class MaskedTokenPrior(nn.Module):
             neighbours = self.token_embedding(context) + position + self.unit_embedding[1:, None]
             parts.append(neighbours.flatten(1, 2))
         unit = self.token_embedding(visible) + position + self.unit_embedding[0]
-        parts.append(unit + self.pass_embedding[step][:, None])
+        parts.append(unit + self.pass_embedding[step + cfg.step_offset(grid)][:, None])
         return torch.cat(parts, dim=1).transpose(0, 1)
 
     def features(self, inputs: TokenPriorInputs | None, visible: torch.Tensor, step: torch.Tensor,
@@ -275,7 +283,7 @@ class IntegerTokenPrior(nn.Module):
             neighbours = sat(self.token_embedding[context] + position + self.unit_embedding[1:, None])
             parts.append(neighbours.flatten(1, 2))
         unit = self.token_embedding[visible] + position + self.unit_embedding[0]
-        parts.append(sat(unit + self.pass_embedding[step]))
+        parts.append(sat(unit + self.pass_embedding[step + self.config.step_offset(grid)]))
         x = torch.cat(parts, dim=1).transpose(0, 1)
         for block in self.blocks:
             x = block(x)

@@ -22,6 +22,7 @@ on every machine.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -154,11 +155,15 @@ DEFAULT_SCHEDULE = "hierarchical"
 
 def schedule_groups(name: str, rows: int, cols: int) -> torch.Tensor:
     """(rows, cols) group of every position under schedule ``name``."""
-    try:
-        schedule = SCHEDULES[name]
-    except KeyError:
-        raise ConfigError(f"unknown token schedule {name!r}; known: {', '.join(SCHEDULES)}") from None
-    return schedule(rows, cols)
+    if name not in SCHEDULES:
+        raise ConfigError(f"unknown token schedule {name!r}; known: {', '.join(SCHEDULES)}")
+    return _cached_groups(name, rows, cols).clone()
+
+
+@lru_cache(maxsize=64)
+def _cached_groups(name: str, rows: int, cols: int) -> torch.Tensor:
+    # Every pass of the prior asks for its map's groups; QLDS's Halton walk is Python-level work.
+    return SCHEDULES[name](rows, cols)
 
 
 def schedule_passes(name: str, rows: int, cols: int) -> int:

@@ -56,6 +56,8 @@ def test_the_config_checks_its_step_table_and_map_size():
     with pytest.raises(ConfigError, match="outside this prior's 8-token table"):
         config.groups((9, 2))
     assert torch.bincount(config.groups((8, 8))).tolist() == [1, 3, 12, 48]
+    # A smaller map's passes take the last step embeddings: its finest pass shares the 8x8 map's.
+    assert config.step_offset((8, 8)) == 0 and config.step_offset((3, 3)) == 1 and config.step_offset((1, 1)) == 3
 
 
 def test_training_learns_the_maps_below_fixed_length():
