@@ -6,8 +6,8 @@ nearest-upsampled, 1x1-adapted and concatenated with the noisy latent -> the SD3
 embedding is widened with zero-initialised inputs (so an untrained model *is* SD3) -> rectified-flow
 sampling with classifier-free guidance -> the SD3 VAE decoder.
 
-Files: the compact header, then a caption section (stored length; raw DEFLATE of the UTF-8 caption,
-empty when there is none) and a token section (the rest): a descriptor byte, then the token map
+Files: the compact header, then a caption section (stored length; the caption range-coded under a
+static English word model, empty when there is none) and a token section (the rest): a descriptor byte, then the token map
 range-coded under the model's masked-token prior (SYSTEMS.md 6.6.5; implicit hierarchical passes by
 default, optionally only the first k passes: hybrid mode), or at a fixed log2 K bits each when the
 model has no prior or the caller asks for it (docs/bitstream.md, "PerCoV2 files"; percov2_streams.py).

@@ -23,13 +23,14 @@ from typing import NamedTuple
 import torch
 
 from latentcodec.bitstream.container import TokenSectionInfo  # noqa: F401  (re-exported)
+from latentcodec.entropy.caption_coder import decode_text, encode_text
 from latentcodec.entropy.coder import EntropyDecoder, EntropyEncoder
 from latentcodec.entropy.token_schedules import coding_order, hierarchical
 from latentcodec.errors import BitstreamError, InputError
 from latentcodec.models.percov2_networks import CODEBOOK_SIZES, GRIDS
 
 MAX_CAPTION_BYTES = 1024  # UTF-8 bytes; captions are ~32 tokens, so this only bounds a corrupt section
-CAPTION_LEVEL = 9  # zlib level 9, PerCo's caption coder (SYSTEMS.md 6.3), as raw DEFLATE
+CAPTION_LEVEL = 9  # the baseline: zlib level 9, PerCo's caption coder (SYSTEMS.md 6.3), as raw DEFLATE
 MAX_TRANSMITTED_PASSES = 15  # the 4 bits of the descriptor; 0 there means every pass
 REFERENCE_SIDE = 512  # g counts tokens per side of a 512x512 image: P = 512 / g pixels per token
 
@@ -48,30 +49,30 @@ def normalise_caption(caption: str | None) -> str:
 
 
 def encode_caption(caption: str) -> bytes:
-    """UTF-8, DEFLATE level 9 without the zlib wrapper (its 2-byte header and 4-byte Adler-32 would cost
-    6 bytes per file; the container's CRC-8 already covers the section). Empty caption: empty section."""
-    if not caption:
-        return b""
-    compressor = zlib.compressobj(CAPTION_LEVEL, zlib.DEFLATED, -15, 9)
-    return compressor.compress(caption.encode("utf-8")) + compressor.flush()
+    """The caption range-coded under the static English word model of :mod:`latentcodec.entropy.caption_coder`
+    (an empty caption: an empty section)."""
+    return encode_text(caption)
 
 
 def decode_caption(section: bytes) -> str | None:
     if not section:
         return None
-    inflater = zlib.decompressobj(-15)
     try:
-        # Never inflate more than the limit allows (a corrupt section could expand without bound).
-        raw = inflater.decompress(section, MAX_CAPTION_BYTES + 1)
-    except zlib.error as exc:
-        raise BitstreamError(f"corrupt caption section ({exc})") from None
-    if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail or len(raw) > MAX_CAPTION_BYTES:
-        raise BitstreamError("corrupt caption section: the DEFLATE stream is incomplete, too long or followed by "
-                             "extra bytes")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BitstreamError("corrupt caption section: not UTF-8 text") from None
+        caption = decode_text(section, MAX_CAPTION_BYTES)
+    except BitstreamError as exc:
+        message = str(exc)
+        raise BitstreamError(message if message.startswith("corrupt caption section") else
+                             f"corrupt caption section ({message})") from None
+    if not caption or caption != " ".join(caption.split()):
+        raise BitstreamError("corrupt caption section: not a normalised caption")
+    return caption
+
+
+def deflate_caption(caption: str) -> bytes:
+    """The baseline coder: raw DEFLATE (zlib level 9, PerCo's caption coder, without the zlib wrapper's
+    2-byte header and 4-byte Adler-32). Not used in files; for comparisons."""
+    compressor = zlib.compressobj(CAPTION_LEVEL, zlib.DEFLATED, -15, 9)
+    return compressor.compress(caption.encode("utf-8")) + compressor.flush()
 
 
 # -- tokens ----------------------------------------------------------------------------------------
