@@ -36,6 +36,20 @@ def smooth_maps(n: int, rows: int, cols: int, seed: int = 0) -> torch.Tensor:
 
 
 @lru_cache(maxsize=1)  # trained once for the module's tests
+def code_map(twin, tokens: torch.Tensor | None, grid, transmitted: int | None = None) -> tuple[bytes, torch.Tensor]:
+    """Encode ``tokens`` (1, positions) -> (the stream, the encoder's map)."""
+    encoder = EntropyEncoder()
+    known = twin.code(None, None, tokens, encoder, decode=False, grid=grid, transmitted=transmitted)
+    return encoder.finish(), known
+
+
+def decode_map(twin, data: bytes, grid, transmitted: int | None = None) -> torch.Tensor:
+    decoder = EntropyDecoder(data)
+    decoded = twin.code(None, None, None, decoder, decode=True, grid=grid, transmitted=transmitted)
+    decoder.finish()
+    return decoded
+
+
 def trained_prior(schedule: str, steps: int = 200) -> MaskedTokenPrior:
     torch.manual_seed(0)
     prior = MaskedTokenPrior(grid_config(schedule))
@@ -75,14 +89,8 @@ def test_every_schedule_round_trips_and_costs_what_the_exact_pmfs_say(schedule):
     prior = MaskedTokenPrior(grid_config(schedule)).eval()
     twin = prior.integer_twin()
     tokens = smooth_maps(1, 6, 8, seed=2)
-    encoder = EntropyEncoder()
-    known = twin.code(None, None, tokens, encoder, decode=False, grid=(6, 8))
-    data = encoder.finish()
-    assert torch.equal(known, tokens)
-    decoder = EntropyDecoder(data)
-    decoded = twin.code(None, None, None, decoder, decode=True, grid=(6, 8))
-    decoder.finish()
-    assert torch.equal(decoded, tokens)
+    data, known = code_map(twin, tokens, (6, 8))
+    assert torch.equal(known, tokens) and torch.equal(decode_map(twin, data, (6, 8)), tokens)
     exact = twin.exact_bits(None, None, tokens, grid=(6, 8))
     assert 8 * len(data) <= 1.01 * exact + 16
 
@@ -91,9 +99,7 @@ def test_a_trained_prior_codes_within_one_percent_of_its_estimate():
     prior = trained_prior("hierarchical")
     twin = prior.integer_twin()
     tokens = smooth_maps(1, 8, 8, seed=7)
-    encoder = EntropyEncoder()
-    twin.code(None, None, tokens, encoder, decode=False, grid=(8, 8))
-    data = encoder.finish()
+    data, _ = code_map(twin, tokens, (8, 8))
     exact = twin.exact_bits(None, None, tokens, grid=(8, 8))
     float_estimate = prior.bits(None, tokens, grid=(8, 8)).item()
     assert exact < 0.8 * 64 * 4
@@ -105,25 +111,17 @@ def test_hybrid_mode_sends_the_first_passes_and_both_sides_fill_the_same_map():
     prior = trained_prior("hierarchical")
     twin = prior.integer_twin()
     tokens = smooth_maps(1, 8, 8, seed=9)
-    full = EntropyEncoder()
-    twin.code(None, None, tokens, full, decode=False, grid=(8, 8))
-    full_bytes = full.finish()
+    full_bytes, _ = code_map(twin, tokens, (8, 8))
     group = prior.config.groups((8, 8))
     for k in (1, 2, 3):
-        encoder = EntropyEncoder()
-        filled = twin.code(None, None, tokens, encoder, decode=False, grid=(8, 8), transmitted=k)
-        data = encoder.finish()
+        data, filled = code_map(twin, tokens, (8, 8), transmitted=k)
         sent = group < k
         assert torch.equal(filled[0, sent], tokens[0, sent])
-        decoder = EntropyDecoder(data)
-        decoded = twin.code(None, None, None, decoder, decode=True, grid=(8, 8), transmitted=k)
-        decoder.finish()
-        assert torch.equal(decoded, filled)
+        assert torch.equal(decode_map(twin, data, (8, 8), transmitted=k), filled)
         assert len(data) < len(full_bytes)
         assert 8 * len(data) <= 1.01 * twin.exact_bits(None, None, tokens, (8, 8), transmitted=k) + 16
     # The fill is the argmax of each pass's frequencies given the passes before it.
-    encoder = EntropyEncoder()
-    filled = twin.code(None, None, tokens, encoder, decode=False, grid=(8, 8), transmitted=3)
+    _, filled = code_map(twin, tokens, (8, 8), transmitted=3)
     visible = torch.where(group[None] < 3, filled, torch.full_like(filled, prior.mask_index))
     argmax = twin.frequencies(None, None, visible, 3, (8, 8)).argmax(-1)
     assert torch.equal(filled[0, group == 3], argmax[0, group == 3])

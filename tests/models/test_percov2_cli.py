@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from latentcodec.cli import main
+from latentcodec.data.images import tensor_to_pil
 from latentcodec.models.percov2 import PerCoV2, PerCoV2Config
 
 
@@ -26,10 +27,11 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory):
-    rng = np.random.default_rng(1)
-    image = Image.fromarray(rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)).resize((96, 64), Image.BILINEAR)
+    generator = torch.Generator().manual_seed(1)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 5, 7, generator=generator), size=(64, 96),
+                                             mode="bilinear", align_corners=False)
     path = tmp_path_factory.mktemp("img") / "photo.png"
-    image.save(path)
+    tensor_to_pil(smooth).save(path)
     return path
 
 

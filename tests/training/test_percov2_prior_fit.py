@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -32,24 +31,14 @@ def frozen(tmp_path_factory):
     return model, path
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        base = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
-        Image.fromarray(base).resize((96, 80), Image.BILINEAR).save(folder / f"{i}.png")
-    return folder
-
-
-def test_extraction_and_fit_resume_where_they_stopped(frozen, images, tmp_path, monkeypatch):
+def test_extraction_and_fit_resume_where_they_stopped(frozen, image_folder, tmp_path, monkeypatch):
     model, _ = frozen
     config = TokenPriorFitConfig(crops=4, chunk_crops=2, fit_steps=6, checkpoint_every=3, batch_windows=4)
-    first = extract(model, [images], tmp_path, config, progress=False, crop_side=64, encode_crop=token_maps_of)
+    first = extract(model, [image_folder], tmp_path, config, progress=False, crop_side=64, encode_crop=token_maps_of)
     assert first.tokens.shape == (4, 16) and first.context.shape == (4, 0, 16)  # 4x4 tokens of 16 pixels
     more = TokenPriorFitConfig(crops=6, chunk_crops=2, fit_steps=6, checkpoint_every=3, batch_windows=4)
-    resumed = extract(model, [images], tmp_path, more, progress=False, crop_side=64, encode_crop=token_maps_of)
-    fresh = extract(model, [images], tmp_path / "fresh", more, progress=False, crop_side=64, encode_crop=token_maps_of)
+    resumed = extract(model, [image_folder], tmp_path, more, progress=False, crop_side=64, encode_crop=token_maps_of)
+    fresh = extract(model, [image_folder], tmp_path / "fresh", more, progress=False, crop_side=64, encode_crop=token_maps_of)
     assert torch.equal(resumed.tokens, fresh.tokens)
 
     prior_config = model.config.default_token_prior(width=16, layers=1, heads=2)
@@ -71,10 +60,10 @@ def test_extraction_and_fit_resume_where_they_stopped(frozen, images, tmp_path, 
         assert torch.equal(a, b), name
 
 
-def test_fitting_lowers_the_bits_of_the_token_maps(frozen, images, tmp_path):
+def test_fitting_lowers_the_bits_of_the_token_maps(frozen, image_folder, tmp_path):
     model, _ = frozen
     config = TokenPriorFitConfig(crops=8, chunk_crops=8, fit_steps=60, batch_windows=8, lr=1e-2)
-    cache = extract(model, [images], tmp_path, config, progress=False, crop_side=64, encode_crop=token_maps_of)
+    cache = extract(model, [image_folder], tmp_path, config, progress=False, crop_side=64, encode_crop=token_maps_of)
     prior_config = model.config.default_token_prior(width=16, layers=1, heads=2)
     torch.manual_seed(config.seed)
     untrained = MaskedTokenPrior(prior_config).eval()  # fit's starting point: the same seed
@@ -84,10 +73,10 @@ def test_fitting_lowers_the_bits_of_the_token_maps(frozen, images, tmp_path):
     assert after < 0.7 * before
 
 
-def test_fit_token_prior_command_for_percov2(frozen, images, tmp_path, capsys):
+def test_fit_token_prior_command_for_percov2(frozen, image_folder, tmp_path, capsys):
     _, weights = frozen
     out = tmp_path / "prior"
-    argv = ["fit-token-prior", str(out), "--model", "percov2", "--weights", str(weights), "--images", str(images),
+    argv = ["fit-token-prior", str(out), "--model", "percov2", "--weights", str(weights), "--images", str(image_folder),
             "--run-dir", str(tmp_path / "run"), "--crops", "4", "--crop-size", "64", "--steps", "5", "--width", "16",
             "--layers", "1", "--schedule", "quincunx"]
     assert main(argv) == 0
@@ -95,7 +84,7 @@ def test_fit_token_prior_command_for_percov2(frozen, images, tmp_path, capsys):
     assert main(argv) == 1  # exists: no overwrite without --force
     prior = load_token_prior(out, "percov2")
     assert prior.config.schedule == "quincunx" and prior.config.vocab_size == 256
-    image = Image.open(next(images.iterdir())).convert("RGB")
+    image = Image.open(next(image_folder.iterdir())).convert("RGB")
     codec = latentcodec.load("percov2", weights=str(weights), token_prior=str(out))
     assert codec.model.config.token_prior.schedule == "quincunx"
     data = codec.compress(image)
