@@ -197,12 +197,12 @@ def load(
 
 
 def attach_token_prior(model, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
-    """Plug a fitted semantic-token prior folder (``latentcodec fit-token-prior``) into a DLF model."""
+    """Plug a fitted token prior folder (``latentcodec fit-token-prior``) into a DLF or PerCoV2 model."""
     from latentcodec.training.token_prior_fit import check_prior_fits, load_token_prior
 
     if not hasattr(model, "attach_token_prior"):
-        raise LatentCodecError(f"{model.model_name} has no semantic tokens; token_prior applies to dlf only")
-    prior = load_token_prior(path)
+        raise LatentCodecError(f"{model.model_name} has no token prior: token_prior applies to dlf only and to percov2")
+    prior = load_token_prior(path, model.model_name)
     check_prior_fits(model, prior)
     model.attach_token_prior(prior.to(device))
 

@@ -204,6 +204,13 @@ def _positive(kind):
     return parse
 
 
+def _non_negative_float(text: str) -> float:
+    value = _quality_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text!r}")
+    return float(value)
+
+
 def _size_target(args) -> dict | None:
     """The target-size options as compress_to_target keywords, or None for a fixed quality."""
     if args.target_bytes is None and args.target_bpp is None:
@@ -250,6 +257,11 @@ def cmd_compress(args) -> int:
     files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
     size_target = _size_target(args)
     codec = _load_codec(args)
+    percov2_options = args.caption is not None or args.passes is not None
+    if percov2_options and codec.name != "percov2":
+        raise InputError("--caption and --passes apply to percov2 only")
+    if percov2_options and size_target is not None:
+        raise InputError("--caption and --passes do not combine with a size target")
     many = len(files) > 1
 
     def work(path: Path, root: Path) -> None:
@@ -261,7 +273,9 @@ def cmd_compress(args) -> int:
             image = load_rgb(path)
         for warning in caught:
             print(f"latentcodec: warning: {path}: {warning.message}", file=sys.stderr)
-        if size_target is None:
+        if percov2_options:
+            data, note = codec.model.compress(codec._tensor(image), 0, args.caption, args.passes), ""
+        elif size_target is None:
             data, note = codec.compress(image), ""
         else:
             data, note = _compress_to_target(codec, image, size_target)
@@ -311,14 +325,27 @@ def cmd_decompress(args) -> int:
             raise InputError(f"{target} exists (use --force to overwrite)")
         data = read_bytes(path)
         header, _ = read_image_header(data)
-        _, model = _model_for_file(header.model_id, args, models)
-        image = tensor_to_pil(model.decompress(data))
+        entry, model = _model_for_file(header.model_id, args, models)
+        image = tensor_to_pil(_decompress_image(model, entry.name, data, args, many))
         fmt = (target.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG")
         atomic_write(target, save=lambda tmp: image.save(tmp, format=fmt), force=args.force)
         if not many:
             print(f"{target}: {image.width}x{image.height}")
 
     return run_files(files, work, "decompress")
+
+
+def _decompress_image(model, name: str, data: bytes, args, many: bool):
+    """Decode one image file; PerCoV2 takes --steps and --cfg and shows a bar over its sampling steps."""
+    if name != "percov2":
+        if args.steps is not None or args.cfg is not None:
+            raise InputError(f"--steps and --cfg apply to percov2 files, not {name}")
+        return model.decompress(data)
+    from tqdm import tqdm
+
+    steps = model.config.sampling.steps if args.steps is None else args.steps
+    with tqdm(total=steps, desc="sampling", unit="step", disable=args.quiet or many, leave=False) as bar:
+        return model.decompress(data, steps=steps, cfg_scale=args.cfg, progress=lambda done: bar.update(done - bar.n))
 
 
 def _is_sequence_file(path: Path) -> bool:
@@ -461,6 +488,9 @@ def cmd_info(args) -> int:
     else:
         data = read_bytes(path)
         info = describe_image_file(data)
+        token_sections = _token_sections_of(info.model_id, data)
+        if token_sections:
+            info = dataclasses.replace(info, token_sections=token_sections)
         if args.streams:
             _, model = _model_for_file(info.model_id, args, {})
             if hasattr(model, "stream_bits"):
@@ -471,6 +501,18 @@ def cmd_info(args) -> int:
         for key, value in dataclasses.asdict(info).items():
             print(f"{key:>14}: {value}")
     return 0
+
+
+def _token_sections_of(model_id: int, data: bytes) -> tuple:
+    """What a codec whose files hold token maps says about them from the file alone (no weights)."""
+    from latentcodec.zoo.registry import get_entry_by_id
+
+    try:
+        model_class = get_entry_by_id(model_id).load_class()
+    except LatentCodecError:
+        return ()
+    describe = getattr(model_class, "token_sections", None)
+    return describe(data) if describe is not None else ()
 
 
 def cmd_models(args) -> int:
@@ -523,6 +565,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "is in the header; decoding upsamples to the original size)")
     p.add_argument("--frame-rate", type=_fraction, default=None,
                    help="videos: frame rate, e.g. 25 or 30000/1001 (default: from the input; 25 for PNG frames)")
+    p.add_argument("--caption", default=None, metavar="TEXT",
+                   help="percov2: the caption to code with the image (needs a model with text encoders)")
+    p.add_argument("--passes", type=_positive(int), default=None, metavar="K",
+                   help="percov2 hybrid mode: send only the first K passes of the token prior's schedule; the "
+                        "decoder fills the rest with the prior's most probable codes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(func=cmd_compress)
@@ -534,6 +581,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "out.mkv, or a folder (PNG frames)")
     _add_model_options(p, with_model=False)
     p.add_argument("--lossless", action="store_true", help="videos to .mp4/.mkv: lossless RGB H.264 instead of CRF 12")
+    p.add_argument("--steps", type=_positive(int), default=None,
+                   help="percov2: sampling steps (default: the model's, 20 for sd3)")
+    p.add_argument("--cfg", type=_non_negative_float, default=None,
+                   help="percov2: classifier-free guidance scale (default: the model's, 3.0 for sd3)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(func=cmd_decompress)

@@ -184,6 +184,21 @@ class ParsedImageFile(NamedTuple):
 
 
 @dataclass(frozen=True)
+class TokenSectionInfo:
+    """A section that holds a token map (PerCoV2), as `latentcodec info` reports it from the file alone."""
+
+    section: int
+    bytes: int  # the whole section, descriptor byte included
+    grid: int  # g
+    rows: int  # g_h
+    cols: int  # g_w
+    codebook_size: int  # K
+    coding: str  # "fixed-length" or "prior"
+    transmitted_passes: int  # 0 = every pass
+    fixed_length_bits: int  # g_h * g_w * log2 K: what the same map costs uniformly
+
+
+@dataclass(frozen=True)
 class FileInfo:
     """What `latentcodec info` shows about an image file."""
 
@@ -203,6 +218,8 @@ class FileInfo:
     coded_width: int = 0
     # Streams sharing a section, as (name, bits) measured by decoding (latentcodec info --streams).
     streams: tuple[tuple[str, float], ...] = ()
+    # Sections holding a token map, with what the same map costs at fixed length (codecs that have them).
+    token_sections: tuple[TokenSectionInfo, ...] = ()
 
 
 # -- writing ----------------------------------------------------------------------------------------

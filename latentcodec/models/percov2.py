@@ -6,9 +6,11 @@ nearest-upsampled, 1x1-adapted and concatenated with the noisy latent -> the SD3
 embedding is widened with zero-initialised inputs (so an untrained model *is* SD3) -> rectified-flow
 sampling with classifier-free guidance -> the SD3 VAE decoder.
 
-Files: the compact header, then a caption section (stored length; raw DEFLATE of the UTF-8 caption,
-empty when there is none) and one range-coded token section (the rest), tokens in the implicit
-hierarchical order of SYSTEMS.md 6.6.5 at a fixed log2 K bits each (docs/bitstream.md, "PerCoV2 files").
+Files: the compact header, then a caption section (stored length; the caption range-coded under a
+static English word model, empty when there is none) and a token section (the rest): a descriptor byte, then the token map
+range-coded under the model's masked-token prior (SYSTEMS.md 6.6.5; implicit hierarchical passes by
+default, optionally only the first k passes: hybrid mode), or at a fixed log2 K bits each when the
+model has no prior or the caller asks for it (docs/bitstream.md, "PerCoV2 files"; percov2_streams.py).
 The sampling noise is seeded from a hash of the file, so a file always decodes to the same picture.
 
 Presets: ``tiny`` (tests: a tiny random VAE and MMDiT), ``sd3`` (the geometry of SD3-Medium; load the
@@ -21,8 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -30,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from latentcodec.bitstream.container import ImageHeader, read_image_file, write_image_file
-from latentcodec.entropy.coder import EntropyDecoder, EntropyEncoder
+from latentcodec.entropy.token_prior import MaskedTokenPrior, TokenPriorConfig
+from latentcodec.entropy.token_schedules import DEFAULT_SCHEDULE, schedule_passes
 from latentcodec.errors import BitstreamError, ConfigError, InputError
 from latentcodec.models.base import LatentCodec
 from latentcodec.models.percov2_networks import (
@@ -39,13 +41,20 @@ from latentcodec.models.percov2_networks import (
     HyperEncoder,
     TokenOutput,
     TokenQuantizer,
-    hierarchical_order,
 )
 from latentcodec.models import percov2_sd3 as sd3
+from latentcodec.models import percov2_streams as streams_format
 from latentcodec.models.percov2_sd3 import PromptEmbeddings
+from latentcodec.models.percov2_streams import (  # noqa: F401  (the caption coder is part of this module's API)
+    MAX_CAPTION_BYTES,
+    MAX_TRANSMITTED_PASSES,
+    TokenDescriptor,
+    TokenSectionInfo,
+    decode_caption,
+    encode_caption,
+    normalise_caption,
+)
 
-MAX_CAPTION_BYTES = 1024  # UTF-8 bytes; captions are ~32 tokens, so this only bounds a corrupt section
-CAPTION_LEVEL = 9  # zlib level 9, PerCo's caption coder (SYSTEMS.md 6.3), as raw DEFLATE
 TOKEN_SECTION, CAPTION_SECTION = 1, 0
 
 # The caption an image is decoded against when the file holds none, and the unconditional branch of
@@ -82,6 +91,8 @@ class PerCoV2Config:
     transformer: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=sd3.sd3_scheduler_config)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # The masked-token entropy model of the token map (SYSTEMS.md 6.6.5); None: fixed-length tokens.
+    token_prior: TokenPriorConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.transformer:  # the default: SD3-Medium's MMDiT, widened for this hyper config
@@ -95,6 +106,8 @@ class PerCoV2Config:
             raise ConfigError(f"the transformer must take {expected_in} channels (latent + adapter) and predict "
                               f"{latent}, got in={self.transformer.get('in_channels')} "
                               f"out={self.transformer.get('out_channels')}")
+        if self.token_prior is not None:
+            check_token_prior(self, self.token_prior)
 
     @property
     def vae_factor(self) -> int:
@@ -109,6 +122,20 @@ class PerCoV2Config:
     def max_latent_side(self) -> int:
         """The MMDiT's positional table covers pos_embed_max_size patches per side."""
         return self.transformer["pos_embed_max_size"] * self.transformer["patch_size"]
+
+    @property
+    def max_token_side(self) -> int:
+        return self.max_latent_side // self.hyper.latent_stride
+
+    def default_token_prior(self, schedule: str = DEFAULT_SCHEDULE, **changes) -> TokenPriorConfig:
+        """A prior over this model's token maps (any size the MMDiT takes) under ``schedule``. The
+        defaults are SYSTEMS.md 6.6.5's network (12 layers, width 512, 8 heads) without its caption
+        prefix token: the no-text mode has no pooled caption embedding to give it."""
+        side = self.max_token_side
+        shape = dict(vocab_size=self.hyper.codebook_size, num_positions=0, condition_channels=0,
+                     num_condition_tokens=0, context_units=0, max_grid_side=side, schedule=schedule,
+                     passes=schedule_passes(schedule, side, side), width=512, layers=12, heads=8)
+        return TokenPriorConfig(**{**shape, **changes})
 
     @classmethod
     def sd3(cls, grid: int = 8, codebook_size: int = 256) -> "PerCoV2Config":
@@ -131,8 +158,9 @@ class PerCoV2Config:
         """For tests: an f8 VAE 8 channels wide, a 2-layer 16-wide MMDiT, one token per 16 pixels (g = 32)."""
         hyper = HyperConfig(grid=32, width=16, residual_blocks=1, down_widths=(16,), hyper_channels=16,
                             code_dim=8, adapter_channels=8)
-        return cls(hyper=hyper, vae=tiny_vae_config(), transformer=widened_config(tiny_transformer_config(), hyper),
-                   sampling=SamplingConfig(steps=3, cfg_scale=3.0, prompt_length=4))
+        config = cls(hyper=hyper, vae=tiny_vae_config(), transformer=widened_config(tiny_transformer_config(), hyper),
+                     sampling=SamplingConfig(steps=3, cfg_scale=3.0, prompt_length=4))
+        return replace(config, token_prior=config.default_token_prior(width=16, layers=1, heads=2))
 
 
 def tiny_vae_config() -> dict[str, Any]:
@@ -167,8 +195,9 @@ class PerCoV2Output(NamedTuple):
 
 class PerCoV2EncodeResult(NamedTuple):
     data: bytes
-    token_indices: torch.Tensor  # (gh, gw)
-    estimated_bits: float
+    token_indices: torch.Tensor  # (gh, gw): the map the decoder will have (hybrid mode fills passes)
+    estimated_bits: float  # the token estimate plus every caption and descriptor bit
+    estimated_token_bits: float  # the token stream's information content under the exact PMFs
 
 
 class DecodedStreams(NamedTuple):
@@ -197,6 +226,7 @@ class PerCoV2(LatentCodec):
             self.vae = components.vae
             self.transformer = sd3.widen_patch_embedding(components.transformer, config.hyper.adapter_channels)
         self.vae.requires_grad_(False)  # frozen in both training stages (SYSTEMS.md 6.6.4)
+        self.token_prior = None if config.token_prior is None else MaskedTokenPrior(config.token_prior)
         self.attach_prompt_encoder(None)
 
     # -- construction --------------------------------------------------------------------------
@@ -235,6 +265,19 @@ class PerCoV2(LatentCodec):
         model.load_state_dict_strict(state, source=str(path / "model.safetensors"), assign=True)
         model.vae.requires_grad_(False)
         return model.to(device).eval()
+
+    def attach_token_prior(self, prior: MaskedTokenPrior | None) -> "PerCoV2":
+        """Code the token map under ``prior`` (stage B's result; shaped by ``config.default_token_prior``),
+        or at fixed length (None). The config follows, so save_pretrained stores the prior too."""
+        if prior is not None:
+            check_token_prior(self.config, prior.config)
+        self.token_prior = prior
+        self.config = replace(self.config, token_prior=None if prior is None else prior.config)
+        return self
+
+    def integer_token_prior(self):
+        """The prior's exact integer twin: what decides the token section's PMFs."""
+        return self.integer_twin_of("token_prior", lambda prior: prior.integer_twin(), self.token_prior)
 
     def attach_prompt_encoder(self, encoder: PromptEncoder | None) -> "PerCoV2":
         """Use ``encoder`` (list of captions -> PromptEmbeddings) for captions; None: the no-text mode (zero
@@ -370,7 +413,11 @@ class PerCoV2(LatentCodec):
 
     # -- files ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, rate_index: int = 0, caption: str | None = None) -> PerCoV2EncodeResult:
+    def encode(self, x: torch.Tensor, rate_index: int = 0, caption: str | None = None,
+               transmitted_passes: int | None = None, fixed_length: bool = False) -> PerCoV2EncodeResult:
+        """One image -> a file. The tokens go under the model's prior unless it has none or
+        ``fixed_length``; ``transmitted_passes`` = k sends only the first k passes of the prior's schedule
+        (hybrid mode; the decoder fills the rest with the prior's most probable codes)."""
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise ValueError(f"compress expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
         if rate_index != 0:
@@ -379,25 +426,63 @@ class PerCoV2(LatentCodec):
         if not self.fits(height, width):
             raise InputError(f"image {height}x{width} is larger than this model's positional table allows "
                              f"({self.config.max_latent_side * self.config.vae_factor} pixels per side)")
+        use_prior = self.token_prior is not None and not fixed_length
+        if transmitted_passes is not None and not (use_prior and 1 <= transmitted_passes <= MAX_TRANSMITTED_PASSES):
+            raise ConfigError(f"hybrid mode needs the model's token prior and 1 <= transmitted passes <= "
+                              f"{MAX_TRANSMITTED_PASSES}, got {transmitted_passes}")
         caption = normalise_caption(caption)
         if caption:
             self.prompt_embeddings(caption)  # fails now, not at decode, when no text encoder can use it
         _, tokens = self.tokens(self.pad(x.to(self.device)))
-        indices = tokens.indices[0]
+        indices = tokens.indices[0].cpu()
+        section, decoded, token_bits = self.encode_token_section(indices, use_prior, transmitted_passes)
         header = ImageHeader(model_id=self.model_id, rate_index=0, height=height, width=width,
                              portable=self.portable, compact=True)
         caption_bytes = encode_caption(caption)
-        data = write_image_file(header, [caption_bytes, encode_tokens(indices, self.config.hyper.codebook_size)],
-                                self.layout)
-        return PerCoV2EncodeResult(data, indices.cpu(), float(self.token_bits(height, width) + 8 * len(caption_bytes)))
+        data = write_image_file(header, [caption_bytes, section], self.layout)
+        return PerCoV2EncodeResult(data, decoded, token_bits + 8.0 * (len(caption_bytes) + 1), token_bits)
 
-    def compress(self, x: torch.Tensor, rate_index: int = 0, caption: str | None = None) -> bytes:
-        return self.encode(x, rate_index, caption).data
+    def encode_token_section(self, indices: torch.Tensor, use_prior: bool,
+                             transmitted_passes: int | None) -> tuple[bytes, torch.Tensor, float]:
+        """(gh, gw) token map -> (the token section, the decoder's map, the estimated stream bits)."""
+        hyper = self.config.hyper
+        rows, cols = indices.shape
+        if not use_prior:
+            descriptor = TokenDescriptor(hyper.grid, hyper.codebook_size, False, 0)
+            stream = streams_format.encode_uniform_tokens(indices, hyper.codebook_size)
+            return bytes([descriptor.to_byte()]) + stream, indices, float(rows * cols * hyper.token_bits)
+        prior = self.integer_token_prior()
+        passes = int(prior.config.groups((rows, cols)).max().item()) + 1
+        # k >= the number of passes is every pass: written as 0, so a file has one spelling.
+        transmitted = transmitted_passes if transmitted_passes is not None and transmitted_passes < passes else None
+        descriptor = TokenDescriptor(hyper.grid, hyper.codebook_size, True, transmitted or 0)
+        stream, decoded = streams_format.encode_prior_tokens(prior, indices, transmitted)
+        bits = prior.exact_bits(None, None, indices.reshape(1, -1).to(self.device), (rows, cols), transmitted)
+        return bytes([descriptor.to_byte()]) + stream, decoded, bits
+
+    def compress(self, x: torch.Tensor, rate_index: int = 0, caption: str | None = None,
+                 transmitted_passes: int | None = None) -> bytes:
+        return self.encode(x, rate_index, caption, transmitted_passes).data
 
     @torch.no_grad()
     def estimate_bits(self, x: torch.Tensor, rate_index: int = 0) -> float:
-        """Fixed-length token bits (no caption): the cost does not depend on the content."""
-        return float(self.token_bits(*x.shape[-2:]))
+        """Token bits (no caption): fixed length, or under the prior the float model's estimate."""
+        if self.token_prior is None:
+            return float(self.token_bits(*x.shape[-2:]))
+        _, tokens = self.tokens(self.pad(x.to(self.device)))
+        indices = tokens.indices
+        return float(self.token_prior.bits(None, indices.flatten(1), tuple(indices.shape[-2:])).sum())
+
+    @staticmethod
+    def token_sections(data: bytes) -> tuple[TokenSectionInfo, ...]:
+        """The token section of a file, described from the file alone (``latentcodec info``)."""
+        parsed = read_image_file(data, PerCoV2.section_layout)
+        section = parsed.sections[TOKEN_SECTION]
+        descriptor, _ = streams_format.split_token_section(section)
+        rows, cols = descriptor.token_grid(parsed.header.height, parsed.header.width)
+        return (TokenSectionInfo(TOKEN_SECTION, len(section), descriptor.grid, rows, cols, descriptor.codebook_size,
+                                 "prior" if descriptor.prior else "fixed-length", descriptor.transmitted,
+                                 rows * cols * int(math.log2(descriptor.codebook_size))),)
 
     def decode_streams(self, data: bytes) -> DecodedStreams:
         """Caption, token map and noise seed of a file, checked against this model (BitstreamError)."""
@@ -409,9 +494,38 @@ class PerCoV2(LatentCodec):
             raise BitstreamError(f"invalid header: image size {header.height}x{header.width} exceeds this model's "
                                  f"positional table")
         caption = decode_caption(parsed.sections[CAPTION_SECTION])
-        rows, cols = self.token_grid(header.height, header.width)
-        indices = decode_tokens(parsed.sections[TOKEN_SECTION], rows, cols, self.config.hyper.codebook_size)
+        indices = self.decode_token_section(parsed.sections[TOKEN_SECTION], header.height, header.width)
         return DecodedStreams(header, caption, indices, file_seed(data))
+
+    def decode_token_section(self, section: bytes, height: int, width: int) -> torch.Tensor:
+        descriptor, stream = streams_format.split_token_section(section)
+        hyper = self.config.hyper
+        if (descriptor.grid, descriptor.codebook_size) != (hyper.grid, hyper.codebook_size) or \
+                descriptor.token_grid(height, width) != self.token_grid(height, width):
+            raise BitstreamError(f"the token section is for g = {descriptor.grid}, K = {descriptor.codebook_size}; "
+                                 f"this model codes g = {hyper.grid}, K = {hyper.codebook_size}")
+        rows, cols = self.token_grid(height, width)
+        if not descriptor.prior:
+            return streams_format.decode_uniform_tokens(stream, rows, cols, hyper.codebook_size)
+        if self.token_prior is None:
+            raise BitstreamError("the file's tokens are coded under a masked-token prior, and this model has none")
+        prior = self.integer_token_prior()
+        transmitted = descriptor.transmitted or None
+        if transmitted is not None and transmitted >= int(prior.config.groups((rows, cols)).max().item()) + 1:
+            raise BitstreamError(f"corrupt token section: {transmitted} transmitted passes is not fewer than the "
+                                 f"schedule's")
+        return streams_format.decode_prior_tokens(prior, stream, rows, cols, transmitted)
+
+    def decoded_fingerprint(self, data: bytes) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(the decoded token map and, under a prior, every pass's integer frequencies; the decoded
+        picture): what evaluation.portability compares across machines."""
+        streams = self.decode_streams(data)
+        tensors = [streams.token_indices]
+        if self.token_prior is not None:
+            rows, cols = streams.token_indices.shape
+            tokens = streams.token_indices.reshape(1, -1).to(self.device)
+            tensors += [f for _, _, f in self.integer_token_prior().teacher_forced(None, None, tokens, (rows, cols))]
+        return tensors, self.decompress(data)
 
     @torch.no_grad()
     def decompress(self, data: bytes, steps: int | None = None, cfg_scale: float | None = None,
@@ -444,58 +558,12 @@ def file_seed(data: bytes) -> int:
     return int.from_bytes(hashlib.sha256(bytes(data)).digest()[:8], "big") >> 1
 
 
-def normalise_caption(caption: str | None) -> str:
-    """Whitespace collapsed and stripped; None is no caption."""
-    if caption is None:
-        return ""
-    if not isinstance(caption, str):
-        raise InputError(f"a caption must be text, got {type(caption).__name__}")
-    caption = " ".join(caption.split())
-    if len(caption.encode("utf-8")) > MAX_CAPTION_BYTES:
-        raise InputError(f"the caption is longer than {MAX_CAPTION_BYTES} UTF-8 bytes")
-    return caption
-
-
-def encode_caption(caption: str) -> bytes:
-    """UTF-8, DEFLATE level 9 without the zlib wrapper (its 2-byte header and 4-byte Adler-32 would cost
-    6 bytes per file; the container's CRC-8 already covers the section). Empty caption: empty section."""
-    if not caption:
-        return b""
-    compressor = zlib.compressobj(CAPTION_LEVEL, zlib.DEFLATED, -15, 9)
-    return compressor.compress(caption.encode("utf-8")) + compressor.flush()
-
-
-def decode_caption(section: bytes) -> str | None:
-    if not section:
-        return None
-    inflater = zlib.decompressobj(-15)
-    try:
-        # Never inflate more than the limit allows (a corrupt section could expand without bound).
-        raw = inflater.decompress(section, MAX_CAPTION_BYTES + 1)
-    except zlib.error as exc:
-        raise BitstreamError(f"corrupt caption section ({exc})") from None
-    if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail or len(raw) > MAX_CAPTION_BYTES:
-        raise BitstreamError("corrupt caption section: the DEFLATE stream is incomplete, too long or followed by "
-                             "extra bytes")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BitstreamError("corrupt caption section: not UTF-8 text") from None
-
-
-def encode_tokens(indices: torch.Tensor, codebook_size: int) -> bytes:
-    """(gh, gw) token map -> one range-coded stream: hierarchical order, log2 K bits each. A learned prior
-    (SYSTEMS.md 6.6.5) will code the same order group by group, so this order is the one it needs."""
-    rows, cols = indices.shape
-    encoder = EntropyEncoder()
-    encoder.encode_uniform(indices.flatten().cpu()[hierarchical_order(rows, cols)], codebook_size)
-    return encoder.finish()
-
-
-def decode_tokens(section: bytes, rows: int, cols: int, codebook_size: int) -> torch.Tensor:
-    decoder = EntropyDecoder(section)
-    ordered = decoder.decode_uniform(rows * cols, codebook_size)
-    decoder.finish()  # BitstreamError unless the section is exactly the canonical stream of these tokens
-    indices = torch.empty(rows * cols, dtype=torch.int64)
-    indices[hierarchical_order(rows, cols)] = ordered
-    return indices.view(rows, cols)
+def check_token_prior(config: PerCoV2Config, prior: TokenPriorConfig) -> None:
+    """A prior must be shaped for this model's token maps: its codebook, and a table covering every grid."""
+    if not prior.max_grid_side:
+        raise ConfigError("a PerCoV2 token prior codes 2-D token maps (max_grid_side > 0)")
+    if prior.vocab_size != config.hyper.codebook_size:
+        raise ConfigError(f"the token prior has {prior.vocab_size} codes, the model's codebook {config.hyper.codebook_size}")
+    if prior.max_grid_side < config.max_token_side:
+        raise ConfigError(f"the token prior covers {prior.max_grid_side} tokens per side, the model up to "
+                          f"{config.max_token_side}")

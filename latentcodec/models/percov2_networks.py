@@ -1,6 +1,6 @@
 """PerCoV2's own networks (SYSTEMS.md 6.6.2-6.6.3): the hyper-encoder that turns the SD3 latent into a
 coarse map, the cosine VQ that makes it a token map, the adapter that injects the decoded map into the
-MMDiT, and the hierarchical order in which token maps are written.
+MMDiT, and the hierarchical order in which fixed-length token maps are written.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentcodec.entropy.token_schedules import coding_order, hierarchical
 from latentcodec.errors import ConfigError
 from latentcodec.nn.vq import CosineVectorQuantizer
 
@@ -147,22 +148,11 @@ class ConditionAdapter(nn.Module):
 
 
 def hierarchical_groups(rows: int, cols: int) -> torch.Tensor:
-    """(rows, cols) group index of every token under the implicit hierarchical schedule (SYSTEMS.md 6.6.5):
-    group s holds the positions of the stride-2^(L-s) lattice anchored at (0, 0) that no coarser lattice
-    holds, L = ceil(log2(max side)). An 8x8 map gives groups of 1, 3, 12, 48 tokens; any size works."""
-    levels = max(0, math.ceil(math.log2(max(rows, cols, 1))))
-    r = torch.arange(rows)[:, None].expand(rows, cols)
-    c = torch.arange(cols)[None, :].expand(rows, cols)
-    group = torch.full((rows, cols), levels, dtype=torch.int64)
-    # Walk from the finest lattice to the coarsest, each overwriting the positions it holds.
-    for s in range(levels - 1, -1, -1):
-        stride = 2 ** (levels - s)
-        group[(r % stride == 0) & (c % stride == 0)] = s
-    return group
+    """(rows, cols) group index of every token under the implicit hierarchical schedule (SYSTEMS.md 6.6.5;
+    :func:`latentcodec.entropy.token_schedules.hierarchical`): 1, 3, 12, 48 tokens on an 8x8 map."""
+    return hierarchical(rows, cols)
 
 
 def hierarchical_order(rows: int, cols: int) -> torch.Tensor:
     """(rows * cols,) raster indices in coding order: group by group, raster order within a group."""
-    group = hierarchical_groups(rows, cols).flatten()
-    # A stable sort keeps raster order inside each group.
-    return torch.sort(group, stable=True).indices
+    return coding_order(hierarchical(rows, cols))

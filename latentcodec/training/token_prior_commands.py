@@ -1,4 +1,5 @@
-"""``latentcodec fit-token-prior``: fit DLF's semantic-token prior to a frozen model."""
+"""``latentcodec fit-token-prior``: fit a masked-token prior to a frozen model: DLF's semantic tokens,
+or PerCoV2's hyper-latent token maps (its training stage B)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,28 @@ DEFAULT_RUNS = Path.home() / ".cache" / "latentcodec" / "runs"
 def register(subparsers: argparse._SubParsersAction) -> None:
     fit = subparsers.add_parser(
         "fit-token-prior",
-        help="fit DLF's learned semantic-token prior to a frozen DLF model (the official one included)",
-        description="Encode training crops with a frozen DLF model, cache its tokens and decoded detail latents, "
-        "then train the masked-token prior on them. Both phases resume from the run folder.",
+        help="fit a learned token prior to a frozen DLF (semantic tokens) or PerCoV2 model (stage B: token maps)",
+        description="Encode training crops with a frozen model, cache its tokens (DLF: with the decoded detail "
+        "latents they are coded against), then train the masked-token prior on them by cross-entropy. Both phases "
+        "resume from the run folder.",
     )
+    fit.add_argument("--model", choices=("dlf", "percov2"), default="dlf", help="whose tokens (default dlf)")
     fit.add_argument("output", help="folder to write the prior to (config.json + model.safetensors)")
-    fit.add_argument("--weights", default=None, help="DLF weights: a save_pretrained folder or an official .pth "
-                     "(default: the shipped DLF default)")
+    fit.add_argument("--weights", default=None, help="the frozen model: a save_pretrained folder (DLF also an "
+                     "official .pth; default: the shipped default)")
     fit.add_argument("--images", action="append", default=None, metavar="DIR",
                      help="training image folder (repeatable; default ../shared/data/train)")
     fit.add_argument("--run-dir", default=None, help=f"where the cache and checkpoints go (default {DEFAULT_RUNS}/"
                      "dlf-token-prior-<output name>)")
     fit.add_argument("--crops", type=int, default=256, help="training crops to encode (default 256)")
-    fit.add_argument("--crop-windows", type=int, default=2, help="crop side in windows (default 2)")
+    fit.add_argument("--crop-windows", type=int, default=2, help="dlf: crop side in windows (default 2)")
+    fit.add_argument("--crop-size", type=int, default=512, help="percov2: crop side in pixels (default 512)")
+    fit.add_argument("--schedule", default="hierarchical", help="percov2: the coding schedule (default "
+                     "hierarchical; also single-pass, checkerboard, quincunx, qlds, hierarchical-split)")
     fit.add_argument("--steps", type=int, default=2000, help="prior training steps (default 2000)")
     fit.add_argument("--width", type=int, default=128, help="transformer width (default 128)")
     fit.add_argument("--layers", type=int, default=3, help="transformer layers (default 3)")
-    fit.add_argument("--passes", type=int, default=4, help="masked-token passes per window (default 4)")
+    fit.add_argument("--passes", type=int, default=4, help="dlf: masked-token passes per window (default 4)")
     fit.add_argument("--save-model", default=None, metavar="DIR",
                      help="also write the DLF model with the fitted prior inside it (a save_pretrained folder that "
                           "codes its tokens under the prior with no --token-prior; how a default ships)")
@@ -40,39 +46,48 @@ def run_fit(args: argparse.Namespace) -> int:
 
     from latentcodec.api import load_model
     from latentcodec.errors import LatentCodecError
-    from latentcodec.training.token_prior_fit import TokenPriorFitConfig, extract, fit, save_token_prior
+    from latentcodec.training import token_prior_fit as fitting
 
     output = Path(args.output)
     for path in (output, Path(args.save_model) if args.save_model else None):
         if path is not None and path.exists() and not args.force:
             raise LatentCodecError(f"{path} exists (use --force to overwrite)")
-    for name in ("crops", "crop_windows", "steps", "width", "layers", "passes"):
+    for name in ("crops", "crop_windows", "crop_size", "steps", "width", "layers", "passes"):
         if getattr(args, name) < 1:
             raise LatentCodecError(f"--{name.replace('_', '-')} must be at least 1")
-    model, _, source = load_model("dlf", args.weights)
+    model, _, source = load_model(args.model, args.weights)
     model.eval()
-    run_dir = Path(args.run_dir) if args.run_dir else DEFAULT_RUNS / f"dlf-token-prior-{output.name}"
-    config = TokenPriorFitConfig(crops=args.crops, crop_windows=args.crop_windows, fit_steps=args.steps)
+    run_dir = Path(args.run_dir) if args.run_dir else DEFAULT_RUNS / f"{args.model}-token-prior-{output.name}"
+    config = fitting.TokenPriorFitConfig(crops=args.crops, crop_windows=args.crop_windows, fit_steps=args.steps)
     images = args.images or ["../shared/data/train"]
-    with torch.inference_mode():
-        cache = extract(model, images, run_dir, config)
-    prior_config = model.config.default_token_prior(width=args.width, layers=args.layers, passes=args.passes,
-                                                    heads=max(1, args.width // 64))
-    prior = fit(cache, prior_config, run_dir, config)
-    fixed = prior_config.num_positions * model.config.token_bits
-    bits = prior.bits(*_sample(cache, 512)).mean().item()
-    save_token_prior(prior, output, {"weights": source, "windows": len(cache), "steps": args.steps,
-                                     "train_bits_per_window": bits, "fixed_bits_per_window": fixed})
-    print(f"{output}: {len(cache)} windows, {bits / prior_config.num_positions:.2f} bits/token on training windows "
-          f"(fixed length {model.config.token_bits})")
+    shape = dict(width=args.width, layers=args.layers, heads=max(1, args.width // 64))
+    if args.model == "percov2":
+        if not model.fits(args.crop_size, args.crop_size):
+            raise LatentCodecError(f"--crop-size {args.crop_size} is larger than this model takes")
+        grid = model.token_grid(args.crop_size, args.crop_size)
+        with torch.inference_mode():
+            cache = fitting.extract(model, images, run_dir, config, crop_side=args.crop_size,
+                                    encode_crop=fitting.token_maps_of)
+        prior_config = model.config.default_token_prior(args.schedule, **shape)
+        fixed = grid[0] * grid[1] * model.config.hyper.token_bits
+    else:
+        grid = None
+        with torch.inference_mode():
+            cache = fitting.extract(model, images, run_dir, config)
+        prior_config = model.config.default_token_prior(passes=args.passes, **shape)
+        fixed = prior_config.num_positions * model.config.token_bits
+    prior = fitting.fit(cache, prior_config, run_dir, config, grid=grid)
+    sample = slice(0, min(512, len(cache)))
+    inputs = fitting.TokenPriorInputs(cache.condition[sample], cache.context[sample])
+    bits = prior.bits(inputs, cache.tokens[sample], grid).mean().item()
+    tokens = cache.tokens.shape[1]
+    unit = "token_map" if grid else "window"
+    fitting.save_token_prior(prior, output, {"weights": source, f"{unit}s": len(cache), "steps": args.steps,
+                                             f"train_bits_per_{unit}": bits, f"fixed_bits_per_{unit}": fixed},
+                             args.model)
+    print(f"{output}: {len(cache)} {unit.replace('_', ' ')}s, {bits / tokens:.2f} bits/token on training data "
+          f"(fixed length {fixed / tokens:.0f})")
     if args.save_model:
         model.attach_token_prior(prior).save_pretrained(args.save_model, metadata={"token_prior": str(output)})
         print(f"{args.save_model}: the model with its token prior")
     return 0
-
-
-def _sample(cache, count: int):
-    from latentcodec.entropy.token_prior import TokenPriorInputs
-
-    picked = slice(0, min(count, len(cache)))
-    return TokenPriorInputs(cache.condition[picked], cache.context[picked]), cache.tokens[picked]

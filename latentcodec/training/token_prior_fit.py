@@ -1,17 +1,20 @@
-"""Fit a semantic-token prior to a frozen DLF model (the official one included).
+"""Fit a masked-token prior to a frozen model: DLF's semantic tokens (the official model included),
+or PerCoV2's hyper-latent token maps (SYSTEMS.md 6.6.4, stage B).
 
 Two resumable phases, both under one run directory:
 
-1. **Extract.** The frozen model encodes random crops of the training images (several windows each,
-   so windows have neighbours) at random rates. Per window it stores the 32 token indices, its
-   left/top neighbours' tokens and its decoded detail latent: exactly what the coder conditions on.
+1. **Extract.** The frozen model encodes random crops of the training images at random rates.
+   DLF (crops of several windows, so windows have neighbours): per window the 32 token indices, its
+   left/top neighbours' tokens and its decoded detail latent, exactly what the coder conditions on.
+   PerCoV2 (:func:`token_maps_of`): the crop's whole token map, which the prior sees alone.
    Extraction is the slow part for big models (the official encoder takes seconds per window on a
    CPU), so it appends to ``tokens.safetensors`` in chunks and picks up where it stopped.
 2. **Fit.** A :class:`~latentcodec.entropy.token_prior.MaskedTokenPrior` trains on the cache with the
-   masked-token cross-entropy; checkpoints every ``checkpoint_every`` steps, resumable.
+   masked-token cross-entropy (for token maps: on the sampled pass's group, so the loss is the
+   expected code length); checkpoints every ``checkpoint_every`` steps, resumable.
 
 The result is a folder (``config.json`` + ``model.safetensors``) that :func:`load_token_prior`
-reads and :meth:`latentcodec.models.dlf.DLF.attach_token_prior` plugs in.
+reads and the model's ``attach_token_prior`` plugs in.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -36,6 +39,7 @@ from latentcodec.nn import integer
 CACHE_FILE = "tokens.safetensors"
 CHECKPOINT_FILE = "prior_checkpoint.pt"
 PRIOR_KIND = "dlf-token-prior"
+PRIOR_KINDS = {"dlf": PRIOR_KIND, "percov2": "percov2-token-prior"}  # the model a prior folder is for
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,8 @@ class TokenPriorFitConfig:
 
 class TokenCache(NamedTuple):
     tokens: torch.Tensor  # (N, T) int64
-    context: torch.Tensor  # (N, 2, T) int64, -1 for absent neighbours
-    condition: torch.Tensor  # (N, positions, C) float32: the decoded detail latent per window
+    context: torch.Tensor  # (N, 2, T) int64, -1 for absent neighbours (PerCoV2: (N, 0, T))
+    condition: torch.Tensor  # (N, positions, C) float32: the decoded detail latent per window (PerCoV2: (N, 0, 1))
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -91,12 +95,23 @@ def windows_of(model, crop: torch.Tensor, rate_index: int) -> TokenCache:
     return TokenCache(tokens, dlf_tokens.neighbour_tokens(tokens, *grid), condition_float)
 
 
-def extract(model, image_dirs, run_dir: Path, config: TokenPriorFitConfig, progress: bool = True) -> TokenCache:
-    """Phase 1, resumable: encode ``config.crops`` crops (appending in chunks) -> the cache."""
+@torch.inference_mode()
+def token_maps_of(model, crop: torch.Tensor, rate_index: int = 0) -> TokenCache:
+    """One [0, 1] crop (1, 3, H, W) -> its PerCoV2 token map as one cache row (no condition, no neighbours)."""
+    _, tokens = model.tokens(model.pad(crop))
+    indices = tokens.indices.flatten(1).cpu()
+    return TokenCache(indices, indices.new_empty(1, 0, indices.shape[1]), torch.zeros(1, 0, 1))
+
+
+def extract(model, image_dirs, run_dir: Path, config: TokenPriorFitConfig, progress: bool = True,
+            crop_side: int | None = None, encode_crop: Callable[..., TokenCache] = windows_of) -> TokenCache:
+    """Phase 1, resumable: encode ``config.crops`` crops (appending in chunks) -> the cache. ``crop_side``
+    (default: ``config.crop_windows`` DLF windows) and ``encode_crop`` (model, crop, rate) -> cache rows
+    (default: DLF's windows) say what a crop is for this model."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CACHE_FILE
     cache, done = _read_cache(path)
-    side = model.config.window_pixels * config.crop_windows
+    side = crop_side or model.config.window_pixels * config.crop_windows
     dataset = RandomCropDataset(find_images(image_dirs), side)
     if len(dataset) == 0:
         raise WeightsError(f"no training images found in {list(map(str, image_dirs))}")
@@ -109,7 +124,7 @@ def extract(model, image_dirs, run_dir: Path, config: TokenPriorFitConfig, progr
     for start in range(done, config.crops, config.chunk_crops):
         for index, seed, rate in plan[start : start + config.chunk_crops]:
             crop = dataset[SampleKey(index, seed)].unsqueeze(0)
-            parts.append(windows_of(model, crop, rate))
+            parts.append(encode_crop(model, crop, rate))
             bar.update(1)
         cache = TokenCache(*(torch.cat(column) for column in zip(*parts)))
         parts = [cache]
@@ -121,8 +136,8 @@ def extract(model, image_dirs, run_dir: Path, config: TokenPriorFitConfig, progr
 
 
 def fit(cache: TokenCache, prior_config: TokenPriorConfig, run_dir: Path, config: TokenPriorFitConfig,
-        progress: bool = True) -> MaskedTokenPrior:
-    """Phase 2, resumable: train the prior on the cache."""
+        progress: bool = True, grid: tuple[int, int] | None = None) -> MaskedTokenPrior:
+    """Phase 2, resumable: train the prior on the cache (of token maps of ``grid`` = (rows, cols), if given)."""
     torch.manual_seed(config.seed)
     prior = MaskedTokenPrior(prior_config)
     optimiser = torch.optim.AdamW(prior.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -144,7 +159,7 @@ def fit(cache: TokenCache, prior_config: TokenPriorConfig, run_dir: Path, config
             group["lr"] = config.lr * scale
         picked = torch.randint(len(cache), (min(config.batch_windows, len(cache)),), generator=generator)
         inputs = TokenPriorInputs(cache.condition[picked], cache.context[picked])
-        loss = prior.loss(inputs, cache.tokens[picked], generator)
+        loss = prior.loss(inputs, cache.tokens[picked], generator, grid=grid)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
@@ -160,17 +175,18 @@ def fit(cache: TokenCache, prior_config: TokenPriorConfig, run_dir: Path, config
     return prior.eval()
 
 
-def save_token_prior(prior: MaskedTokenPrior, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+def save_token_prior(prior: MaskedTokenPrior, path: str | os.PathLike, metadata: dict | None = None,
+                     model_name: str = "dlf") -> Path:
     from latentcodec.models.base import write_model_folder
 
-    return write_model_folder(path, PRIOR_KIND, prior.config, prior.state_dict(), metadata)
+    return write_model_folder(path, PRIOR_KINDS[model_name], prior.config, prior.state_dict(), metadata)
 
 
-def load_token_prior(path: str | os.PathLike) -> MaskedTokenPrior:
-    """A prior folder written by :func:`save_token_prior`; strict."""
+def load_token_prior(path: str | os.PathLike, model_name: str = "dlf") -> MaskedTokenPrior:
+    """A prior folder written by :func:`save_token_prior` for ``model_name``'s tokens; strict."""
     from latentcodec.models.base import WEIGHTS_FILE, LatentCodec, load_strict, read_model_payload
 
-    payload = read_model_payload(path, PRIOR_KIND)
+    payload = read_model_payload(path, PRIOR_KINDS[model_name])
     prior = MaskedTokenPrior(config_from_dict(TokenPriorConfig, payload.get("config", {})))
     load_strict(prior, LatentCodec.read_weights(Path(path) / WEIGHTS_FILE), str(path), "a token prior of this shape")
     return prior.eval()

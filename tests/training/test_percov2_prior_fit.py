@@ -1,0 +1,100 @@
+"""PerCoV2's training stage B (SYSTEMS.md 6.6.4): the token-map prior fitted to a frozen tiny model with
+`latentcodec fit-token-prior --model percov2`, resumable, and plugged into the codec."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+import latentcodec
+from latentcodec.cli import main
+from latentcodec.entropy.token_prior import MaskedTokenPrior
+from latentcodec.models.percov2 import PerCoV2, PerCoV2Config
+from latentcodec.training import token_prior_fit as fitting
+from latentcodec.training.token_prior_fit import (
+    CHECKPOINT_FILE,
+    TokenPriorFitConfig,
+    extract,
+    fit,
+    load_token_prior,
+    token_maps_of,
+)
+
+
+@pytest.fixture(scope="module")
+def frozen(tmp_path_factory):
+    torch.manual_seed(0)
+    model = PerCoV2(PerCoV2Config.tiny()).attach_token_prior(None).eval()  # stage A's result: no prior yet
+    path = tmp_path_factory.mktemp("percov2") / "weights"
+    model.save_pretrained(path)
+    return model, path
+
+
+def test_extraction_and_fit_resume_where_they_stopped(frozen, image_folder, tmp_path, monkeypatch):
+    model, _ = frozen
+    config = TokenPriorFitConfig(crops=4, chunk_crops=2, fit_steps=6, checkpoint_every=3, batch_windows=4)
+    first = extract(model, [image_folder], tmp_path, config, progress=False, crop_side=64, encode_crop=token_maps_of)
+    assert first.tokens.shape == (4, 16) and first.context.shape == (4, 0, 16)  # 4x4 tokens of 16 pixels
+    more = TokenPriorFitConfig(crops=6, chunk_crops=2, fit_steps=6, checkpoint_every=3, batch_windows=4)
+    resumed = extract(model, [image_folder], tmp_path, more, progress=False, crop_side=64, encode_crop=token_maps_of)
+    fresh = extract(model, [image_folder], tmp_path / "fresh", more, progress=False, crop_side=64, encode_crop=token_maps_of)
+    assert torch.equal(resumed.tokens, fresh.tokens)
+
+    prior_config = model.config.default_token_prior(width=16, layers=1, heads=2)
+    whole = fit(resumed, prior_config, tmp_path / "whole", more, progress=False, grid=(4, 4))
+    # Killed right after the first checkpoint (step 3), then resumed to step 6: the same weights.
+    write = fitting.atomic_write
+
+    def write_then_stop(path, save):
+        write(path, save=save)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fitting, "atomic_write", write_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        fit(resumed, prior_config, tmp_path / "split", more, progress=False, grid=(4, 4))
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "split" / CHECKPOINT_FILE, weights_only=False)["step"] == 3
+    split = fit(resumed, prior_config, tmp_path / "split", more, progress=False, grid=(4, 4))
+    for (name, a), b in zip(whole.state_dict().items(), split.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_fitting_lowers_the_bits_of_the_token_maps(frozen, image_folder, tmp_path):
+    model, _ = frozen
+    config = TokenPriorFitConfig(crops=8, chunk_crops=8, fit_steps=60, batch_windows=8, lr=1e-2)
+    cache = extract(model, [image_folder], tmp_path, config, progress=False, crop_side=64, encode_crop=token_maps_of)
+    prior_config = model.config.default_token_prior(width=16, layers=1, heads=2)
+    torch.manual_seed(config.seed)
+    untrained = MaskedTokenPrior(prior_config).eval()  # fit's starting point: the same seed
+    before = untrained.bits(None, cache.tokens, (4, 4)).mean().item()
+    prior = fit(cache, prior_config, tmp_path, config, progress=False, grid=(4, 4))
+    after = prior.bits(None, cache.tokens, (4, 4)).mean().item()
+    assert after < 0.7 * before
+
+
+def test_fit_token_prior_command_for_percov2(frozen, image_folder, tmp_path, capsys):
+    _, weights = frozen
+    out = tmp_path / "prior"
+    argv = ["fit-token-prior", str(out), "--model", "percov2", "--weights", str(weights), "--images", str(image_folder),
+            "--run-dir", str(tmp_path / "run"), "--crops", "4", "--crop-size", "64", "--steps", "5", "--width", "16",
+            "--layers", "1", "--schedule", "quincunx"]
+    assert main(argv) == 0
+    assert "token maps" in capsys.readouterr().out
+    assert main(argv) == 1  # exists: no overwrite without --force
+    prior = load_token_prior(out, "percov2")
+    assert prior.config.schedule == "quincunx" and prior.config.vocab_size == 256
+    image = Image.open(next(image_folder.iterdir())).convert("RGB")
+    codec = latentcodec.load("percov2", weights=str(weights), token_prior=str(out))
+    assert codec.model.config.token_prior.schedule == "quincunx"
+    data = codec.compress(image)
+    plain = latentcodec.load("percov2", weights=str(weights))
+    assert data != plain.compress(image)  # fixed length without the prior
+    assert torch.equal(codec.model.decode_streams(data).token_indices,
+                       plain.model.decode_streams(plain.compress(image)).token_indices)
+    # --save-model: the prior inside the model folder.
+    assert main([*argv, "--force", "--save-model", str(tmp_path / "with_prior")]) == 0
+    inside = latentcodec.load("percov2", weights=str(tmp_path / "with_prior"))
+    assert inside.compress(image) == data
+    assert main([*argv[:-2], "--schedule", "zigzag", "--force"]) == 1  # a one-line error
+    assert main([*argv, "--force", "--crop-size", "4096"]) == 1
