@@ -5,7 +5,7 @@ masked-token entropy model at g = 8, 16, 32, on Kodak token maps, against fixed-
 
 Where the tokens come from. PerCoV2's tokens are a cosine VQ of a hyper-encoder over SD3's latent; we
 have neither SD3's VAE nor a trained PerCoV2, so this script builds token maps of the same kind from a
-trained encoder it can run: the VQGAN encoder of the shipped GLC-image default (f16, 64 channels),
+trained encoder it can run: the VQGAN encoder of the first shipped GLC-image default, glc-image-v1 (f16, 64 channels),
 average-pooled to one vector per token (512/g pixels per side: 4x4, 2x2 or 1x1 latent positions at
 g = 8, 16, 32), unit-normalised, and quantised to the nearest of K codes by cosine. The codebook is a
 spherical k-means (scipy's kmeans2 on unit vectors, k-means++ seeding) of the training images' vectors.
@@ -37,6 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from latentcodec.api import load_model
+from latentcodec.zoo.registry import SHIPPED_WEIGHTS_DIR
 from latentcodec.data.crops import find_images
 from latentcodec.data.images import list_images, load_rgb, pil_to_tensor
 from latentcodec.entropy.coder import EntropyEncoder
@@ -130,7 +131,8 @@ def main(argv=None) -> int:
         print("--steps and --batch need one value per grid", file=sys.stderr)
         return 1
     cache = Path(args.cache)
-    glc, _, glc_source = load_model("glc-image", None)
+    # The first shipped image default, whose encoder the committed results used (kept as glc-image-v1).
+    glc, _, glc_source = load_model("glc-image", str(SHIPPED_WEIGHTS_DIR / "glc-image-v1"))
     encoder = glc.eval().vqgan.encoder
     train_paths = find_images(args.train or ["../shared/data/train"])
     subset = torch.randperm(len(train_paths), generator=torch.Generator().manual_seed(0))[: args.max_train]
