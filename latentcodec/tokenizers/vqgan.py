@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentcodec.nn.tiling import NormAffine, NormStatistics, Region, Tile, conv_on_tile, run_blocks
 from latentcodec.nn.vq import VectorQuantizer
 
 
@@ -63,22 +64,11 @@ def norm_silu_conv_tiled(
     writes only rows it has already read from the residual).
     """
     n, c, height, width = x.shape
-    groups = norm.num_groups
     band = max(1, TILE_ELEMENTS // max(1, c * width))
-    total = torch.zeros(n, c, dtype=torch.float64, device=x.device)
-    total_sq = torch.zeros(n, c, dtype=torch.float64, device=x.device)
+    statistics = NormStatistics()
     for top in range(0, height, band):
-        rows = x[:, :, top : top + band].double()
-        total += rows.sum(dim=(2, 3))
-        total_sq += rows.square().sum(dim=(2, 3))
-    count = (c // groups) * height * width
-    mean = total.view(n, groups, -1).sum(-1) / count
-    var = (total_sq.view(n, groups, -1).sum(-1) / count - mean.square()).clamp_min(0)
-    inv_std = (var + norm.eps).rsqrt()
-    scale = (norm.weight.double().view(1, groups, -1) * inv_std.unsqueeze(-1)).view(n, c)
-    shift = norm.bias.double().view(1, c) - (mean.unsqueeze(-1) * scale.view(n, groups, -1)).view(n, c)
-    scale = scale.to(x.dtype).view(n, c, 1, 1)
-    shift = shift.to(x.dtype).view(n, c, 1, 1)
+        statistics.add(x[:, :, top : top + band])
+    scale, shift = statistics.affine(norm, x.dtype)
     if out is None:
         out = torch.empty((n, conv.out_channels, height, width), dtype=x.dtype, device=x.device,
                           memory_format=_memory_format_of(x))
@@ -104,6 +94,19 @@ class Swish(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # In place at inference: its input (a fresh GroupNorm output) is not needed afterwards.
         return F.silu(x, inplace=not torch.is_grad_enabled())
+
+    # Pointwise, for tiled inference; never in place there (a tile may view the source map).
+    def tile_input_region(self, region: Region, in_size: tuple[int, int], inner: bool = False) -> Region:
+        return region
+
+    def tile_output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return shape
+
+    def tile_norms(self) -> list[tuple[nn.GroupNorm, bool]]:
+        return []
+
+    def tile_forward(self, tile: Tile, out_region: Region, stats, inner: bool = False) -> torch.Tensor:
+        return F.silu(tile.crop(out_region))
 
 
 class ResBlock(nn.Module):
@@ -143,6 +146,31 @@ class ResBlock(nn.Module):
         h = self.conv2(F.silu(normed, inplace=True))
         del normed
         return h.add_(x if self.shortcut is None else self.shortcut(x))
+
+    # -- tiled inference (latentcodec.nn.tiling): the two 3x3 convs need a two-pixel halo -------
+    def tile_input_region(self, region: Region, in_size: tuple[int, int], inner: bool = False) -> Region:
+        return region.expand(1 if inner else 2, in_size)
+
+    def tile_output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return self.conv2.out_channels, shape[1], shape[2]
+
+    def tile_inner_channels(self) -> int:
+        return self.conv1.out_channels
+
+    def tile_norms(self) -> list[tuple[nn.GroupNorm, bool]]:
+        return [(self.norm1, False), (self.norm2, True)]
+
+    def tile_forward(self, tile: Tile, out_region: Region, stats: dict[nn.GroupNorm, NormAffine],
+                     inner: bool = False) -> torch.Tensor:
+        h = F.silu(stats[self.norm1].apply(tile.data), inplace=True)
+        inner_region = out_region if inner else out_region.expand(1, tile.size)
+        h = conv_on_tile(self.conv1, Tile(h, tile.region, tile.size), inner_region)
+        if inner:
+            return h
+        h = F.silu(stats[self.norm2].apply(h), inplace=True)
+        h = conv_on_tile(self.conv2, Tile(h, inner_region, tile.size), out_region)
+        skip = tile.crop(out_region)
+        return h.add_(skip if self.shortcut is None else self.shortcut(skip))
 
 
 class AttnBlock(nn.Module):
@@ -193,6 +221,27 @@ class Downsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
+    # Output row i reads padded input rows 2i..2i+2 (the last one past the map is the zero pad).
+    def tile_input_region(self, region: Region, in_size: tuple[int, int], inner: bool = False) -> Region:
+        height, width = in_size
+        return Region(2 * region.top, 2 * region.left, min(height, 2 * region.bottom + 1),
+                      min(width, 2 * region.right + 1))
+
+    def tile_output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return self.conv.out_channels, (shape[1] - 2) // 2 + 1, (shape[2] - 2) // 2 + 1
+
+    def tile_norms(self) -> list[tuple[nn.GroupNorm, bool]]:
+        return []
+
+    def tile_forward(self, tile: Tile, out_region: Region, stats, inner: bool = False) -> torch.Tensor:
+        height, width = tile.size
+        region = tile.region
+        x = F.pad(tile.data, (0, int(region.right == width), 0, int(region.bottom == height)))
+        out = self.conv(x)
+        covered = Region(region.top // 2, region.left // 2, region.top // 2 + out.shape[2],
+                         region.left // 2 + out.shape[3])
+        return Tile(out, covered, ((height - 2) // 2 + 1, (width - 2) // 2 + 1)).crop(out_region)
+
 
 class Upsample(nn.Module):
     def __init__(self, channels: int):
@@ -201,6 +250,24 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+    # Output row i reads upsampled rows i-1..i+1, i.e. input rows (i-1)//2 .. (i+1)//2.
+    def tile_input_region(self, region: Region, in_size: tuple[int, int], inner: bool = False) -> Region:
+        height, width = in_size
+        return Region(max(0, (region.top - 1) // 2), max(0, (region.left - 1) // 2),
+                      min(height, region.bottom // 2 + 1), min(width, region.right // 2 + 1))
+
+    def tile_output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return self.conv.out_channels, 2 * shape[1], 2 * shape[2]
+
+    def tile_norms(self) -> list[tuple[nn.GroupNorm, bool]]:
+        return []
+
+    def tile_forward(self, tile: Tile, out_region: Region, stats, inner: bool = False) -> torch.Tensor:
+        region, (height, width) = tile.region, tile.size
+        upsampled = Tile(F.interpolate(tile.data, scale_factor=2.0, mode="nearest"),
+                         Region(*(2 * edge for edge in region)), (2 * height, 2 * width))
+        return conv_on_tile(self.conv, upsampled, out_region)
 
 
 class VQGANEncoder(nn.Module):
@@ -231,11 +298,11 @@ class VQGANEncoder(nn.Module):
         ]
         self.blocks = nn.ModuleList(blocks)
         self.quant_conv = nn.Conv2d(config.latent_channels, config.latent_channels, 1)
+        # Bytes of activations at inference; larger runs of blocks go tile by tile. None: whole.
+        self.memory_budget: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return self.quant_conv(x)
+        return self.quant_conv(run_blocks(self.blocks, x, self.memory_budget))
 
 
 class VQGANGenerator(nn.Module):
@@ -264,6 +331,7 @@ class VQGANGenerator(nn.Module):
                 blocks.append(Upsample(channels))
         blocks += [group_norm(channels, groups), Swish(), nn.Conv2d(channels, 3, 3, padding=1)]
         self.blocks = nn.ModuleList(blocks)
+        self.memory_budget: int | None = None  # as VQGANEncoder.memory_budget
 
     @property
     def last_layer(self) -> nn.Conv2d:
@@ -271,10 +339,7 @@ class VQGANGenerator(nn.Module):
         return self.blocks[-1]
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        x = self.post_quant_conv(latent)
-        for block in self.blocks:
-            x = block(x)
-        return x
+        return run_blocks(self.blocks, self.post_quant_conv(latent), self.memory_budget)
 
 
 class VQGAN(nn.Module):
