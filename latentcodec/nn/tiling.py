@@ -42,6 +42,9 @@ FALLBACK_AVAILABLE_BYTES = 4 * 10**9  # when the platform does not say
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 MIN_MEMORY_BUDGET = 64 * 10**6
+# What a process holds besides the weights and the nets' activations: the interpreter, torch's
+# libraries and allocator slack, the image itself (measured: about 230 MB after import).
+RUNTIME_OVERHEAD_BYTES = 300 * 10**6
 
 
 def parse_memory_size(text: str) -> int:
@@ -73,6 +76,13 @@ def available_memory() -> int:
 
 def default_memory_budget() -> int:
     return max(MIN_MEMORY_BUDGET, int(available_memory() * DEFAULT_BUDGET_FRACTION))
+
+
+def activation_budget(total_bytes: int, model: nn.Module) -> int:
+    """The part of a whole-process budget left for activations once the weights and the runtime
+    are paid for (never below an eighth of the budget, so that a tight budget still tiles)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return max(total_bytes - weights - RUNTIME_OVERHEAD_BYTES, total_bytes // 8)
 
 
 class Region(NamedTuple):

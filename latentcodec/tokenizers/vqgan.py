@@ -46,6 +46,11 @@ FUSED_ATTENTION = True
 TILED_INFERENCE_MIN_PIXELS = 2**21
 # Rows per tile are chosen so that one tile's activations stay near this many elements.
 TILE_ELEMENTS = 2**24
+# Bytes of activations the encoder may hold at inference, whatever the caller's memory budget:
+# its output is entropy coded, and tiles change it by float rounding, which could flip a symbol,
+# so its tiling must depend on the image alone for files not to depend on the budget. Enough
+# to encode a Kodak image whole with the official preset (three 128-channel maps of 768x512).
+ENCODER_ACTIVATION_BUDGET = 640 * 2**20
 
 
 def norm_silu_conv_tiled(
@@ -298,8 +303,9 @@ class VQGANEncoder(nn.Module):
         ]
         self.blocks = nn.ModuleList(blocks)
         self.quant_conv = nn.Conv2d(config.latent_channels, config.latent_channels, 1)
-        # Bytes of activations at inference; larger runs of blocks go tile by tile. None: whole.
-        self.memory_budget: int | None = None
+        # Bytes of activations at inference; larger runs of blocks go tile by tile (None: whole).
+        # Fixed, not the caller's budget: see ENCODER_ACTIVATION_BUDGET.
+        self.memory_budget: int | None = ENCODER_ACTIVATION_BUDGET
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.quant_conv(run_blocks(self.blocks, x, self.memory_budget))
@@ -307,6 +313,9 @@ class VQGANEncoder(nn.Module):
 
 class VQGANGenerator(nn.Module):
     """Latent -> image (nominal range [-1, 1]; no output tanh, callers clamp)."""
+
+    # LatentCodec.set_memory_budget sets memory_budget: nothing downstream is entropy coded.
+    follows_memory_budget = True
 
     def __init__(self, config: VQGANConfig):
         super().__init__()
@@ -331,7 +340,7 @@ class VQGANGenerator(nn.Module):
                 blocks.append(Upsample(channels))
         blocks += [group_norm(channels, groups), Swish(), nn.Conv2d(channels, 3, 3, padding=1)]
         self.blocks = nn.ModuleList(blocks)
-        self.memory_budget: int | None = None  # as VQGANEncoder.memory_budget
+        self.memory_budget: int | None = None  # as VQGANEncoder.memory_budget, set by the codec's budget
 
     @property
     def last_layer(self) -> nn.Conv2d:
