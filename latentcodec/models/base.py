@@ -59,9 +59,12 @@ class LatentCodec(nn.Module):
         output never feeds an entropy coder follow the budget; the encoder's tiling depends on
         the image size alone (see ``latentcodec.tokenizers.vqgan.ENCODER_ACTIVATION_BUDGET``),
         so a file never depends on the budget of the process that wrote it."""
-        from latentcodec.nn.tiling import activation_budget
+        from latentcodec.nn.tiling import activation_budget, return_freed_memory_promptly
 
-        activations = None if total_bytes is None else activation_budget(total_bytes, self)
+        activations = None
+        if total_bytes is not None:
+            activations = activation_budget(total_bytes, self)
+            return_freed_memory_promptly()
         for module in self.modules():
             if getattr(module, "follows_memory_budget", False):
                 module.memory_budget = activations

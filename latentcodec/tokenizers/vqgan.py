@@ -219,6 +219,8 @@ class AttnBlock(nn.Module):
 class Downsample(nn.Module):
     """Zero-pad right/bottom by one, then a stride-2 3x3 conv without padding."""
 
+    untiled_maps = (2, 1)  # the input and its padded copy, then the output (latentcodec.nn.tiling)
+
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
