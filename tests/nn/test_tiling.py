@@ -109,3 +109,19 @@ def test_training_never_tiles(count_tiled_runs):
     latent = torch.randn(1, GLCImageConfig.tiny().latent_channels, 3, 3)
     out = model.generator(latent)  # grad enabled: whole maps, as training needs
     assert out.requires_grad and not count_tiled_runs
+
+
+def test_tiled_taming_decoder_matches_untiled(count_tiled_runs):
+    """DLF's VQGAN decoder (taming's module tree, global attention) tiles the same way."""
+    from latentcodec.tokenizers.taming_vqgan import TamingDecoder, dlf_vqgan_config
+
+    torch.manual_seed(0)
+    decoder = TamingDecoder(dlf_vqgan_config(base_channels=32, codebook_size=16, latent_channels=8,
+                                             channel_multipliers=(1, 1, 2))).eval()
+    latent = torch.randn(1, 8, 9, 11)
+    with torch.inference_mode():
+        whole = decoder(latent)
+        decoder.memory_budget = 300_000
+        tiled = decoder(latent)
+    assert count_tiled_runs
+    assert (tiled - whole).abs().max() <= 1e-4 * whole.abs().max()
