@@ -157,7 +157,13 @@ def main() -> int:
             if "max_pixel_difference" in record:
                 line += f" same file: {record['same_file']}, max |tiled - untiled| {record['max_pixel_difference']}"
             tqdm.write(line)
+            write_summary(args, modes, runs)  # after every size, so an interrupted run keeps what it measured
         progress.close()
+    write_summary(args, modes, runs, report=True)
+    return 0
+
+
+def write_summary(args, modes: list[str], runs: list[dict], report: bool = False) -> None:
     summary = {"weights": args.weights or "shipped default", "max_memory": args.max_memory, "threads": args.threads,
                "quality": args.quality, "source": args.source.name, "command": " ".join(sys.argv), "runs": runs}
     if len(runs) > 1:
@@ -167,11 +173,12 @@ def main() -> int:
             for mode in modes:
                 ratio = last[f"{phase}_{mode}"]["peak_rss_mb"] / first[f"{phase}_{mode}"]["peak_rss_mb"]
                 summary[f"{phase}_{mode}_growth"] = {"area_ratio": area_ratio, "peak_rss_ratio": ratio}
-                print(f"{phase} {mode}: area x{area_ratio:.1f} -> peak RSS x{ratio:.2f}")
+                if report:
+                    print(f"{phase} {mode}: area x{area_ratio:.1f} -> peak RSS x{ratio:.2f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {args.json}")
-    return 0
+    if report:
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
