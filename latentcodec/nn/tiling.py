@@ -180,6 +180,16 @@ class NormStatistics:
         self.total_sq = total_sq if self.total_sq is None else self.total_sq + total_sq
         self.elements += x.shape[2] * x.shape[3]
 
+    @classmethod
+    def of_map(cls, x: torch.Tensor, band_elements: int) -> "NormStatistics":
+        """The sums of a whole map, taken in row bands of about ``band_elements`` (so that its
+        float64 copy never exists in full)."""
+        statistics = cls()
+        band = max(1, band_elements // max(1, x.shape[1] * x.shape[3]))
+        for top in range(0, x.shape[2], band):
+            statistics.add(x[:, :, top : top + band])
+        return statistics
+
     def affine(self, norm: nn.GroupNorm, dtype: torch.dtype) -> NormAffine:
         channels_per_group = self.total.shape[1] // norm.num_groups
         return group_norm_affine(norm, self.total, self.total_sq, channels_per_group * self.elements, dtype)

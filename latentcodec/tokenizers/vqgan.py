@@ -34,8 +34,20 @@ class VQGANConfig:
         return 2 ** (len(self.channel_multipliers) - 1)
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm whose statistics, at inference on maps of TILED_INFERENCE_MIN_PIXELS positions
+    or more, are summed in float64: torch's float32 reduction drifts over millions of positions
+    (measured: 0.18 absolute error on a 4 MP map of values up to 17, three 8-bit levels in the
+    image), more than tiling changes. Smaller maps and training keep torch's kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.shape[-2] * x.shape[-1] < TILED_INFERENCE_MIN_PIXELS:
+            return super().forward(x)
+        return NormStatistics.of_map(x, TILE_ELEMENTS).affine(self, x.dtype).apply(x)
+
+
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
+    return GroupNorm(groups, channels, eps=1e-6, affine=True)
 
 
 # Fused scaled-dot-product attention; False: explicit softmax(q k^T / sqrt(c)) v, as taming does
@@ -70,10 +82,7 @@ def norm_silu_conv_tiled(
     """
     n, c, height, width = x.shape
     band = max(1, TILE_ELEMENTS // max(1, c * width))
-    statistics = NormStatistics()
-    for top in range(0, height, band):
-        statistics.add(x[:, :, top : top + band])
-    scale, shift = statistics.affine(norm, x.dtype)
+    scale, shift = NormStatistics.of_map(x, TILE_ELEMENTS).affine(norm, x.dtype)
     if out is None:
         out = torch.empty((n, conv.out_channels, height, width), dtype=x.dtype, device=x.device,
                           memory_format=_memory_format_of(x))
@@ -136,12 +145,13 @@ class ResBlock(nn.Module):
             h = self.conv1(F.silu(self.norm1(x)))
             h = self.conv2(F.silu(self.norm2(h)))
             return h + (x if self.shortcut is None else self.shortcut(x))
-        if x.shape[-2] * x.shape[-1] >= TILED_INFERENCE_MIN_PIXELS and self.shortcut is None:
-            # Large maps: two full-size maps alive instead of three. The block's input buffer is
-            # reused for its output, which is safe because the VQGAN loops never read a block's
-            # input again.
+        if x.shape[-2] * x.shape[-1] >= TILED_INFERENCE_MIN_PIXELS:
+            # Large maps: two full-size maps alive instead of three (three with a shortcut). The
+            # block's input buffer is reused for its output, which is safe because the VQGAN loops
+            # never read a block's input again.
             h = norm_silu_conv_tiled(x, self.norm1, self.conv1)
-            return norm_silu_conv_tiled(h, self.norm2, self.conv2, out=x, residual=x)
+            out = x if self.shortcut is None else self.shortcut(x)
+            return norm_silu_conv_tiled(h, self.norm2, self.conv2, out=out, residual=out)
         # Inference: every intermediate is released as soon as possible and activations and sums
         # happen in place.
         h = self.norm1(x)
