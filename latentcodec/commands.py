@@ -295,7 +295,7 @@ def _model_for_file(model_id: int, args, models: dict):
     if model_id not in models:
         token_prior = getattr(args, "token_prior", None)
         model = load_model(entry.name, args.weights, args.device, token_prior)[0].eval()
-        models[model_id] = model.set_memory_budget(memory_budget(args.max_memory))
+        models[model_id] = model.set_memory_budget(memory_budget(getattr(args, "max_memory", None)))
     return entry, models[model_id]
 
 
