@@ -178,6 +178,7 @@ def load(
     device: str | torch.device = "cpu",
     portable: bool = True,
     token_prior: str | os.PathLike | None = None,
+    max_memory: int | str | None = None,
 ) -> "ImageCodec | VideoCodec":
     """An ImageCodec for image models, a VideoCodec for video models (e.g. ``glc-video``).
 
@@ -188,12 +189,35 @@ def load(
 
     ``token_prior`` (DLF): a folder written by ``latentcodec fit-token-prior``; the semantic tokens are
     then entropy-coded under it instead of at a fixed 12 bits each.
+
+    ``max_memory``: the process's memory budget in bytes or as text ("2GB", "512MiB"); decoding
+    runs the generator tile by tile when a whole-image pass would exceed it (the reconstruction
+    stays within one 8-bit level of the untiled one, and files never depend on it). Default:
+    half of the RAM available when the codec is loaded.
     """
     model, entry, source = load_model(name, weights, device, token_prior)
     model.set_portable(portable)
+    model.set_memory_budget(memory_budget(max_memory))
     if entry.kind == "video":
         return VideoCodec(model.eval(), entry, quality, source)
     return ImageCodec(model.eval(), entry, quality, source)
+
+
+def memory_budget(max_memory: int | str | None) -> int:
+    """``max_memory`` as bytes: an int, a size such as "2GB", or None for the machine's default."""
+    from latentcodec.nn.tiling import MIN_MEMORY_BUDGET, default_memory_budget, parse_memory_size
+
+    if max_memory is None:
+        return default_memory_budget()
+    if isinstance(max_memory, str):
+        try:
+            return parse_memory_size(max_memory)
+        except ValueError as exc:
+            raise LatentCodecError(str(exc)) from None
+    if isinstance(max_memory, bool) or not isinstance(max_memory, int) or max_memory < MIN_MEMORY_BUDGET:
+        raise LatentCodecError(f"max_memory must be at least {MIN_MEMORY_BUDGET} bytes or a size such as '2GB', "
+                               f"got {max_memory!r}")
+    return max_memory
 
 
 def attach_token_prior(model, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
@@ -214,14 +238,16 @@ def load_video(
     device: str | torch.device = "cpu",
     intra_quality: int | None = None,
     portable: bool = True,
+    max_memory: int | str | None = None,
 ) -> "VideoCodec":
     """A registered video codec; ``intra_quality`` sets the I-frame rate level (default: ``quality``);
-    ``portable`` as in :func:`load`."""
+    ``portable`` and ``max_memory`` as in :func:`load`."""
     entry = get_entry(name)
     if entry.kind != "video":
         raise LatentCodecError(f"{name} is an {entry.kind} codec; use load")
     model, entry, source = load_model(name, weights, device)
     model.set_portable(portable)
+    model.set_memory_budget(memory_budget(max_memory))
     return VideoCodec(model.eval(), entry, quality, source, intra_quality)
 
 

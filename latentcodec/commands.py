@@ -95,6 +95,11 @@ def _add_model_options(parser: argparse.ArgumentParser, with_model: bool = True)
     parser.add_argument("--token-prior", default=None, metavar="DIR",
                         help="dlf: a semantic-token prior folder from `latentcodec fit-token-prior` (files written "
                              "with one must be decoded with the same one)")
+    # Parsed by api.memory_budget, whose LatentCodecError is the one-line error a bad size gives.
+    parser.add_argument("--max-memory", default=None, metavar="SIZE",
+                        help="memory budget of the process, e.g. 2GB or 512MiB: the generator then runs in tiles "
+                             "(within one 8-bit level of untiled; files do not depend on it); default: half of "
+                             "the available RAM")
     parser.add_argument("--no-portable", dest="portable", action="store_false",
                         help="write float-arithmetic files (format version 1: reproduce official numbers, but decode "
                              "reliably only on the machine kind that wrote them); default: portable integer path")
@@ -105,7 +110,7 @@ def _load_codec(args, name=None, quality=None):
 
     return load(name or args.model or "glc-image", quality=_quality(args) if quality is None else quality,
                 weights=args.weights, device=args.device, portable=args.portable,
-                token_prior=getattr(args, "token_prior", None))
+                token_prior=getattr(args, "token_prior", None), max_memory=args.max_memory)
 
 
 def _is_video_job(args) -> bool:
@@ -145,8 +150,7 @@ def cmd_compress_video(args) -> int:
         if args.quality is not None or args.intra_quality is not None:
             raise InputError("give either --quality/--intra-quality or --target-bitrate, not both")
     codec = load_video(args.model or "glc-video", quality=_quality(args), weights=args.weights, device=args.device,
-                       portable=args.portable,
-                       intra_quality=args.intra_quality)
+                       portable=args.portable, intra_quality=args.intra_quality, max_memory=args.max_memory)
 
     def work(path: Path, root: Path) -> None:
         target = output_path(path, root, args.output, VIDEO_FILE_SUFFIX, many)
@@ -295,7 +299,7 @@ def cmd_compress(args) -> int:
 
 def _model_for_file(model_id: int, args, models: dict):
     """The registry entry and (loaded once per command) model that a file's header names."""
-    from latentcodec.api import load_model
+    from latentcodec.api import load_model, memory_budget
     from latentcodec.errors import BitstreamError
     from latentcodec.zoo.registry import get_entry_by_id
 
@@ -305,7 +309,8 @@ def _model_for_file(model_id: int, args, models: dict):
         raise BitstreamError(f"file names model id {model_id}, which no registered codec has") from None
     if model_id not in models:
         token_prior = getattr(args, "token_prior", None)
-        models[model_id] = load_model(entry.name, args.weights, args.device, token_prior)[0].eval()
+        model = load_model(entry.name, args.weights, args.device, token_prior)[0].eval()
+        models[model_id] = model.set_memory_budget(memory_budget(getattr(args, "max_memory", None)))
     return entry, models[model_id]
 
 

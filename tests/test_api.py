@@ -78,3 +78,18 @@ def test_portable_flag_chooses_the_arithmetic_and_decoding_follows_the_file(weig
     # Either codec object decodes either file: the file records its arithmetic.
     assert np.array_equal(np.asarray(floating.decompress(data_portable)), np.asarray(portable.decompress(data_portable)))
     assert np.array_equal(np.asarray(portable.decompress(data_float)), np.asarray(floating.decompress(data_float)))
+
+
+def test_max_memory_sets_the_generator_budget(weights):
+    from latentcodec.nn.tiling import activation_budget
+
+    codec = latentcodec.load("glc-image", weights=weights, max_memory="1.5GB")
+    assert codec.model.vqgan.generator.memory_budget == activation_budget(1_500_000_000, codec.model)
+    default = latentcodec.load("glc-image", weights=weights)
+    assert default.model.vqgan.generator.memory_budget is not None  # from the machine's available RAM
+
+
+@pytest.mark.parametrize("max_memory", ["lots", "2 parsecs", 1000, -5, 2.5e9, True])
+def test_bad_max_memory_is_refused(weights, max_memory):
+    with pytest.raises(LatentCodecError, match="memory"):
+        latentcodec.load("glc-image", weights=weights, max_memory=max_memory)

@@ -113,6 +113,27 @@ def test_bad_bitstreams_give_one_line_errors(tmp_path, photo, weights):
         assert not (tmp_path / f"{name}.png").exists()
 
 
+def test_bad_max_memory_gives_one_line_error(tmp_path, photo, weights):
+    for command, source in (("compress", photo), ("roundtrip", photo)):
+        result = run_cli(command, source, "-o" if command == "compress" else "--output-dir",
+                         tmp_path / "out", "--weights", weights, "--max-memory", "2 bananas")
+        assert result.returncode == 1, command
+        assert "memory size" in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "out").exists()
+
+
+def test_max_memory_does_not_change_the_file(tmp_path, photo, weights):
+    files = []
+    for budget in ("100MB", "64GB"):
+        out = tmp_path / f"{budget}.lci"
+        assert main(["compress", str(photo), "-o", str(out), "--weights", weights, "--max-memory", budget]) == 0
+        files.append(out.read_bytes())
+        decoded = tmp_path / f"{budget}.png"
+        assert main(["decompress", str(out), "-o", str(decoded), "--weights", weights, "--max-memory", budget]) == 0
+    assert files[0] == files[1]
+
+
 def test_wrong_weights_give_one_line_error(tmp_path, photo, weights):
     other = tmp_path / "other"
     other.mkdir()

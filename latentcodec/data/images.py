@@ -23,9 +23,15 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an image")
     try:
-        with Image.open(path) as image:
+        # Not a `with` block, whose close() would force a copy of the pixels: load() reads them and
+        # closes the file of a single-frame image itself.
+        image = Image.open(path)
+        try:
             image.load()
-            return image.copy() if image.mode != "P" else image.convert("RGBA" if "transparency" in image.info else "RGB")
+        except BaseException:
+            image.close()
+            raise
+        return image if image.mode != "P" else image.convert("RGBA" if "transparency" in image.info else "RGB")
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -64,15 +70,40 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
-def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) or (3, H, W) in [0, 1] -> HWC uint8, rounding half to even as the reference does."""
+# Rows converted at once by tensor_to_uint8: its float intermediates stay this small, so a huge
+# decoded image is never copied in full as floats on its way to a file.
+UINT8_BAND_ELEMENTS = 2**20
+
+
+def _uint8_bands(x: torch.Tensor):
+    """(1, 3, H, W) or (3, H, W) in [0, 1] -> (top row, HWC uint8 band) pairs, rounding half to
+    even as the reference does."""
     if x.dim() == 4:
         x = x[0]
-    return torch.round(x.detach().float().clamp(0, 1) * 255.0).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    x = x.detach()
+    channels, height, width = x.shape
+    band = max(1, UINT8_BAND_ELEMENTS // max(1, channels * width))
+    for top in range(0, height, band):
+        rows = torch.round(x[:, top : top + band].float().clamp(0, 1) * 255.0).to(torch.uint8)
+        yield top, rows.permute(1, 2, 0).cpu().numpy()
+
+
+def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) or (3, H, W) in [0, 1] -> HWC uint8, rounding half to even as the reference does."""
+    channels, height, width = x.shape[-3:]
+    out = np.empty((height, width, channels), dtype=np.uint8)
+    for top, rows in _uint8_bands(x):
+        out[top : top + rows.shape[0]] = rows
+    return out
 
 
 def tensor_to_pil(x: torch.Tensor) -> Image.Image:
-    return Image.fromarray(tensor_to_uint8(x), mode="RGB")
+    """An RGB image filled band by band, so the only full-size copy is the image itself."""
+    height, width = x.shape[-2:]
+    image = Image.new("RGB", (width, height))
+    for top, rows in _uint8_bands(x):
+        image.paste(Image.fromarray(np.ascontiguousarray(rows), mode="RGB"), (0, top))
+    return image
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

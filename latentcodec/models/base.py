@@ -53,6 +53,23 @@ class LatentCodec(nn.Module):
         self.portable = bool(portable)
         return self
 
+    def set_memory_budget(self, total_bytes: int | None) -> "LatentCodec":
+        """Bound the process's memory while decoding: the pixel-space generator runs tile by tile
+        when a whole-map pass would not fit ``total_bytes`` (None: always whole). Only nets whose
+        output never feeds an entropy coder follow the budget; the encoder's tiling depends on
+        the image size alone (see ``latentcodec.tokenizers.vqgan.ENCODER_ACTIVATION_BUDGET``),
+        so a file never depends on the budget of the process that wrote it."""
+        from latentcodec.nn.tiling import activation_budget, return_freed_memory_promptly
+
+        activations = None
+        if total_bytes is not None:
+            activations = activation_budget(total_bytes, self)
+            return_freed_memory_promptly()
+        for module in self.modules():
+            if getattr(module, "follows_memory_budget", False):
+                module.memory_budget = activations
+        return self
+
     def integer_twin_of(self, name: str, build, source: nn.Module) -> nn.Module:
         """The integer version of ``source`` built by ``build(source)``, kept until ``source`` changes."""
         return self._integer_twins.get(name, build, source)

@@ -341,12 +341,15 @@ class GLCImage(LatentCodec):
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] image -> [-1, 1], replicate-padded right/bottom to a multiple of 64."""
+        # Built in one buffer (no shifted, padded and re-laid-out copies): a 12 MP image is 145 MB.
         height, width = x.shape[-2:]
         padded_h, padded_w = self.padded_size(height, width)
-        x = (x - 0.5) * 2.0
-        if (padded_h, padded_w) != (height, width):
-            x = F.pad(x, (0, padded_w - width, 0, padded_h - height), mode="replicate")
-        return x.contiguous(memory_format=self.memory_format)
+        out = torch.empty((*x.shape[:-2], padded_h, padded_w), dtype=x.dtype, device=x.device,
+                          memory_format=self.memory_format)
+        out[..., :height, :width] = x
+        out[..., :height, width:] = x[..., width - 1 :]
+        out[..., height:, :] = out[..., height - 1 : height, :]
+        return out.sub_(0.5).mul_(2.0)
 
     def masks(self, latent_like: torch.Tensor) -> torch.Tensor:
         _, c, h, w = latent_like.shape
@@ -546,7 +549,7 @@ class GLCImage(LatentCodec):
     def generate(self, latent_hat: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Decoded latent -> [0, 1] image cropped to (height, width)."""
         x_hat = self.vqgan.generator(latent_hat)[..., :height, :width]
-        return (x_hat.clamp_(-1.0, 1.0) + 1.0) / 2.0
+        return x_hat.clamp_(-1.0, 1.0).add_(1.0).div_(2.0)  # in place: no full-size copies
 
     def decompress(self, data: bytes) -> torch.Tensor:
         header, latent_hat = self.decode_latent(data)

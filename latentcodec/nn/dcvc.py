@@ -125,6 +125,7 @@ class ResidualBlockUpsample(nn.Module):
 
 
 # -- integer twins (latentcodec.nn.integer): the same blocks in exact fixed-point arithmetic -----------
+FFN_BAND_ELEMENTS = 2**22  # elements of an integer ConvFFN's widened activation per row band
 class IntegerDepthConv(nn.Module):
     def __init__(self, block: DepthConv):
         super().__init__()
@@ -160,6 +161,19 @@ class IntegerConvFFN(nn.Module):
         self.conv_out = integer_twin(block.conv_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Row bands: the block is pointwise, and exact, so bands give the same integers, while
+        # its four-fold widening never exists at full size (at a 12 MP image's latent, 4 x 192
+        # float64 channels are 290 MB).
+        _, channels, height, width = x.shape
+        rows = max(1, FFN_BAND_ELEMENTS // max(1, 4 * channels * width))
+        if rows >= height:
+            return self._forward(x)
+        out = torch.empty_like(x)
+        for top in range(0, height, rows):
+            out[:, :, top : top + rows] = self._forward(x[:, :, top : top + rows])
+        return out
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.conv(x).chunk(2, 1)
         if self.additive:
             gated = integer.saturate(integer.leaky_relu(x1, 0.1) + integer.leaky_relu(x2, 0.01))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from latentcodec.nn.tiling import run_blocks
 from latentcodec.nn.vq import VectorQuantizer
 from latentcodec.tokenizers.vqgan import AttnBlock, Downsample, ResBlock, Swish, Upsample, VQGANConfig, group_norm
 
@@ -49,13 +50,18 @@ class _Level(nn.Module):
             self.resample_name = resample[0]
             setattr(self, resample[0], resample[1])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def chain(self) -> list[nn.Module]:
+        """The level's modules in execution order."""
+        modules: list[nn.Module] = []
         for i, block in enumerate(self.block):
-            x = block(x)
-            if len(self.attn):
-                x = self.attn[i](x)
+            modules += [block, self.attn[i]] if len(self.attn) else [block]
         if self.resample_name is not None:
-            x = getattr(self, self.resample_name)(x)
+            modules.append(getattr(self, self.resample_name))
+        return modules
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self.chain():
+            x = module(x)
         return x
 
 
@@ -95,6 +101,9 @@ class TamingEncoder(nn.Module):
 
 
 class TamingDecoder(nn.Module):
+    # LatentCodec.set_memory_budget sets memory_budget: nothing downstream is entropy coded.
+    follows_memory_budget = True
+
     def __init__(self, config: VQGANConfig):
         super().__init__()
         nf, mult, groups = config.base_channels, config.channel_multipliers, config.norm_groups
@@ -113,16 +122,21 @@ class TamingDecoder(nn.Module):
         self.up = nn.ModuleList(up)
         self.norm_out = group_norm(channels, groups)
         self.conv_out = nn.Conv2d(channels, 3, 3, padding=1)
+        self.memory_budget: int | None = None  # bytes of activations at inference (latentcodec.nn.tiling)
 
     @property
     def last_layer(self) -> nn.Conv2d:
         return self.conv_out
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.mid(self.conv_in(z))
+    def chain(self) -> list[nn.Module]:
+        """The decoder's modules in execution order (what tiled inference walks)."""
+        modules = [self.conv_in, self.mid.block_1, self.mid.attn_1, self.mid.block_2]
         for level in reversed(self.up):
-            x = level(x)
-        return self.conv_out(Swish()(self.norm_out(x)))
+            modules += level.chain()
+        return modules + [self.norm_out, Swish(), self.conv_out]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return run_blocks(self.chain(), z, self.memory_budget)
 
 
 class TamingVQGAN(nn.Module):

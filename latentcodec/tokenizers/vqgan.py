@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentcodec.nn.tiling import NormAffine, NormStatistics, Region, Tile, conv_on_tile, run_blocks
 from latentcodec.nn.vq import VectorQuantizer
 
 
@@ -37,8 +38,20 @@ class VQGANConfig:
         return 2 ** (len(self.channel_multipliers) - 1)
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm whose statistics, at inference on maps of TILED_INFERENCE_MIN_PIXELS positions
+    or more, are summed in float64: torch's float32 reduction drifts over millions of positions
+    (measured: 0.18 absolute error on a 4 MP map of values up to 17, three 8-bit levels in the
+    image), more than tiling changes. Smaller maps and training keep torch's kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.shape[-2] * x.shape[-1] < TILED_INFERENCE_MIN_PIXELS:
+            return super().forward(x)
+        return NormStatistics.of_map(x, TILE_ELEMENTS).affine(self, x.dtype).apply(x)
+
+
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
+    return GroupNorm(groups, channels, eps=1e-6, affine=True)
 
 
 # Fused scaled-dot-product attention; False: explicit softmax(q k^T / sqrt(c)) v, as taming does
@@ -49,6 +62,11 @@ FUSED_ATTENTION = True
 TILED_INFERENCE_MIN_PIXELS = 2**21
 # Rows per tile are chosen so that one tile's activations stay near this many elements.
 TILE_ELEMENTS = 2**24
+# Bytes of activations the encoder may hold at inference, whatever the caller's memory budget:
+# its output is entropy coded, and tiles change it by float rounding, which could flip a symbol,
+# so its tiling must depend on the image alone for files not to depend on the budget. Enough
+# to encode a Kodak image whole with the official preset (three 128-channel maps of 768x512).
+ENCODER_ACTIVATION_BUDGET = 640 * 2**20
 
 
 def norm_silu_conv_tiled(
@@ -67,22 +85,8 @@ def norm_silu_conv_tiled(
     writes only rows it has already read from the residual).
     """
     n, c, height, width = x.shape
-    groups = norm.num_groups
     band = max(1, TILE_ELEMENTS // max(1, c * width))
-    total = torch.zeros(n, c, dtype=torch.float64, device=x.device)
-    total_sq = torch.zeros(n, c, dtype=torch.float64, device=x.device)
-    for top in range(0, height, band):
-        rows = x[:, :, top : top + band].double()
-        total += rows.sum(dim=(2, 3))
-        total_sq += rows.square().sum(dim=(2, 3))
-    count = (c // groups) * height * width
-    mean = total.view(n, groups, -1).sum(-1) / count
-    var = (total_sq.view(n, groups, -1).sum(-1) / count - mean.square()).clamp_min(0)
-    inv_std = (var + norm.eps).rsqrt()
-    scale = (norm.weight.double().view(1, groups, -1) * inv_std.unsqueeze(-1)).view(n, c)
-    shift = norm.bias.double().view(1, c) - (mean.unsqueeze(-1) * scale.view(n, groups, -1)).view(n, c)
-    scale = scale.to(x.dtype).view(n, c, 1, 1)
-    shift = shift.to(x.dtype).view(n, c, 1, 1)
+    scale, shift = NormStatistics.of_map(x, TILE_ELEMENTS).affine(norm, x.dtype)
     if out is None:
         out = torch.empty((n, conv.out_channels, height, width), dtype=x.dtype, device=x.device,
                           memory_format=_memory_format_of(x))
@@ -109,6 +113,19 @@ class Swish(nn.Module):
         # In place at inference: its input (a fresh GroupNorm output) is not needed afterwards.
         return F.silu(x, inplace=not torch.is_grad_enabled())
 
+    # Pointwise, for tiled inference; never in place there (a tile may view the source map).
+    def tile_input_region(self, region: Region, in_size: tuple[int, int], inner: bool = False) -> Region:
+        return region
+
+    def tile_output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return shape
+
+    def tile_norms(self) -> list[tuple[nn.GroupNorm, bool]]:
+        return []
+
+    def tile_forward(self, tile: Tile, out_region: Region, stats, inner: bool = False) -> torch.Tensor:
+        return F.silu(tile.crop(out_region))
+
 
 class ResBlock(nn.Module):
     # The 1x1 conv on the identity path when widths differ; taming's checkpoints call it nin_shortcut.
@@ -132,12 +149,13 @@ class ResBlock(nn.Module):
             h = self.conv1(F.silu(self.norm1(x)))
             h = self.conv2(F.silu(self.norm2(h)))
             return h + (x if self.shortcut is None else self.shortcut(x))
-        if x.shape[-2] * x.shape[-1] >= TILED_INFERENCE_MIN_PIXELS and self.shortcut is None:
-            # Large maps: two full-size maps alive instead of three. The block's input buffer is
-            # reused for its output, which is safe because the VQGAN loops never read a block's
-            # input again.
+        if x.shape[-2] * x.shape[-1] >= TILED_INFERENCE_MIN_PIXELS:
+            # Large maps: two full-size maps alive instead of three (three with a shortcut). The
+            # block's input buffer is reused for its output, which is safe because the VQGAN loops
+            # never read a block's input again.
             h = norm_silu_conv_tiled(x, self.norm1, self.conv1)
-            return norm_silu_conv_tiled(h, self.norm2, self.conv2, out=x, residual=x)
+            out = x if self.shortcut is None else self.shortcut(x)
+            return norm_silu_conv_tiled(h, self.norm2, self.conv2, out=out, residual=out)
         # Inference: every intermediate is released as soon as possible and activations and sums
         # happen in place.
         h = self.norm1(x)
@@ -147,6 +165,31 @@ class ResBlock(nn.Module):
         h = self.conv2(F.silu(normed, inplace=True))
         del normed
         return h.add_(x if self.shortcut is None else self.shortcut(x))
+
+    # -- tiled inference (latentcodec.nn.tiling): the two 3x3 convs need a two-pixel halo -------
+    def tile_input_region(self, region: Region, in_size: tuple[int, int], inner: bool = False) -> Region:
+        return region.expand(1 if inner else 2, in_size)
+
+    def tile_output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return self.conv2.out_channels, shape[1], shape[2]
+
+    def tile_inner_channels(self) -> int:
+        return self.conv1.out_channels
+
+    def tile_norms(self) -> list[tuple[nn.GroupNorm, bool]]:
+        return [(self.norm1, False), (self.norm2, True)]
+
+    def tile_forward(self, tile: Tile, out_region: Region, stats: dict[nn.GroupNorm, NormAffine],
+                     inner: bool = False) -> torch.Tensor:
+        h = F.silu(stats[self.norm1].apply(tile.data), inplace=True)
+        inner_region = out_region if inner else out_region.expand(1, tile.size)
+        h = conv_on_tile(self.conv1, Tile(h, tile.region, tile.size), inner_region)
+        if inner:
+            return h
+        h = F.silu(stats[self.norm2].apply(h), inplace=True)
+        h = conv_on_tile(self.conv2, Tile(h, inner_region, tile.size), out_region)
+        skip = tile.crop(out_region)
+        return h.add_(skip if self.shortcut is None else self.shortcut(skip))
 
 
 class AttnBlock(nn.Module):
@@ -190,12 +233,35 @@ class AttnBlock(nn.Module):
 class Downsample(nn.Module):
     """Zero-pad right/bottom by one, then a stride-2 3x3 conv without padding."""
 
+    untiled_maps = (2, 1)  # the input and its padded copy, then the output (latentcodec.nn.tiling)
+
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+    # Output row i reads padded input rows 2i..2i+2 (the last one past the map is the zero pad).
+    def tile_input_region(self, region: Region, in_size: tuple[int, int], inner: bool = False) -> Region:
+        height, width = in_size
+        return Region(2 * region.top, 2 * region.left, min(height, 2 * region.bottom + 1),
+                      min(width, 2 * region.right + 1))
+
+    def tile_output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return self.conv.out_channels, (shape[1] - 2) // 2 + 1, (shape[2] - 2) // 2 + 1
+
+    def tile_norms(self) -> list[tuple[nn.GroupNorm, bool]]:
+        return []
+
+    def tile_forward(self, tile: Tile, out_region: Region, stats, inner: bool = False) -> torch.Tensor:
+        height, width = tile.size
+        region = tile.region
+        x = F.pad(tile.data, (0, int(region.right == width), 0, int(region.bottom == height)))
+        out = self.conv(x)
+        covered = Region(region.top // 2, region.left // 2, region.top // 2 + out.shape[2],
+                         region.left // 2 + out.shape[3])
+        return Tile(out, covered, ((height - 2) // 2 + 1, (width - 2) // 2 + 1)).crop(out_region)
 
 
 class Upsample(nn.Module):
@@ -205,6 +271,24 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+    # Output row i reads upsampled rows i-1..i+1, i.e. input rows (i-1)//2 .. (i+1)//2.
+    def tile_input_region(self, region: Region, in_size: tuple[int, int], inner: bool = False) -> Region:
+        height, width = in_size
+        return Region(max(0, (region.top - 1) // 2), max(0, (region.left - 1) // 2),
+                      min(height, region.bottom // 2 + 1), min(width, region.right // 2 + 1))
+
+    def tile_output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return self.conv.out_channels, 2 * shape[1], 2 * shape[2]
+
+    def tile_norms(self) -> list[tuple[nn.GroupNorm, bool]]:
+        return []
+
+    def tile_forward(self, tile: Tile, out_region: Region, stats, inner: bool = False) -> torch.Tensor:
+        region, (height, width) = tile.region, tile.size
+        upsampled = Tile(F.interpolate(tile.data, scale_factor=2.0, mode="nearest"),
+                         Region(*(2 * edge for edge in region)), (2 * height, 2 * width))
+        return conv_on_tile(self.conv, upsampled, out_region)
 
 
 # Latent channels 0-2 carry LOWPASS_GAIN x the block means when the low-pass path is on; the gain
@@ -257,19 +341,22 @@ class VQGANEncoder(nn.Module):
             with torch.no_grad():  # channels 0-2 start as the block means alone
                 self.quant_conv.weight[:3].zero_()
                 self.quant_conv.bias[:3].zero_()
+        # Bytes of activations at inference; larger runs of blocks go tile by tile (None: whole).
+        # Fixed, not the caller's budget: see ENCODER_ACTIVATION_BUDGET.
+        self.memory_budget: int | None = ENCODER_ACTIVATION_BUDGET
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        image = x
-        for block in self.blocks:
-            x = block(x)
-        latent = self.quant_conv(x)
-        if self.lowpass is not None:
-            latent = latent + self.lowpass(F.avg_pool2d(image, self.factor))
-        return latent
+        # The low-pass term first: the tiled blocks may reuse buffers once they have read them.
+        lowpass = self.lowpass(F.avg_pool2d(x, self.factor)) if self.lowpass is not None else None
+        latent = self.quant_conv(run_blocks(self.blocks, x, self.memory_budget))
+        return latent if lowpass is None else latent + lowpass
 
 
 class VQGANGenerator(nn.Module):
     """Latent -> image (nominal range [-1, 1]; no output tanh, callers clamp)."""
+
+    # LatentCodec.set_memory_budget sets memory_budget: nothing downstream is entropy coded.
+    follows_memory_budget = True
 
     def __init__(self, config: VQGANConfig):
         super().__init__()
@@ -299,6 +386,7 @@ class VQGANGenerator(nn.Module):
         if self.lowpass is not None:
             nn.init.zeros_(self.last_layer.weight)  # the nets start as a zero residual on the low-pass image
             nn.init.zeros_(self.last_layer.bias)
+        self.memory_budget: int | None = None  # as VQGANEncoder.memory_budget, set by the codec's budget
 
     @property
     def last_layer(self) -> nn.Conv2d:
@@ -306,13 +394,12 @@ class VQGANGenerator(nn.Module):
         return self.blocks[-1]
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        x = self.post_quant_conv(latent)
-        for block in self.blocks:
-            x = block(x)
-        if self.lowpass is not None:
-            x = x + F.interpolate(self.lowpass(latent), scale_factor=float(self.factor), mode="bilinear",
-                                  align_corners=False)
-        return x
+        x = run_blocks(self.blocks, self.post_quant_conv(latent), self.memory_budget)
+        if self.lowpass is None:
+            return x
+        lowpass = F.interpolate(self.lowpass(latent), scale_factor=float(self.factor), mode="bilinear",
+                                align_corners=False)
+        return x + lowpass if torch.is_grad_enabled() else x.add_(lowpass)
 
 
 class VQGAN(nn.Module):

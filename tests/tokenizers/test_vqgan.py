@@ -38,9 +38,10 @@ def test_windowed_attention_attends_only_inside_each_window():
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_tiled_resblock_matches_the_plain_path(monkeypatch, memory_format):
-    block = perturbed(ResBlock(32, 32, 8)).to(memory_format=memory_format)
-    x = torch.randn(1, 32, 37, 50).contiguous(memory_format=memory_format)
+@pytest.mark.parametrize("in_channels", [32, 16])  # 16: with the 1x1 shortcut
+def test_tiled_resblock_matches_the_plain_path(monkeypatch, memory_format, in_channels):
+    block = perturbed(ResBlock(in_channels, 32, 8)).to(memory_format=memory_format)
+    x = torch.randn(1, in_channels, 37, 50).contiguous(memory_format=memory_format)
     with torch.inference_mode():
         plain = block(x.clone())
         monkeypatch.setattr(vqgan, "TILED_INFERENCE_MIN_PIXELS", 1)
@@ -48,6 +49,19 @@ def test_tiled_resblock_matches_the_plain_path(monkeypatch, memory_format):
         tiled = block(x.clone())
     assert torch.allclose(tiled, plain, atol=1e-4, rtol=1e-4)
     assert tiled.is_contiguous(memory_format=memory_format)
+
+
+def test_large_map_group_norm_sums_in_float64(monkeypatch):
+    """The banded float64 statistics (partial last band included) are GroupNorm's own. (Where they
+    beat torch's float32 kernel, on maps of millions of positions, is too large for a unit test.)"""
+    norm = perturbed(vqgan.group_norm(32, 8))
+    x = torch.randn(1, 32, 37, 50) * 3 + 4
+    expected = torch.nn.functional.group_norm(x.double(), 8, norm.weight.double(), norm.bias.double(), norm.eps)
+    with torch.inference_mode():
+        monkeypatch.setattr(vqgan, "TILED_INFERENCE_MIN_PIXELS", 1)
+        monkeypatch.setattr(vqgan, "TILE_ELEMENTS", 32 * 50 * 5)
+        banded = norm(x)
+    assert torch.allclose(banded.double(), expected, atol=1e-5)
 
 
 def test_upsample_is_nearest_then_conv():
