@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]

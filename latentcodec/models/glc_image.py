@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from latentcodec.bitstream import ImageHeader, read_image_file, write_image_file

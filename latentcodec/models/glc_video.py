@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -48,7 +47,7 @@ from latentcodec.entropy import (
 from latentcodec.entropy.masked_gaussian import decode_masked, decode_masked_fixed
 from latentcodec.entropy.coder import FLOAT_FORMAT_HINT
 from latentcodec.errors import BitstreamError, ConfigError, InputError, LatentCodecError, WeightsError
-from latentcodec.models.base import WEIGHTS_FILE, LatentCodec, load_strict, narrow_floats
+from latentcodec.models.base import WEIGHTS_FILE, LatentCodec, narrow_floats
 from latentcodec.models.glc_image import GLCImage, GLCImageConfig, GLCImageOutput, load_official_checkpoint
 from latentcodec.models.glc_video_inter import GLCVideoInter
 from latentcodec.models.glc_video_weights import (  # noqa: F401 (load_inter_strict: public here too)

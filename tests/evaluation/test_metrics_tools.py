@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path

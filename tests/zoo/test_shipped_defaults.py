@@ -18,7 +18,7 @@ from latentcodec.errors import WeightsError
 from latentcodec.models.glc_image import GLCImage
 from latentcodec.models.glc_video import GLCVideoConfig, plan_frame
 from latentcodec.zoo import registry
-from latentcodec.zoo.registry import SHIPPED_WEIGHTS_DIR, get_entry
+from latentcodec.zoo.registry import SHIPPED_WEIGHTS_DIR
 
 WEIGHT_BUDGET_BYTES = 50_000_000  # all shipped folders together (issue 10)
 
