@@ -21,7 +21,7 @@ from latentcodec.evaluation.metrics import HIGHER_IS_BETTER
 from latentcodec.evaluation.report import Tile, baseline_tile, find_original, model_tile, read_json
 from latentcodec.evaluation.results import PER_IMAGE_JSON, RUN_JSON, STATUS_OK, ItemRecord
 
-CAPTION_HEIGHT = 28
+CAPTION_HEIGHT = 30  # two lines of the default font
 GAP = 6
 DEFAULT_MAX_BYTES = 1_000_000
 
@@ -49,6 +49,13 @@ def _caption(tile: Tile, record: ItemRecord | None, metric: str) -> str:
     return f"{tile.caption}, {metric} {record.metrics[metric]:.3f}"
 
 
+def _wrapped(caption: str, width: int, lines: int = 2) -> str:
+    """``caption`` on at most ``lines`` lines of ``width`` characters, broken at spaces."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(caption, max(8, width))[:lines])
+
+
 def _render(rows: Sequence[Sequence[tuple[Tile, str]]], tile_width: int) -> Image.Image:
     heights = []
     for row in rows:
@@ -67,7 +74,8 @@ def _render(rows: Sequence[Sequence[tuple[Tile, str]]], tile_width: int) -> Imag
                 page.paste(tile.image.resize((tile_width, round(h * tile_width / w)), Image.LANCZOS), (left, top))
             else:
                 draw.rectangle((left, top, left + tile_width - 1, top + height - 1), outline="grey")
-            draw.text((left + 2, top + height + 4), caption[: tile_width // 6], fill="black")
+            draw.multiline_text((left + 2, top + height + 2), _wrapped(caption, tile_width // 6), fill="black",
+                                spacing=2)
         top += height + CAPTION_HEIGHT + GAP
     return page
 
