@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
-
-from latentcodec.config import config_to_dict
 
 BEST_FILE = "best.pt"
 
@@ -29,17 +26,3 @@ def selection_score(results: dict[str, dict[str, float]], lambdas: Sequence[floa
         terms.append(scores["l1"] + 2.0 * lambdas[index] * scores["bpp"])
     score = sum(terms) / len(terms) if terms else math.nan
     return score if math.isfinite(score) else None
-
-
-def best_payload(trainer: Any, score: float) -> dict[str, Any]:
-    """What export-weights needs of a run, without optimiser state: the weights, their step and score."""
-    return {
-        "format": 1,
-        "preset": trainer.config.preset,
-        "stage": trainer.config.stage,
-        "step": trainer.step,
-        "model": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
-        "lambdas": trainer.lambdas.cpu(),
-        "config": config_to_dict(trainer.config),
-        "selection_score": score,
-    }

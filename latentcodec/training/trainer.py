@@ -53,7 +53,7 @@ from latentcodec.training.dlf_stages import (
     set_dlf_trainable,
 )
 from latentcodec.training.losses import PerceptualLoss, hinge_discriminator_loss, lpips_vgg_status
-from latentcodec.training.selection import BEST_FILE, best_payload, selection_score
+from latentcodec.training.selection import BEST_FILE, selection_score
 from latentcodec.training.stages import StageLosses, StageObjective, VideoObjective, set_trainable
 from latentcodec.training.validation import validate_images, validate_video
 
@@ -308,27 +308,34 @@ class Trainer:
         dist.all_gather_object(gathered, obj)
         return gathered
 
+    def _weights_payload(self) -> dict[str, Any]:
+        """What export-weights reads of a run: the weights with their step, lambdas and config
+        (all of best.pt; checkpoint.pt adds the optimiser and data state)."""
+        return {
+            "format": 1,
+            "preset": self.config.preset,
+            "stage": self.config.stage,
+            "step": self.step,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "lambdas": self.lambdas.cpu(),
+            "config": config_to_dict(self.config),
+        }
+
     def save_checkpoint(self) -> None:
         streams = self._gather(self.stream.state_dict())
         rngs = self._gather(rng_state())
         if self.dist.is_main:
             payload = {
-                "format": 1,
-                "preset": self.config.preset,
-                "stage": self.config.stage,
-                "step": self.step,
-                "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                **self._weights_payload(),
                 "discriminator": self.discriminator.state_dict() if self.discriminator is not None else None,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "disc_optimizer": self.disc_optimizer.state_dict() if self.disc_optimizer else None,
                 "disc_scheduler": self.disc_scheduler.state_dict() if self.disc_scheduler else None,
                 "scaler": self.scaler.state_dict(),
-                "lambdas": self.lambdas.cpu(),
                 "lambda_indices": list(self.lambda_ladder.indices) if self.lambda_ladder else None,
                 "streams": streams,
                 "rng": rngs,
-                "config": config_to_dict(self.config),
                 "best_score": self.best_score,
             }
             atomic_torch_save(payload, self.checkpoint_path)
@@ -475,7 +482,7 @@ class Trainer:
         if score is None or score >= self.best_score:
             return
         self.best_score = score
-        atomic_torch_save(best_payload(self, score), self.run_dir / BEST_FILE)
+        atomic_torch_save({**self._weights_payload(), "selection_score": score}, self.run_dir / BEST_FILE)
         self.log(f"step {self.step}: best validated weights so far (selection score {score:.5f}) -> {BEST_FILE}")
 
     # -- the loop ------------------------------------------------------------------------
