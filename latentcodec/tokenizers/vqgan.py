@@ -296,15 +296,22 @@ class Upsample(nn.Module):
 LOWPASS_GAIN = 2.0
 
 
-def _init_lowpass(into_latent: nn.Conv2d, out_of_latent: nn.Conv2d) -> None:
-    """Identity between RGB and latent channels 0-2 (scaled by LOWPASS_GAIN), zero elsewhere."""
-    with torch.no_grad():
-        into_latent.weight.zero_()
-        out_of_latent.weight.zero_()
-        out_of_latent.bias.zero_()
-        for rgb in range(3):
-            into_latent.weight[rgb, rgb] = LOWPASS_GAIN
-            out_of_latent.weight[rgb, rgb] = 1.0 / LOWPASS_GAIN
+@torch.no_grad()
+def _init_lowpass(encoder: "VQGANEncoder", generator: "VQGANGenerator") -> None:
+    """The low-pass path's start: identity between RGB and latent channels 0-2 (scaled by
+    LOWPASS_GAIN) both ways, the encoder's learned part of those channels and the generator's last
+    conv at zero, so the autoencoder begins as the block-mean image and learns the rest."""
+    into_latent, out_of_latent = encoder.lowpass, generator.lowpass
+    into_latent.weight.zero_()
+    out_of_latent.weight.zero_()
+    out_of_latent.bias.zero_()
+    for rgb in range(3):
+        into_latent.weight[rgb, rgb] = LOWPASS_GAIN
+        out_of_latent.weight[rgb, rgb] = 1.0 / LOWPASS_GAIN
+    encoder.quant_conv.weight[:3].zero_()
+    encoder.quant_conv.bias[:3].zero_()
+    generator.last_layer.weight.zero_()
+    generator.last_layer.bias.zero_()
 
 
 class VQGANEncoder(nn.Module):
@@ -337,10 +344,6 @@ class VQGANEncoder(nn.Module):
         self.quant_conv = nn.Conv2d(config.latent_channels, config.latent_channels, 1)
         self.factor = config.downsampling_factor
         self.lowpass = nn.Conv2d(3, config.latent_channels, 1, bias=False) if config.lowpass_path else None
-        if self.lowpass is not None:
-            with torch.no_grad():  # channels 0-2 start as the block means alone
-                self.quant_conv.weight[:3].zero_()
-                self.quant_conv.bias[:3].zero_()
         # Bytes of activations at inference; larger runs of blocks go tile by tile (None: whole).
         # Fixed, not the caller's budget: see ENCODER_ACTIVATION_BUDGET.
         self.memory_budget: int | None = ENCODER_ACTIVATION_BUDGET
@@ -383,9 +386,6 @@ class VQGANGenerator(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.factor = config.downsampling_factor
         self.lowpass = nn.Conv2d(config.latent_channels, 3, 1) if config.lowpass_path else None
-        if self.lowpass is not None:
-            nn.init.zeros_(self.last_layer.weight)  # the nets start as a zero residual on the low-pass image
-            nn.init.zeros_(self.last_layer.bias)
         self.memory_budget: int | None = None  # as VQGANEncoder.memory_budget, set by the codec's budget
 
     @property
@@ -411,8 +411,8 @@ class VQGAN(nn.Module):
         self.encoder = VQGANEncoder(config) if with_encoder else None
         self.quantize = VectorQuantizer(config.codebook_size, config.latent_channels) if with_codebook else None
         self.generator = VQGANGenerator(config)
-        if config.lowpass_path and self.encoder is not None:
-            _init_lowpass(self.encoder.lowpass, self.generator.lowpass)
+        if config.lowpass_path and self.encoder is not None:  # a generator alone gets its weights loaded
+            _init_lowpass(self.encoder, self.generator)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Image in [-1, 1] -> continuous latent (the interface DLF shares with TamingVQGAN)."""

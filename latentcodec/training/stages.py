@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentcodec.evaluation.metrics.pixel import THUMBNAIL_FACTOR
 from latentcodec.models.glc_image import GLCImage
 from latentcodec.models.glc_video import FEATURE_ADAPTOR_PATTERN, GLCVideo, FramePlan, plan_frame
 from latentcodec.nn.patchgan import PatchGANDiscriminator
@@ -26,8 +27,6 @@ from latentcodec.training.losses import (
 )
 
 
-# The thumbnail scale of the evaluation's low-pass fidelity metric (issue 10).
-THUMBNAIL_FACTOR = 16
 
 
 class StageLosses(NamedTuple):

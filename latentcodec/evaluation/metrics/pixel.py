@@ -28,6 +28,10 @@ class PSNR:
         return math.inf if mse == 0.0 else -10.0 * math.log10(mse)
 
 
+# The thumbnail scale of the low-pass fidelity metric; training's thumbnail loss uses the same.
+THUMBNAIL_FACTOR = 16
+
+
 class ThumbnailPSNR:
     """PSNR of the 1/16-scale thumbnails (box filter: the mean of each 16x16 block; edge rows and
     columns that do not fill a block are left out). It measures the low-pass fidelity, colour and
@@ -35,7 +39,7 @@ class ThumbnailPSNR:
 
     name = "thumbnail_psnr"
     higher_is_better = True
-    factor = 16
+    factor = THUMBNAIL_FACTOR
 
     def __call__(self, reference: Any, reconstruction: Any) -> float:
         ref, rec = image_pair(reference, reconstruction, dtype=torch.float64)
