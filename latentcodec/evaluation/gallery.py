@@ -109,6 +109,9 @@ def build_gallery(
     ours = [r for r in records if r.curve == model and r.status == STATUS_OK]
     if not ours:
         raise InputError(f"{root}: no model items (evaluate a model, with --keep-reconstructions model or all)")
+    if not any(metric in r.metrics for r in ours):
+        scored = sorted({name for r in ours for name in r.metrics})
+        raise InputError(f"{metric}: not scored in the evaluation at {root} (it has {', '.join(scored)})")
     missing = [i for i in images if i not in {r.image for r in ours}]
     if missing:
         raise InputError(f"{', '.join(missing)}: not in the evaluation at {root}")

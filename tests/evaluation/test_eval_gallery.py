@@ -54,8 +54,16 @@ def test_cli_refuses_to_overwrite_and_bad_input(evaluated, tmp_path, capsys):
     assert main(args) == 1 and "--force" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0
     capsys.readouterr()
-    assert main(["gallery", str(evaluated / "out"), "-o", str(tmp_path / "h"), "--images", "nope"]) == 1
+    assert main(["gallery", str(evaluated / "out"), "-o", str(tmp_path / "h"), "--images", "nope",
+                 "--metric", "psnr"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope" in err
     assert not (tmp_path / "h").exists()
     assert main(["gallery", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x"), "--images", "ramp"]) == 1
+    capsys.readouterr()
+    # a metric the evaluation did not score is an error, not rows of "no classical file"
+    assert main(["gallery", str(evaluated / "out"), "-o", str(tmp_path / "m"), "--images", "ramp",
+                 "--metric", "ms_ssim"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ms_ssim" in err and "psnr" in err
+    assert not (tmp_path / "m").exists()
