@@ -130,7 +130,6 @@ class GLCVideoConfig:
     def tiny(cls) -> "GLCVideoConfig":
         return cls(intra=dataclasses.replace(GLCImageConfig.tiny(), num_rates=64), share_vqgan=True)
 
-
     @classmethod
     def small(cls) -> "GLCVideoConfig":
         """The shipped default: a P-frame model over the shipped GLC-image default (its 64-channel
@@ -140,7 +139,16 @@ class GLCVideoConfig:
                    z_codebook_size=1024)
 
 
-PRESETS = {"official": GLCVideoConfig.official, "small": GLCVideoConfig.small, "tiny": GLCVideoConfig.tiny}
+    @classmethod
+    def small_lowpass(cls) -> "GLCVideoConfig":
+        """``small`` over an I-frame model of preset ``small_lowpass`` (the image default since session 5):
+        the same P-model, the I-frame VQGAN with its low-pass path."""
+        small = cls.small()
+        return dataclasses.replace(small, intra=dataclasses.replace(GLCImageConfig.small_lowpass(), num_rates=64))
+
+
+PRESETS = {"official": GLCVideoConfig.official, "small": GLCVideoConfig.small, "tiny": GLCVideoConfig.tiny,
+           "small_lowpass": GLCVideoConfig.small_lowpass}
 
 
 class FramePlan(NamedTuple):

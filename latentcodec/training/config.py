@@ -228,6 +228,8 @@ def check_video_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError("validation.rate_indices index video.anchor_levels and are out of range")
     if not video.video_sources and not video.photo_dirs:
         raise ConfigError("video.video_sources and video.photo_dirs are both empty")
+    if config.losses.lowpass_latent and not model_config.intra.vqgan.lowpass_path:
+        raise ConfigError(f"losses.lowpass_latent needs a preset with the VQGAN's low-pass path, not {config.preset!r}")
     return config
 
 

@@ -202,17 +202,21 @@ class StageObjective(nn.Module):
                            code_ce.mean().detach(), code_pix_ce.mean().detach())
 
     def _lowpass_error(self, latent_hat: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """(B,) MSE of the generator's low-pass images of the two latents. The 1x1 map is detached:
-        the term moves the decoded latent, not the map (shrinking it would fake a small error)."""
-        lowpass = self.model.vqgan.generator.lowpass
-        weight, bias = lowpass.weight.detach(), lowpass.bias.detach()
-        return per_sample_mean((F.conv2d(latent_hat, weight, bias) - F.conv2d(latent, weight, bias)) ** 2)
+        return lowpass_error(self.model.vqgan.generator, latent_hat, latent)
 
     def _z_vq_loss(self, z: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Commitment (weight 1) + beta * codebook term of z_vq, as VectorQuantizer.forward computes it."""
         quantizer = self.model.z_vq
         codewords = quantizer.lookup(indices)
         return F.mse_loss(z, codewords.detach()) + quantizer.beta * F.mse_loss(codewords, z.detach())
+
+
+def lowpass_error(generator: nn.Module, latent_hat: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """(B,) MSE of the generator's low-pass images of the two latents (losses.lowpass_latent). The 1x1
+    map is detached: the term moves the decoded latent, not the map (shrinking it would fake a small error)."""
+    lowpass = generator.lowpass
+    weight, bias = lowpass.weight.detach(), lowpass.bias.detach()
+    return per_sample_mean((F.conv2d(latent_hat, weight, bias) - F.conv2d(latent, weight, bias)) ** 2)
 
 
 class VideoObjective(nn.Module):
@@ -250,6 +254,7 @@ class VideoObjective(nn.Module):
         vqgan = model.inter_vqgan
         bits = clips.new_zeros(batch)
         latent_mse = clips.new_zeros(batch)
+        distortion = clips.new_zeros(batch)  # what lambda weighs: latent MSE (+ the low-pass term)
         vq_loss = clips.new_zeros(())
         for plan in self.plans(length, generator)[1:]:
             with torch.no_grad():
@@ -257,14 +262,21 @@ class VideoObjective(nn.Module):
             analysis = model.inter.analyse(latent, reference, plan, levels)
             y_bits = trainable_residual_bits(analysis.steps.symbols, analysis.steps.scales)
             bits = bits + y_bits.sum(dim=(1, 2, 3)) + float(model.inter_z_bits())
-            latent_mse = latent_mse + per_sample_mean((analysis.latent_hat - latent) ** 2)
+            frame_mse = per_sample_mean((analysis.latent_hat - latent) ** 2)
+            latent_mse = latent_mse + frame_mse
+            distortion = distortion + weights.latent_mse * frame_mse
+            if weights.lowpass_latent:
+                # Every P-frame keeps the colour and layout of its low-pass channels (issue 10's
+                # per-frame thumbnail target), as stages II/III teach the I-frame model.
+                distortion = distortion + weights.lowpass_latent * lowpass_error(vqgan.generator,
+                                                                                 analysis.latent_hat, latent)
             vq_loss = vq_loss + analysis.vq_loss
             reference = analysis.latent_hat
         p_frames = length - 1
         bpp = bits / (p_frames * clips.shape[-2] * clips.shape[-1])
-        latent_mse = latent_mse / p_frames
+        latent_mse, distortion = latent_mse / p_frames, distortion / p_frames
         vq_loss = vq_loss / p_frames
-        total = bpp.mean() + (lambdas[rates] * weights.latent_mse * latent_mse).mean() + weights.codebook * vq_loss
+        total = bpp.mean() + (lambdas[rates] * distortion).mean() + weights.codebook * vq_loss
         zero = bpp.new_zeros(())
         return StageLosses(total, None, clips, rates, bpp.detach(), zero, zero, zero, zero, zero, vq_loss.detach(),
                            latent_mse.mean().detach(), zero, zero)

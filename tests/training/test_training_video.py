@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def test_video_stage_resumes_where_it_stopped(video_setup):
     ("video.clip_length=1", "clip_length"),
     ("preset=huge", "preset"),
     ("data.crop_size=48", "multiple"),
+    ("losses.lowpass_latent=5.0", "low-pass path"),
 ])
 def test_video_config_errors(video_setup, override, message):
     with pytest.raises(ConfigError, match=message):
@@ -117,3 +119,32 @@ def test_two_process_video_run_keeps_ranks_identical(video_setup, tmp_path):
     for key, value in ranks[0]["model"].items():
         assert torch.equal(value, ranks[1]["model"][key]), f"{key} differs across ranks"
     assert torch.equal(ranks[0]["lambdas"], ranks[1]["lambdas"])
+
+
+def test_low_pass_term_weighs_every_p_frame_and_leaves_the_latent_mse_pure(video_setup, monkeypatch):
+    """losses.lowpass_latent in stage "video": lambda weighs latent MSE + the low-pass error of each
+    P-frame; the logged latent_mse stays the plain MSE."""
+    from latentcodec.models import glc_video
+
+    root = video_setup["root"]
+    tiny = GLCImageConfig.tiny()
+    lowpass_intra = dataclasses.replace(tiny, vqgan=dataclasses.replace(tiny.vqgan, lowpass_path=True))
+    torch.manual_seed(1)
+    GLCImage(lowpass_intra).save_pretrained(root / "intra_lowpass")
+    monkeypatch.setitem(glc_video.PRESETS, "tiny", lambda: dataclasses.replace(
+        glc_video.GLCVideoConfig.tiny(), intra=dataclasses.replace(lowpass_intra, num_rates=64)))
+    results = {}
+    for weight in (0.0, 50.0):
+        config = load_config(video_config(root, f"lp{int(weight)}", **{
+            "video.intra_weights": str(root / "intra_lowpass"), "losses.lowpass_latent": weight}))
+        trainer = Trainer(config)
+        torch.manual_seed(2)
+        batch = trainer.stream.next_batch()
+        rates = torch.zeros(batch.shape[0], dtype=torch.long)
+        torch.manual_seed(3)
+        results[weight] = trainer.objective(batch, rates, trainer.lambdas, None)
+        trainer.close()
+    plain, weighted = results[0.0], results[50.0]
+    assert torch.equal(plain.latent_mse, weighted.latent_mse)
+    assert torch.equal(plain.bpp, weighted.bpp)
+    assert float(weighted.total.detach()) > float(plain.total.detach())
