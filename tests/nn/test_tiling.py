@@ -125,3 +125,15 @@ def test_tiled_taming_decoder_matches_untiled(count_tiled_runs):
         tiled = decoder(latent)
     assert count_tiled_runs
     assert (tiled - whole).abs().max() <= 1e-4 * whole.abs().max()
+
+
+@pytest.mark.parametrize("rows, factor", [(37, 16), (5, 4), (16, 2)])
+def test_lowpass_upsampling_in_bands_matches_whole(rows, factor, monkeypatch):
+    from latentcodec.tokenizers import vqgan
+
+    monkeypatch.setattr(vqgan, "LOWPASS_BAND_ROWS", 3)  # several bands, the last one short
+    small = torch.randn(1, 3, rows, 7, generator=torch.Generator().manual_seed(rows))
+    base = torch.randn(1, 3, rows * factor, 7 * factor)
+    expected = base + vqgan.upsample_bilinear(small, factor)
+    banded = vqgan.add_upsampled_in_bands(base.clone(), small, factor)
+    assert (banded - expected).abs().max() < 1e-5
