@@ -381,9 +381,11 @@ def untiled_bytes(block: nn.Module, in_shape: tuple[int, int, int], out_shape: t
     return inputs * _map_bytes(in_shape, batch) + outputs * _map_bytes(out_shape, batch)
 
 
-def run_blocks(blocks, x: torch.Tensor, budget: int | None) -> torch.Tensor:
+def run_blocks(blocks, x: torch.Tensor, budget: int | None, hold_next: bool = True) -> torch.Tensor:
     """``for block in blocks: x = block(x)``, with runs of blocks too large for ``budget`` bytes
-    of activations computed tile by tile (inference only; ``None``: all whole)."""
+    of activations computed tile by tile (inference only; ``None``: all whole). ``hold_next``
+    False: a run may end on a map that the next run cannot hold beside its output (the plan
+    before that rule existed, which the VQGAN encoder keeps: its tiling decides its files)."""
     blocks = list(blocks)
     if budget is None or torch.is_grad_enabled():
         for block in blocks:
@@ -410,8 +412,8 @@ def run_blocks(blocks, x: torch.Tensor, budget: int | None) -> torch.Tensor:
             next_shape = _output_shape(blocks[end], end_shape)
             if untiled_bytes(blocks[end], end_shape, next_shape, batch) <= budget:
                 break
-            if (_map_bytes(end_shape, batch) <= holdable
-                    and _map_bytes(end_shape, batch) + _map_bytes(next_shape, batch) <= budget - budget // 8):
+            if _map_bytes(end_shape, batch) <= holdable and (
+                    not hold_next or _map_bytes(end_shape, batch) + _map_bytes(next_shape, batch) <= budget - budget // 8):
                 break
             end_shape, end = next_shape, end + 1
         chain = TiledChain(blocks[index:end], shape)

@@ -351,7 +351,8 @@ class VQGANEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The low-pass term first: the tiled blocks may reuse buffers once they have read them.
         lowpass = self.lowpass(F.avg_pool2d(x, self.factor)) if self.lowpass is not None else None
-        latent = self.quant_conv(run_blocks(self.blocks, x, self.memory_budget))
+        # The plan its files were written with (hold_next=False): a fixed allowance, not a bound.
+        latent = self.quant_conv(run_blocks(self.blocks, x, self.memory_budget, hold_next=False))
         return latent if lowpass is None else latent + lowpass
 
 
