@@ -9,7 +9,7 @@ implementation) and prints our speed-up over it.
     python benchmarks/bench_codec.py --weights official-deterministic --synthetic 3840x2160 --repeats 1 --warmup 0
     python benchmarks/bench_codec.py                       # the shipped default over Kodak
     python benchmarks/bench_codec.py --weights official-deterministic --synthetic 3840x2160 --phase encode --file 4k.lci
-    python benchmarks/bench_codec.py --weights official-deterministic --phase decode --file 4k.lci
+    python benchmarks/bench_codec.py --weights official-deterministic --phase decode --file 4k.lci --max-memory 4GB
 
 ``--phase`` runs only compression (writing ``--file``) or only decompression (reading it) of one
 image in this process, so that each phase's own peak RSS is measured.
@@ -160,10 +160,16 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("bench_codec.json"))
     parser.add_argument("--phase", choices=("encode", "decode"), help="one phase only, through --file")
     parser.add_argument("--file", type=Path, help="the compressed file written (encode) or read (decode) by --phase")
+    parser.add_argument("--max-memory", help="memory budget of the decoder's tiling, as on the CLI (e.g. 4GB); "
+                        "default: none, every net on whole maps")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     torch.set_num_threads(args.threads)
     model, source = load_model(args.weights, args.shared)
+    if args.max_memory:
+        from latentcodec.nn.tiling import parse_memory_size
+
+        model.set_memory_budget(parse_memory_size(args.max_memory))
     rss_after_load = current_rss_mib()
     print(f"model: {source}; {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
           f"RSS after load {rss_after_load:.0f} MiB; {args.threads} threads")

@@ -84,7 +84,7 @@ def test_max_memory_sets_the_generator_budget(weights):
     from latentcodec.nn.tiling import activation_budget
 
     codec = latentcodec.load("glc-image", weights=weights, max_memory="1.5GB")
-    assert codec.model.vqgan.generator.memory_budget == activation_budget(1_500_000_000, codec.model)
+    assert codec.model.vqgan.generator.memory_budget == activation_budget(1_500_000_000, codec.model, codec.model.integer_twin_bytes())
     default = latentcodec.load("glc-image", weights=weights)
     assert default.model.vqgan.generator.memory_budget is not None  # from the machine's available RAM
 

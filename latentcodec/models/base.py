@@ -63,12 +63,17 @@ class LatentCodec(nn.Module):
 
         activations = None
         if total_bytes is not None:
-            activations = activation_budget(total_bytes, self)
+            activations = activation_budget(total_bytes, self, self.integer_twin_bytes())
             return_freed_memory_promptly()
         for module in self.modules():
             if getattr(module, "follows_memory_budget", False):
                 module.memory_budget = activations
         return self
+
+    def integer_twin_bytes(self) -> int:
+        """Bytes of the integer twins decoding holds beside the weights (float64 copies of the
+        entropy model's nets, outside the state dict); models with twins override this."""
+        return 0
 
     def integer_twin_of(self, name: str, build, source: nn.Module) -> nn.Module:
         """The integer version of ``source`` built by ``build(source)``, kept until ``source`` changes."""

@@ -369,6 +369,10 @@ class GLCImage(LatentCodec):
                               self.y_spatial_prior_adaptor_3, self.y_spatial_prior, self.dec])
         return self.integer_twin_of("decoder_side", IntegerDecoderSide, nets)
 
+    def integer_twin_bytes(self) -> int:
+        # Built here if not yet: decoding a portable file builds them anyway (197 MB, official preset).
+        return sum(b.numel() * b.element_size() for b in self.integer_decoder_side().buffers())
+
     def z_bits_per_image(self, height: int, width: int) -> int:
         return self.z_positions(height, width) * self.config.z_index_bits
 

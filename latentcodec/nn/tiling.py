@@ -45,8 +45,12 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 MIN_MEMORY_BUDGET = 64 * 10**6
 # What a process holds besides the weights and the nets' activations: the interpreter, torch's
-# libraries and allocator slack, the image itself (measured: about 230 MB after import).
-RUNTIME_OVERHEAD_BYTES = 300 * 10**6
+# libraries and allocator slack, the image itself (measured: about 230 MB after import), and
+# oneDNN's cached primitives with their reordered copies of conv weights.
+RUNTIME_OVERHEAD_BYTES = 500 * 10**6
+# The share of what is left that the planner may spend: its estimates of a block's or a tile's
+# working memory are close but not exact (a tiled chain measured up to 25 % above its estimate).
+PLANNED_FRACTION = 7 / 8
 
 
 def parse_memory_size(text: str) -> int:
@@ -101,11 +105,13 @@ def return_freed_memory_promptly() -> bool:
     return bool(mallopt is not None and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
-def activation_budget(total_bytes: int, model: nn.Module) -> int:
-    """The part of a whole-process budget left for activations once the weights and the runtime
-    are paid for (never below an eighth of the budget, so that a tight budget still tiles)."""
+def activation_budget(total_bytes: int, model: nn.Module, other_bytes: int = 0) -> int:
+    """The part of a whole-process budget left for activations once the weights, ``other_bytes``
+    held beside them (integer twins) and the runtime are paid for (never below an eighth of the
+    budget, so that a tight budget still tiles)."""
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return max(total_bytes - weights - RUNTIME_OVERHEAD_BYTES, total_bytes // 8)
+    left = total_bytes - weights - other_bytes - RUNTIME_OVERHEAD_BYTES
+    return max(int(left * PLANNED_FRACTION), total_bytes // 8)
 
 
 class Region(NamedTuple):
@@ -375,9 +381,11 @@ def untiled_bytes(block: nn.Module, in_shape: tuple[int, int, int], out_shape: t
     return inputs * _map_bytes(in_shape, batch) + outputs * _map_bytes(out_shape, batch)
 
 
-def run_blocks(blocks, x: torch.Tensor, budget: int | None) -> torch.Tensor:
+def run_blocks(blocks, x: torch.Tensor, budget: int | None, hold_next: bool = True) -> torch.Tensor:
     """``for block in blocks: x = block(x)``, with runs of blocks too large for ``budget`` bytes
-    of activations computed tile by tile (inference only; ``None``: all whole)."""
+    of activations computed tile by tile (inference only; ``None``: all whole). ``hold_next``
+    False: a run may end on a map that the next run cannot hold beside its output (the plan
+    before that rule existed, which the VQGAN encoder keeps: its tiling decides its files)."""
     blocks = list(blocks)
     if budget is None or torch.is_grad_enabled():
         for block in blocks:
@@ -392,15 +400,22 @@ def run_blocks(blocks, x: torch.Tensor, budget: int | None) -> torch.Tensor:
             index += 1
             continue
         # A tiled run, ended at the first block whose output can be held whole beside the run's
-        # input with room left for tiles: later blocks start from there instead of recomputing
-        # the run in each of their statistics passes (a run costs about as many passes as it
-        # has GroupNorms, so short runs are cheap).
+        # input with room left for tiles, and from which the next block can run (whole, or tiled
+        # holding its own input and output): later blocks start from there instead of recomputing
+        # the run in each of their statistics passes (a run costs about as many passes as it has
+        # GroupNorms, so short runs are cheap). Without the second condition a run could end on
+        # a map so large that the next run, holding it and its own output, overran the budget
+        # (measured: 4.95 GB under a 4 GB budget, official preset at 3840x2160).
         end, end_shape = index + 1, out_shape
         holdable = budget - budget // 8 - _map_bytes(shape, batch)
-        while (end < len(blocks) and is_tileable(blocks[end]) and _map_bytes(end_shape, batch) > holdable
-               and untiled_bytes(blocks[end], end_shape, _output_shape(blocks[end], end_shape), batch) > budget):
-            end_shape = _output_shape(blocks[end], end_shape)
-            end += 1
+        while end < len(blocks) and is_tileable(blocks[end]):
+            next_shape = _output_shape(blocks[end], end_shape)
+            if untiled_bytes(blocks[end], end_shape, next_shape, batch) <= budget:
+                break
+            if _map_bytes(end_shape, batch) <= holdable and (
+                    not hold_next or _map_bytes(end_shape, batch) + _map_bytes(next_shape, batch) <= budget - budget // 8):
+                break
+            end_shape, end = next_shape, end + 1
         chain = TiledChain(blocks[index:end], shape)
         tile_budget = max(budget - _map_bytes(shape, batch) - _map_bytes(chain.shapes[-1], batch), budget // 8)
         x = chain(x, tile_budget)

@@ -351,8 +351,35 @@ class VQGANEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The low-pass term first: the tiled blocks may reuse buffers once they have read them.
         lowpass = self.lowpass(F.avg_pool2d(x, self.factor)) if self.lowpass is not None else None
-        latent = self.quant_conv(run_blocks(self.blocks, x, self.memory_budget))
+        # The plan its files were written with (hold_next=False): a fixed allowance, not a bound.
+        latent = self.quant_conv(run_blocks(self.blocks, x, self.memory_budget, hold_next=False))
         return latent if lowpass is None else latent + lowpass
+
+
+def upsample_bilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=float(factor), mode="bilinear", align_corners=False)
+
+
+# Latent rows per band of add_upsampled_in_bands: 16 rows of a 4000-wide image's 3-channel
+# upsampling are 12 MB, against 144 MB for the whole map.
+LOWPASS_BAND_ROWS = 16
+
+
+def add_upsampled_in_bands(x: torch.Tensor, small: torch.Tensor, factor: int) -> torch.Tensor:
+    """``x += upsample_bilinear(small, factor)`` in place, one band of ``small``'s rows at a time,
+    so the full-size upsampled map never exists. Each band is upsampled with one row of halo on
+    either side (bilinear output rows near a band's edge read the neighbouring input row), which
+    makes its rows the whole map's up to float rounding: the sampling positions (i + 1/2) / f - 1/2
+    are shifted by whole input rows and so computed exactly alike, and the map's own edges clamp
+    as before."""
+    height = small.shape[-2]
+    for top in range(0, height, LOWPASS_BAND_ROWS):
+        bottom = min(height, top + LOWPASS_BAND_ROWS)
+        first, last = max(0, top - 1), min(height, bottom + 1)
+        band = upsample_bilinear(small[:, :, first:last], factor)
+        offset = (top - first) * factor
+        x[:, :, top * factor : bottom * factor] += band[:, :, offset : offset + (bottom - top) * factor]
+    return x
 
 
 class VQGANGenerator(nn.Module):
@@ -397,9 +424,9 @@ class VQGANGenerator(nn.Module):
         x = run_blocks(self.blocks, self.post_quant_conv(latent), self.memory_budget)
         if self.lowpass is None:
             return x
-        lowpass = F.interpolate(self.lowpass(latent), scale_factor=float(self.factor), mode="bilinear",
-                                align_corners=False)
-        return x + lowpass if torch.is_grad_enabled() else x.add_(lowpass)
+        if torch.is_grad_enabled():
+            return x + upsample_bilinear(self.lowpass(latent), self.factor)
+        return add_upsampled_in_bands(x, self.lowpass(latent), self.factor)
 
 
 class VQGAN(nn.Module):

@@ -36,7 +36,7 @@ def count_tiles(monkeypatch):
 def test_budget_sets_the_generator_and_leaves_the_encoder(tiny_model):
     tiny_model.set_memory_budget(2 * 10**9)
     try:
-        assert tiny_model.vqgan.generator.memory_budget == tiling.activation_budget(2 * 10**9, tiny_model)
+        assert tiny_model.vqgan.generator.memory_budget == tiling.activation_budget(2 * 10**9, tiny_model, tiny_model.integer_twin_bytes())
         assert tiny_model.vqgan.encoder.memory_budget == ENCODER_ACTIVATION_BUDGET
         tiny_model.set_memory_budget(None)
         assert tiny_model.vqgan.generator.memory_budget is None

@@ -125,3 +125,41 @@ def test_tiled_taming_decoder_matches_untiled(count_tiled_runs):
         tiled = decoder(latent)
     assert count_tiled_runs
     assert (tiled - whole).abs().max() <= 1e-4 * whole.abs().max()
+
+
+@pytest.mark.parametrize("rows, factor", [(37, 16), (5, 4), (16, 2)])
+def test_lowpass_upsampling_in_bands_matches_whole(rows, factor, monkeypatch):
+    from latentcodec.tokenizers import vqgan
+
+    monkeypatch.setattr(vqgan, "LOWPASS_BAND_ROWS", 3)  # several bands, the last one short
+    small = torch.randn(1, 3, rows, 7, generator=torch.Generator().manual_seed(rows))
+    base = torch.randn(1, 3, rows * factor, 7 * factor)
+    expected = base + vqgan.upsample_bilinear(small, factor)
+    banded = vqgan.add_upsampled_in_bands(base.clone(), small, factor)
+    assert (banded - expected).abs().max() < 1e-5
+
+
+def test_a_tiled_run_does_not_end_on_a_map_the_next_run_cannot_hold_beside_its_output(monkeypatch):
+    """Upsample (8 -> 8 channels, x2) then a res block (8 -> 4): the upsampled map fits beside the
+    run's input, but not beside the next block's output; the run must go on through the res block."""
+    from latentcodec.tokenizers.vqgan import ResBlock, Upsample
+
+    torch.manual_seed(0)
+    blocks = [Upsample(8), ResBlock(8, 4, 4)]
+    x = torch.randn(1, 8, 16, 16)
+    budget = 50_000  # bytes: upsampled map 32 KB, res block output 16 KB, input 8 KB
+    chains = []
+    original = tiling.TiledChain.__call__
+
+    def call(self, source, tile_budget):
+        held = tiling._map_bytes(self.shapes[0], 1) + tiling._map_bytes(self.shapes[-1], 1)
+        chains.append((len(self.blocks), held))
+        return original(self, source, tile_budget)
+
+    monkeypatch.setattr(tiling.TiledChain, "__call__", call)
+    with torch.inference_mode():
+        tiled = run_blocks(blocks, x, budget)
+        whole = run_blocks(blocks, x, None)
+    assert chains == [(2, 8 * 16 * 16 * 4 + 4 * 32 * 32 * 4)]
+    assert all(held <= budget - budget // 8 for _, held in chains)
+    assert (tiled - whole).abs().max() <= 1e-4 * whole.abs().max()
