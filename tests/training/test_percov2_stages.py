@@ -128,10 +128,14 @@ def test_caption_dropout(tmp_path, image_folder):
     assert torch.isfinite(losses.total)
 
 
-def test_export_load_compress_decompress(tmp_path, image_folder):
-    trainer = percov2_trainer(tmp_path, image_folder, "percov2_flow")
+def test_export_load_compress_decompress(tmp_path, image_folder, validation_folder):
+    trainer = percov2_trainer(tmp_path, image_folder, "percov2_flow",
+                              **{"validation.image_dir": str(validation_folder), "validation.rate_indices": [0, 3]})
     for _ in range(2):
         trainer.train_step()
+    # Validation codes real files at the one operating point (whatever rate_indices says).
+    results = trainer.validate()
+    assert set(results) == {"0"} and results["0"]["bpp"] > 0 and 0 < results["0"]["psnr"] < 100
     trainer.save_checkpoint()
     out = export_inference_model(trainer.run_dir, tmp_path / "exported")
     model = PerCoV2.from_pretrained(out)
@@ -157,3 +161,29 @@ def test_small_preset_has_its_own_sd3_layout_vae():
     with pytest.raises(ConfigError, match="multiple of 64"):
         check_config(TrainConfig(name="x", stage="percov2_flow", steps=1, preset="small", data=DataConfig(crop_size=96)))
     assert check_config(TrainConfig(name="x", stage="percov2_vae", steps=1, preset="small", data=DataConfig(crop_size=96)))
+
+
+def test_flow_stage_over_a_diffusers_sd3_folder(tmp_path, image_folder):
+    """The sd3 preset trains over the user's SD3 copy: init_from names the diffusers folder (here a tiny
+    random one in the real layout); its VAE and its latent normalisation are kept."""
+    from latentcodec.models import percov2_sd3 as sd3
+    from latentcodec.models.percov2 import tiny_transformer_config, tiny_vae_config
+
+    folder = tmp_path / "sd3"
+    torch.manual_seed(0)
+    vae = sd3.build_vae(tiny_vae_config())
+    vae.save_pretrained(folder / "vae")
+    sd3.build_transformer(tiny_transformer_config()).save_pretrained(folder / "transformer")
+    sd3.build_scheduler(sd3.sd3_scheduler_config()).save_pretrained(folder / "scheduler")
+    trainer = percov2_trainer(tmp_path, image_folder, "percov2_flow", preset="sd3", init_from=str(folder))
+    model = trainer.model
+    assert model.config.vae["scaling_factor"] == tiny_vae_config()["scaling_factor"]
+    assert model.config.transformer["in_channels"] == 16 + model.config.hyper.adapter_channels
+    for key, value in vae.state_dict().items():
+        assert torch.equal(model.vae.state_dict()[key], value)
+    losses = trainer.train_step()
+    assert torch.isfinite(losses.total)
+    trainer.save_checkpoint()
+    exported = PerCoV2.from_pretrained(export_inference_model(trainer.run_dir, tmp_path / "exported"))
+    assert exported.config == model.config
+    assert torch.equal(exported.transformer.pos_embed.proj.weight, model.transformer.pos_embed.proj.weight)
