@@ -8,9 +8,15 @@ import json
 from pathlib import Path
 
 import torch
+from training_helpers import (
+    kill_and_resume,
+    logged_steps,
+    run_two_process_training,
+    tiny_config,
+    write_config,
+)
 
 from latentcodec.models.percov2 import PerCoV2, PerCoV2Config
-from training_helpers import kill_and_resume, logged_steps, run_two_process_training, tiny_config, write_config
 
 STEPS = 6
 

@@ -8,15 +8,20 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from training_helpers import tiny_config, write_config
 
 import latentcodec
 from latentcodec.errors import ConfigError
 from latentcodec.models.percov2 import PerCoV2, PerCoV2Config, small_vae_config
 from latentcodec.models.percov2_sd3 import PromptEmbeddings
-from latentcodec.training.config import DataConfig, TrainConfig, check_config, load_config
+from latentcodec.training.config import (
+    DataConfig,
+    TrainConfig,
+    check_config,
+    load_config,
+)
 from latentcodec.training.percov2_stages import PerCoV2FlowObjective, drop_captions
 from latentcodec.training.trainer import Trainer, export_inference_model
-from training_helpers import tiny_config, write_config
 
 
 def percov2_trainer(tmp_path, image_folder, stage, name=None, **extra) -> Trainer:
@@ -143,7 +148,7 @@ def test_export_load_compress_decompress(tmp_path, image_folder, validation_fold
     for key, value in model.state_dict().items():
         assert torch.equal(value, trainer.model.state_dict()[key]), key
     codec = latentcodec.load("percov2", weights=str(out))
-    image = Image.open(sorted(image_folder.iterdir())[0]).convert("RGB").crop((0, 0, 40, 56))
+    image = Image.open(min(image_folder.iterdir())).convert("RGB").crop((0, 0, 40, 56))
     data = codec.compress(image)
     assert len(data) < 40
     decoded = codec.decompress(data)
