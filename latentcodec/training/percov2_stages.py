@@ -76,7 +76,8 @@ def stored_model_config(source: Path) -> PerCoV2Config | None:
     if source.is_dir() and (source / CHECKPOINT_FILE).is_file():
         source = source / CHECKPOINT_FILE
     if source.is_file():
-        stored = torch.load(source, map_location="cpu", weights_only=False).get("model_config")
+        # mmap: a small flow checkpoint is ~1 GB, of which only the config is read here.
+        stored = torch.load(source, map_location="cpu", weights_only=False, mmap=True).get("model_config")
         return None if stored is None else config_from_dict(PerCoV2Config, stored, where=str(source))
     if (source / "config.json").is_file():
         return PerCoV2.read_config(source)
