@@ -48,8 +48,9 @@ def objective_value(trainer: Trainer, batch: torch.Tensor) -> float:
     return float(losses.total)
 
 
-def test_vae_stage_lowers_its_loss_and_trains_the_vae_only(tmp_path, image_folder):
-    trainer = percov2_trainer(tmp_path, image_folder, "percov2_vae", **{"losses.mse": 1.0, "losses.kl": 1e-4})
+def test_vae_stage_lowers_its_loss_and_trains_the_vae_only(tmp_path, image_folder, validation_folder):
+    trainer = percov2_trainer(tmp_path, image_folder, "percov2_vae", **{"losses.mse": 1.0, "losses.kl": 1e-4,
+                                                                        "validation.image_dir": str(validation_folder)})
     assert trainer.discriminator is None and trainer.perceptual is not None  # (1 - MS-SSIM), no D
     assert {k.split(".")[0] for k in trainer.model.state_dict()} == {"vae"}
     batch = fix_batch(trainer)
@@ -58,6 +59,9 @@ def test_vae_stage_lowers_its_loss_and_trains_the_vae_only(tmp_path, image_folde
         losses = trainer.train_step()
     assert losses.kl is not None and float(losses.kl) > 0 and 0 < float(losses.ms_ssim) <= 1
     assert objective_value(trainer, batch) < before
+    # Validation: reconstruction of the posterior mode, nothing coded; L1 for best.pt selection.
+    scores = trainer.validate()["0"]
+    assert scores["bpp"] == 0 and 0 < scores["psnr"] < 100 and 0 < scores["l1"] < 2 and scores["latent_std"] > 0
 
 
 def test_flow_stage_lowers_its_loss_with_the_vae_frozen(tmp_path, image_folder):
@@ -141,6 +145,9 @@ def test_export_load_compress_decompress(tmp_path, image_folder, validation_fold
     # Validation codes real files at the one operating point (whatever rate_indices says).
     results = trainer.validate()
     assert set(results) == {"0"} and results["0"]["bpp"] > 0 and 0 < results["0"]["psnr"] < 100
+    trainer._select(results)  # the first validation is the best so far: best.pt, which exports too
+    best = PerCoV2.from_pretrained(export_inference_model(trainer.run_dir / "best.pt", tmp_path / "best"))
+    assert best.config == trainer.model.config
     trainer.save_checkpoint()
     out = export_inference_model(trainer.run_dir, tmp_path / "exported")
     model = PerCoV2.from_pretrained(out)
