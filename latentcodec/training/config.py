@@ -163,6 +163,11 @@ class PerCoV2TrainConfig:
     # VAE) sets shift_factor / scaling_factor so that the latent of this many training crops (posterior
     # mode) has mean 0 and standard deviation 1, as SD3's factors do for its VAE; 0 keeps the preset's.
     scaling_crops: int = 16
+    # Every this many steps, codewords no training token chose since the last time are moved onto
+    # (rank 0's) current token vectors, plus a little noise: the dead-code restart of SYSTEMS.md 6.6.2,
+    # against a collapsing codebook. 0: off. runtime.checkpoint_every must be a multiple, so that a
+    # checkpoint never holds usage counts and a resumed run repeats every restart.
+    dead_code_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -302,6 +307,9 @@ def check_percov2_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError("percov2.caption_dropout must lie in [0, 1]")
     if config.percov2.scaling_crops < 0:
         raise ConfigError("percov2.scaling_crops must be >= 0")
+    every = config.percov2.dead_code_every
+    if every < 0 or (every and config.runtime.checkpoint_every % every):
+        raise ConfigError("percov2.dead_code_every must be 0 or divide runtime.checkpoint_every")
     if config.rates.target_bpp is not None or config.rates.initial_gains is not None:
         raise ConfigError("PerCoV2 has one operating point per model: rates.target_bpp and rates.initial_gains "
                           "do not apply")

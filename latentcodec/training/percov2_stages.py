@@ -26,9 +26,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from latentcodec.config import config_from_dict, config_to_dict
+from latentcodec.data.crops import BatchStream, RandomCropDataset
 from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models import percov2_sd3 as sd3
 from latentcodec.models.percov2 import EMPTY_CAPTION, PRESETS, PerCoV2, PerCoV2Config
@@ -98,6 +101,16 @@ def measure_latent_scaling(vae: nn.Module, images: torch.Tensor) -> tuple[float,
     its elements (one pair for all channels, as SD3's 1.5305 / 0.0609)."""
     latent = vae.encode(images * 2.0 - 1.0).latent_dist.mode().double()
     return float(1.0 / latent.std()), float(latent.mean())
+
+
+def normalise_latent_on_data(model: PerCoV2, dataset: RandomCropDataset, config: TrainConfig,
+                             device: torch.device) -> str:
+    """Set the latent normalisation from a fixed set of training crops (the same on every rank)."""
+    count = min(config.percov2.scaling_crops, len(dataset))
+    probe = BatchStream(dataset, count, config.seed + 1, 0, 1, 0)
+    scale, shift = measure_latent_scaling(model.vae, probe.next_batch().to(device))
+    set_latent_scaling(model, scale, shift)
+    return f"latent normalisation from {count} training crops: scaling_factor {scale:.5g}, shift_factor {shift:.5g}"
 
 
 def _load_vae_run(model: PerCoV2, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -191,6 +204,9 @@ class PerCoV2FlowObjective(nn.Module):
         self.config = config
         self.gan_enabled = False
         self._empty_prompt: sd3.PromptEmbeddings | None = None  # text encoders are slow: encode "" once
+        # Dead-code restart: each code's training uses since the last restart, and the latest batch.
+        self.usage: torch.Tensor | None = None
+        self.last_batch: torch.Tensor | None = None
 
     def prompts(self, captions: list[str] | None, batch: int, generator: torch.Generator | None
                 ) -> sd3.PromptEmbeddings | None:
@@ -215,12 +231,43 @@ class PerCoV2FlowObjective(nn.Module):
         weights = self.config.losses
         prompt = self.prompts(captions, x01.shape[0], generator)
         output = self.model(x01, prompt=prompt, generator=generator)
+        if self.config.percov2.dead_code_every and self.training and torch.is_grad_enabled():
+            counts = torch.bincount(output.token_indices.flatten(), minlength=self.model.config.hyper.codebook_size)
+            self.usage = counts if self.usage is None else self.usage + counts
+            self.last_batch = x01.detach()
         total = weights.flow * output.flow_loss + weights.codebook * output.vq_loss
         bpp = output.token_bits / output.num_pixels
         zero = total.new_zeros(())
         flow = output.flow_loss.detach()
         return StageLosses(total, None, x01, rates, bpp, zero, zero, zero, zero, zero, output.vq_loss.detach(),
                            flow, zero, zero, flow=flow)
+
+    def restart_due(self, step: int) -> bool:
+        every = self.config.percov2.dead_code_every
+        return bool(every) and step % every == 0 and self.usage is not None
+
+    @torch.no_grad()
+    def restart_dead_codes(self, step: int, distributed: bool) -> str:
+        """Move every code unused since the last restart (counted over all ranks) onto a token vector of
+        rank 0's latest batch, drawn by (seed, step), plus noise of 10 % of a unit vector; rank 0's
+        codebook is then broadcast, so the ranks stay identical. Returns a line for the log."""
+        model, every = self.model, self.config.percov2.dead_code_every
+        vq = model.quantizer.vq
+        usage, self.usage = self.usage, None
+        if distributed:
+            dist.all_reduce(usage)
+        dead = (usage == 0).nonzero().flatten()
+        if len(dead):
+            codes = model.quantizer.down(model.hyper_encoder(sd3.encode_latent(model.vae, model.pad(self.last_batch))))
+            vectors = F.normalize(codes.permute(0, 2, 3, 1).reshape(-1, codes.shape[1]).float(), dim=1)
+            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+            picks = torch.randint(0, len(vectors), (len(dead),), generator=generator).to(vectors.device)
+            noise = torch.randn(len(dead), vectors.shape[1], generator=generator).to(vectors.device)
+            vq.embedding.weight[dead] = vectors[picks] + 0.1 * noise / vectors.shape[1] ** 0.5
+            if distributed:
+                dist.broadcast(vq.embedding.weight.data, 0)
+        return (f"step {step}: {len(dead)} of {vq.codebook_size} codes unused in the last {every} steps, "
+                f"restarted on training token vectors")
 
 
 class PerCoV2VAEObjective(StageObjective):

@@ -194,7 +194,7 @@ class Trainer:
             if (config.stage == "vqgan" and config.codebook_init_from_data) or seed_dlf_codebook:
                 self._init_codebook_from_data()
             if measure_scaling and config.percov2.scaling_crops:
-                self._measure_latent_scaling()
+                self.log(percov2_stages.normalise_latent_on_data(self.model, dataset, config, self.device))
             if config.stage != "vqgan" and not (self.is_video or self.is_dlf or self.is_percov2) and \
                     config.latent_std is not None:
                 self._normalise_latent(config.latent_std)
@@ -284,15 +284,6 @@ class Trainer:
         factor = float(latent.std()) / target_std
         rescale_latent(self.model.vqgan, factor)
         self.log(f"latent rescaled by 1/{factor:.4g} (std {float(latent.std()):.4g} -> {target_std})")
-
-    def _measure_latent_scaling(self) -> None:
-        """PerCoV2: normalise the VAE latent on a fixed set of training crops (same on every rank)."""
-        count = self.config.percov2.scaling_crops
-        probe = BatchStream(self.stream.dataset, min(count, len(self.stream.dataset)), self.config.seed + 1, 0, 1, 0)
-        scale, shift = percov2_stages.measure_latent_scaling(self.model.vae, probe.next_batch().to(self.device))
-        percov2_stages.set_latent_scaling(self.model, scale, shift)
-        self.log(f"latent normalisation from {count} training crops: scaling_factor {scale:.5g}, "
-                 f"shift_factor {shift:.5g}")
 
     def _seed_codebook(self, quantizer, vectors: torch.Tensor) -> None:
         """Codewords = randomly drawn sample vectors plus a little noise (10 % of their spread)."""
@@ -456,6 +447,8 @@ class Trainer:
             self._optimizer_step(self.disc_optimizer, self.disc_scheduler, self.discriminator)
         self._adapt_lambdas(rate_sums, rate_counts)
         self.step += 1
+        if self.config.stage == "percov2_flow" and self.objective.restart_due(self.step):
+            self.log(self.objective.restart_dead_codes(self.step, self.dist.active))
         if self.lambda_control is not None and self.lambda_control.due(self.step):
             self._control_dlf_lambdas()
         self._last_disc_loss = disc_loss_value

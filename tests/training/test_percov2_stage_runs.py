@@ -28,13 +28,15 @@ def run_config(tmp_path: Path, image_folder: Path, stage: str, **extra) -> dict:
 
 def test_flow_sigkill_then_resume_matches_uninterrupted_run(tmp_path, image_folder):
     configs = {name: write_config(tmp_path / f"{name}.yaml", run_config(
-        tmp_path / name, image_folder, "percov2_flow", steps=STEPS, **{"runtime.checkpoint_every": 3}))
+        tmp_path / name, image_folder, "percov2_flow", steps=STEPS, **{"runtime.checkpoint_every": 3,
+                                                                        "percov2.dead_code_every": 3}))
         for name in ("straight", "killed")}
     a, b, run_dir = kill_and_resume(configs, "test-percov2_flow", tmp_path, STEPS, straight_in_process=True)
     # The measured latent normalisation travels in the checkpoint: the resumed run rebuilt the same codec.
     assert a["model_config"] == b["model_config"] and a["model_config"]["vae"]["scaling_factor"] != \
         PerCoV2Config.tiny().vae["scaling_factor"]
     assert logged_steps(run_dir / "metrics.jsonl") == list(range(1, STEPS + 1))
+    assert "step 6: " in (run_dir / "train.log").read_text()  # the resumed part restarted codes too
     flows = [json.loads(line)["flow"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(value > 0 for value in flows)
 
@@ -49,7 +51,9 @@ def test_vae_sigkill_then_resume_with_a_discriminator(tmp_path, image_folder):
 
 
 def test_flow_two_process_gloo_run_keeps_ranks_identical(tmp_path, image_folder):
-    config = run_config(tmp_path, image_folder, "percov2_flow", steps=3, **{"runtime.checkpoint_every": 3})
+    # With a dead-code restart at step 3: usage summed over the ranks, rank 0's codebook broadcast.
+    config = run_config(tmp_path, image_folder, "percov2_flow", steps=3, **{"runtime.checkpoint_every": 3,
+                                                                           "percov2.dead_code_every": 3})
     result = run_two_process_training(write_config(tmp_path / "ddp.yaml", config), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]

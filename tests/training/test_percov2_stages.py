@@ -81,6 +81,37 @@ def test_flow_stage_lowers_its_loss_with_the_vae_frozen(tmp_path, image_folder):
     assert model.transformer.pos_embed.proj.weight[:, 16:].abs().sum() > 0
 
 
+def test_dead_code_restart(tmp_path, image_folder):
+    trainer = percov2_trainer(tmp_path, image_folder, "percov2_flow", **{"percov2.dead_code_every": 2})
+    batch = fix_batch(trainer)
+    weight = trainer.model.quantizer.vq.embedding.weight
+    seen = {}
+    restart = trainer.objective.restart_dead_codes
+
+    def spy(step: int, distributed: bool) -> str:
+        seen["usage"], seen["weight"] = trainer.objective.usage.clone(), weight.detach().clone()
+        return restart(step, distributed)
+
+    trainer.objective.restart_dead_codes = spy
+    trainer.train_step()
+    assert int(trainer.objective.usage.sum()) == 2 * 4 * 4  # two 64-pixel crops of 4 x 4 tokens
+    trainer.train_step()  # step 2: the restart
+    used, before = seen["usage"], seen["weight"]
+    assert int(used.sum()) == 2 * 2 * 4 * 4
+    dead = (used == 0).nonzero().flatten()
+    assert 200 < len(dead) < 256 and trainer.objective.usage is None
+    # Each restarted code sits (up to the noise) on one of the batch's normalised token vectors ...
+    with torch.no_grad():
+        model = trainer.model
+        codes = model.quantizer.down(model.hyper_encoder(model.tokens(batch)[0]))
+        vectors = torch.nn.functional.normalize(codes.permute(0, 2, 3, 1).reshape(-1, codes.shape[1]), dim=1)
+        similarity = torch.nn.functional.normalize(weight[dead], dim=1) @ vectors.T
+    assert float(similarity.max(1).values.min()) > 0.95
+    # ... and the codes the tokens chose are untouched.
+    alive = (used > 0).nonzero().flatten()
+    assert torch.equal(weight.detach()[alive], before[alive])
+
+
 def test_flow_run_from_a_vae_run_measures_the_latent_normalisation(tmp_path, image_folder):
     vae_run = percov2_trainer(tmp_path, image_folder, "percov2_vae", name="vae-run")
     vae_run.train_step()
