@@ -247,7 +247,8 @@ class Trainer:
             return "none", "none (disabled in the config)"
         available, note = lpips_vgg_status()
         if choice == "fallback":
-            return "fallback", "D feature matching + (1 - MS-SSIM) (chosen in the config)"
+            terms = "D feature matching + (1 - MS-SSIM)" if self.config.losses.feature_matching else "(1 - MS-SSIM)"
+            return "fallback", f"{terms} (chosen in the config)"
         if choice == "lpips_vgg" and available == "fallback":
             raise WeightsError(f"perceptual: lpips_vgg asked for, but {note}")
         return available, note
