@@ -141,7 +141,8 @@ def build_percov2_model(config: TrainConfig, checkpoint: Path | None = None) -> 
             model.attach_prompt_encoder(sd3.DiffusersPromptEncoder(source, model.vae, model.transformer))
         return PerCoV2Build(model, "weights from the checkpoint", False)
     if source is None:
-        return PerCoV2Build(PerCoV2(model_config), "fresh initialisation", True)
+        # Only tests want this: the frozen VAE stays random (a real run names a percov2_vae run).
+        return PerCoV2Build(PerCoV2(model_config), "fresh initialisation, the frozen VAE too", True)
     if is_diffusers_folder(source):
         model = PerCoV2.from_diffusers(source, hyper=model_config.hyper, sampling=model_config.sampling)
         return PerCoV2Build(model.train(), f"SD3 components from {source}", False)
@@ -154,6 +155,8 @@ def build_percov2_model(config: TrainConfig, checkpoint: Path | None = None) -> 
     if stored is None:
         raise WeightsError(f"init_from {path}: no PerCoV2 model config there (a flow run or save_pretrained "
                            f"folder is needed)")
+    if stored.hyper != model_config.hyper:
+        raise WeightsError(f"init_from {path}: its hyper-encoder is not preset {config.preset!r}'s")
     model = PerCoV2(dataclasses.replace(stored, token_prior=None))
     state = {k: v for k, v in state.items() if not k.startswith("token_prior.")}
     model.load_state_dict_strict(state, source=str(path))

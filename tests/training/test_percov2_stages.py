@@ -11,7 +11,7 @@ from torch import nn
 from training_helpers import tiny_config, write_config
 
 import latentcodec
-from latentcodec.errors import ConfigError
+from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models.percov2 import PerCoV2, PerCoV2Config, small_vae_config
 from latentcodec.models.percov2_sd3 import PromptEmbeddings
 from latentcodec.training.config import (
@@ -191,6 +191,12 @@ def test_export_load_compress_decompress(tmp_path, image_folder, validation_fold
     assert len(data) < 40
     decoded = codec.decompress(data)
     assert decoded.size == (40, 56) and codec.decompress(data).tobytes() == decoded.tobytes()
+    # A flow run may continue from the exported codec: everything loaded, the normalisation included.
+    again = percov2_trainer(tmp_path, image_folder, "percov2_flow", name="again", init_from=str(out))
+    assert again.model.config == model.config
+    assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in model.state_dict().items())
+    with pytest.raises(WeightsError, match="hyper-encoder"):
+        percov2_trainer(tmp_path, image_folder, "percov2_flow", name="other", preset="sd3", init_from=str(out))
     with pytest.raises(ConfigError, match="percov2_vae run"):
         vae_run = percov2_trainer(tmp_path, image_folder, "percov2_vae")
         vae_run.save_checkpoint()
