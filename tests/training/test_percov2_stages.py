@@ -236,3 +236,23 @@ def test_flow_stage_over_a_diffusers_sd3_folder(tmp_path, image_folder):
     exported = PerCoV2.from_pretrained(export_inference_model(trainer.run_dir, tmp_path / "exported"))
     assert exported.config == model.config
     assert torch.equal(exported.transformer.pos_embed.proj.weight, model.transformer.pos_embed.proj.weight)
+
+
+def test_shipped_tiny_configs_run_in_sequence(tmp_path, image_folder):
+    """percov2_tiny_vae.yaml, then percov2_tiny_flow.yaml from that run (as the small configs chain)."""
+    from pathlib import Path
+
+    from latentcodec.training.trainer import run_training
+
+    configs = Path(latentcodec.__file__).parent / "training" / "configs"
+    common = [f"data.train_dirs=[{image_folder}]", f"runtime.run_root={tmp_path}", "steps=2", "percov2.scaling_crops=4"]
+    threads = torch.get_num_threads()
+    try:
+        vae_run = run_training(load_config(configs / "percov2_tiny_vae.yaml", common[:-1]))
+        flow_run = run_training(load_config(configs / "percov2_tiny_flow.yaml", [*common, f"init_from={vae_run}"]))
+    finally:
+        torch.set_num_threads(threads)
+    assert "VAE from" in (flow_run / "train.log").read_text()
+    model = PerCoV2.from_pretrained(export_inference_model(flow_run, tmp_path / "exported"))
+    vae_state = torch.load(vae_run / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(v, vae_state[f"vae.{k}"]) for k, v in model.vae.state_dict().items())
