@@ -14,8 +14,8 @@ model has no prior or the caller asks for it (docs/bitstream.md, "PerCoV2 files"
 The sampling noise is seeded from a hash of the file, so a file always decodes to the same picture.
 
 Presets: ``tiny`` (tests: a tiny random VAE and MMDiT), ``sd3`` (the geometry of SD3-Medium; load the
-user's weights with :meth:`PerCoV2.from_diffusers`), ``small`` (a placeholder for a later CPU training
-run: SD3's VAE and a narrow 8-layer MMDiT; nothing is trained or shipped for it yet).
+user's weights with :meth:`PerCoV2.from_diffusers`), ``small`` (trained here on a CPU: its own narrow
+16-channel VAE and an 8-layer MMDiT; training/percov2_stages.py; not trained or shipped yet).
 """
 
 from __future__ import annotations
@@ -145,13 +145,18 @@ class PerCoV2Config:
 
     @classmethod
     def small(cls) -> "PerCoV2Config":
-        """PLACEHOLDER for a later CPU training run, untrained and unshipped: SD3's VAE (frozen, the user's
-        weights) with a narrow 8-layer, 512-wide MMDiT and a 96-wide hyper-encoder at g = 8, K = 256."""
+        """The CPU-trainable default (training stages percov2_vae, then percov2_flow): its own narrow
+        16-channel f8 VAE (:func:`small_vae_config`, SD3's layout, so every code path is the sd3 preset's),
+        a narrow 8-layer, 512-wide MMDiT and a 96-wide hyper-encoder at g = 8, K = 256. The VAE's
+        shift/scaling factors here are placeholders: the flow stage measures them on training data and
+        the trained model's config.json holds those."""
         hyper = HyperConfig(width=96, residual_blocks=4, down_widths=(192, 256, 256), hyper_channels=160,
                             adapter_channels=32)
         transformer = dict(sd3.sd3_medium_transformer_config(), num_layers=8, num_attention_heads=8,
                            caption_projection_dim=512)
-        return cls(hyper=hyper, transformer=widened_config(transformer, hyper))
+        # No text encoders ship with it: 8 zero caption tokens instead of 77 (each costs attention for nothing).
+        return cls(hyper=hyper, vae=small_vae_config(), transformer=widened_config(transformer, hyper),
+                   sampling=SamplingConfig(prompt_length=8))
 
     @classmethod
     def tiny(cls) -> "PerCoV2Config":
@@ -166,6 +171,13 @@ class PerCoV2Config:
 def tiny_vae_config() -> dict[str, Any]:
     return dict(sd3.sd3_medium_vae_config(), block_out_channels=[8, 8, 8, 8], layers_per_block=1, norm_num_groups=4,
                 sample_size=64)
+
+
+def small_vae_config() -> dict[str, Any]:
+    """SD3's AutoencoderKL layout (16 latent channels, f8, no quant convs) at a quarter of its widths,
+    trainable on a CPU; scaling 1 and shift 0 until the flow stage measures them."""
+    return dict(sd3.sd3_medium_vae_config(), block_out_channels=[32, 64, 128, 128], layers_per_block=2,
+                norm_num_groups=16, sample_size=256, scaling_factor=1.0, shift_factor=0.0)
 
 
 def tiny_transformer_config() -> dict[str, Any]:
@@ -375,8 +387,11 @@ class PerCoV2(LatentCodec):
         latent, tokens = self.tokens(self.pad(x))
         b = latent.shape[0]
         device = latent.device
-        t = torch.sigmoid(torch.randn(b, generator=generator, device=device))
-        noise = torch.randn(latent.shape, generator=generator, device=device)
+        # Drawn on the generator's device (the trainer's are CPU generators) and moved, so a step's
+        # draws are the same on CPU and GPU and a resumed run repeats them.
+        draw_on = generator.device if generator is not None else device
+        t = torch.sigmoid(torch.randn(b, generator=generator, device=draw_on)).to(device)
+        noise = torch.randn(latent.shape, generator=generator, device=draw_on).to(device)
         noisy = (1.0 - t.view(-1, 1, 1, 1)) * latent + t.view(-1, 1, 1, 1) * noise
         target = noise - latent
         prompt = prompt if prompt is not None else self.prompt_embeddings(EMPTY_CAPTION, b)

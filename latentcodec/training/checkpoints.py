@@ -18,7 +18,7 @@ from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models.glc_image import PRESETS, GLCImage
 from latentcodec.models.glc_video import PRESETS as VIDEO_PRESETS
 from latentcodec.models.glc_video import GLCVideo, load_inter_strict, resolve_intra_reference
-from latentcodec.training.config import DLF_STAGES, TrainConfig
+from latentcodec.training.config import DLF_STAGES, PERCOV2_STAGES, TrainConfig
 from latentcodec.zoo.registry import SHIPPED_WEIGHTS_DIR
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -129,6 +129,12 @@ def export_inference_model(checkpoint: str | os.PathLike, out_dir: str | os.Path
         if dtype is not None:
             raise ConfigError("narrower weight storage is offered for GLC models only")
         return export_dlf_model(payload, out_dir, source=str(path), metadata=metadata)
+    if payload["stage"] in PERCOV2_STAGES:
+        from latentcodec.training.percov2_stages import export_percov2_model
+
+        if dtype is not None:
+            raise ConfigError("narrower weight storage is offered for GLC models only")
+        return export_percov2_model(payload, out_dir, source=str(path), metadata=metadata)
     if payload["stage"] == "video":
         config = config_from_dict(TrainConfig, payload["config"])
         model, _ = build_video_model(dataclasses.replace(config, init_from=str(path)))

@@ -8,9 +8,10 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train a GLC-image, GLC-video or DLF stage from a YAML config",
+        help="train a GLC-image, GLC-video, DLF or PerCoV2 stage from a YAML config",
         description="Train one stage (GLC-image: vqgan, latent or joint; GLC-video: video; DLF: dlf_align or "
-        "dlf_pixel) from a YAML config. "
+        "dlf_pixel; PerCoV2: percov2_vae or percov2_flow, whose token prior is then fitted by fit-token-prior) "
+        "from a YAML config. "
         "For several processes use: torchrun --nproc_per_node N -m latentcodec.train CONFIG",
     )
     train.add_argument("config", help="YAML training config (see latentcodec/training/configs/)")

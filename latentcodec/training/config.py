@@ -13,8 +13,9 @@ from latentcodec.config import config_from_dict, config_to_dict, override_config
 from latentcodec.errors import ConfigError
 from latentcodec.nn.patchgan import PatchGANConfig
 
-Stage = Literal["vqgan", "latent", "joint", "video", "dlf_align", "dlf_pixel"]
+Stage = Literal["vqgan", "latent", "joint", "video", "dlf_align", "dlf_pixel", "percov2_vae", "percov2_flow"]
 DLF_STAGES = ("dlf_align", "dlf_pixel")
+PERCOV2_STAGES = ("percov2_vae", "percov2_flow")
 PerceptualChoice = Literal["auto", "lpips_vgg", "fallback", "none"]
 
 
@@ -93,6 +94,11 @@ class LossWeights:
     # at 1/16 scale, [-1, 1] units) of the decoded and the original latent. Stage II has no pixels; this
     # term makes its rate-distortion trade-off spend bits on colour and layout.
     lowpass_latent: float = 0.0
+    # PerCoV2 stage "percov2_flow": the rectified-flow velocity MSE (``codebook`` weights the VQ loss).
+    flow: float = 1.0
+    # PerCoV2 stage "percov2_vae": KL(posterior || N(0, I)), mean per latent element (nats); small, it only
+    # keeps the latent's scale and variance bounded (``l1``, ``mse`` and ``perceptual`` do the work).
+    kl: float = 1e-6
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,30 @@ class DLFTrainConfig:
 
 
 @dataclass(frozen=True)
+class PerCoV2TrainConfig:
+    """PerCoV2's stages (SYSTEMS.md 6.6.4). ``percov2_vae`` trains the small preset's own 16-channel f8
+    AutoencoderKL (SD3's VAE is licence-gated, so nothing could ship over it); ``percov2_flow`` is stage A:
+    rectified flow on the normalised VAE latent conditioned on the VQ tokens, plus the VQ loss, VAE frozen.
+
+    ``init_from`` of a flow run is a PerCoV2 flow run, checkpoint or save_pretrained folder (everything
+    is loaded), a ``percov2_vae`` run (its VAE is loaded, the rest starts fresh) or, for the sd3 preset, a
+    local SD3 folder in the diffusers layout."""
+
+    # Share of samples whose caption is replaced by the empty caption (the unconditional branch of
+    # classifier-free guidance). Without captions every sample already has the empty one: a no-op.
+    caption_dropout: float = 0.1
+    # A fresh flow run over a VAE that arrived without its own normalisation (a percov2_vae run, or a fresh
+    # VAE) sets shift_factor / scaling_factor so that the latent of this many training crops (posterior
+    # mode) has mean 0 and standard deviation 1, as SD3's factors do for its VAE; 0 keeps the preset's.
+    scaling_crops: int = 16
+    # Every this many steps, codewords no training token chose since the last time are moved onto
+    # (rank 0's) current token vectors, plus a little noise: the dead-code restart of SYSTEMS.md 6.6.2,
+    # against a collapsing codebook. 0: off. runtime.checkpoint_every must be a multiple, so that a
+    # checkpoint never holds usage counts and a resumed run repeats every restart.
+    dead_code_every: int = 0
+
+
+@dataclass(frozen=True)
 class GanConfig:
     start_step: int = 0  # GAN terms (generator and discriminator) are off before this step
     adaptive_weight: bool = True
@@ -164,7 +194,7 @@ class TrainConfig:
     name: str
     stage: Stage
     steps: int
-    preset: str = "tiny"  # a key of glc_image.PRESETS (glc_video.PRESETS in stage "video", dlf.PRESETS in dlf_*)
+    preset: str = "tiny"  # a key of glc_image.PRESETS (glc_video.PRESETS in "video", dlf.PRESETS in dlf_*, percov2.PRESETS in percov2_*)
     init_from: str | None = None  # a previous run's directory, a checkpoint file or a save_pretrained dir
     seed: int = 0
     freeze_vqgan_encoder: bool = True  # stage III: keep E fixed so the latent and code targets stay put
@@ -182,6 +212,7 @@ class TrainConfig:
     gan: GanConfig = field(default_factory=GanConfig)
     video: VideoTrainConfig = field(default_factory=VideoTrainConfig)
     dlf: DLFTrainConfig = field(default_factory=DLFTrainConfig)
+    percov2: PerCoV2TrainConfig = field(default_factory=PerCoV2TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def run_dir(self) -> Path:
@@ -264,6 +295,29 @@ def check_dlf_config(config: TrainConfig) -> TrainConfig:
     return config
 
 
+def check_percov2_config(config: TrainConfig) -> TrainConfig:
+    from latentcodec.models.percov2 import PRESETS
+
+    if config.preset not in PRESETS:
+        raise ConfigError(f"unknown PerCoV2 preset {config.preset!r} (one of {', '.join(PRESETS)})")
+    model_config = PRESETS[config.preset]()
+    # The flow stage's crops are coded whole: each side a whole number of tokens.
+    multiple = model_config.vae_factor if config.stage == "percov2_vae" else model_config.token_pixels
+    if config.data.crop_size % multiple:
+        raise ConfigError(f"data.crop_size must be a multiple of {multiple} for stage {config.stage}")
+    if not 0.0 <= config.percov2.caption_dropout <= 1.0:
+        raise ConfigError("percov2.caption_dropout must lie in [0, 1]")
+    if config.percov2.scaling_crops < 0:
+        raise ConfigError("percov2.scaling_crops must be >= 0")
+    every = config.percov2.dead_code_every
+    if every < 0 or (every and config.runtime.checkpoint_every % every):
+        raise ConfigError("percov2.dead_code_every must be 0 or divide runtime.checkpoint_every")
+    if config.rates.target_bpp is not None or config.rates.initial_gains is not None:
+        raise ConfigError("PerCoV2 has one operating point per model: rates.target_bpp and rates.initial_gains "
+                          "do not apply")
+    return config  # validation.rate_indices: a PerCoV2 stage validates its one operating point, whatever they say
+
+
 def check_config(config: TrainConfig) -> TrainConfig:
     from latentcodec.models.glc_image import PRESETS
 
@@ -273,6 +327,8 @@ def check_config(config: TrainConfig) -> TrainConfig:
         return check_video_config(config)
     if config.stage in DLF_STAGES:
         return check_dlf_config(config)
+    if config.stage in PERCOV2_STAGES:
+        return check_percov2_config(config)
     if config.preset not in PRESETS:
         raise ConfigError(f"unknown preset {config.preset!r} (one of {', '.join(PRESETS)})")
     model_config = PRESETS[config.preset]()

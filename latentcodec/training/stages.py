@@ -27,8 +27,6 @@ from latentcodec.training.losses import (
 )
 
 
-
-
 class StageLosses(NamedTuple):
     """The generator-side loss and its parts (detached scalars except ``total``)."""
 
@@ -46,6 +44,8 @@ class StageLosses(NamedTuple):
     latent_mse: torch.Tensor
     code_ce: torch.Tensor
     code_pix_ce: torch.Tensor
+    flow: torch.Tensor | None = None  # PerCoV2 stage A: the rectified-flow velocity MSE
+    kl: torch.Tensor | None = None  # PerCoV2's VAE stage: KL per latent element
 
 
 def trainable_prefixes(config: TrainConfig) -> tuple[str, ...]:

@@ -41,7 +41,7 @@ from latentcodec.training.checkpoints import (  # noqa: F401  (export_inference_
     rng_state,
     set_rng_state,
 )
-from latentcodec.training.config import DLF_STAGES, TrainConfig, dump_config
+from latentcodec.training.config import DLF_STAGES, PERCOV2_STAGES, TrainConfig, dump_config
 from latentcodec.training.distributed import choose_device, init_distributed
 from latentcodec.training.dlf_stages import (
     DLFObjective,
@@ -52,6 +52,7 @@ from latentcodec.training.dlf_stages import (
     load_control_images,
     set_dlf_trainable,
 )
+from latentcodec.training import percov2_stages
 from latentcodec.training.losses import PerceptualLoss, hinge_discriminator_loss, lpips_vgg_status
 from latentcodec.training.selection import BEST_FILE, selection_score
 from latentcodec.training.stages import StageLosses, StageObjective, VideoObjective, set_trainable
@@ -93,20 +94,27 @@ class Trainer:
 
         self.is_video = config.stage == "video"
         self.is_dlf = config.stage in DLF_STAGES
-        seed_dlf_codebook = False
+        self.is_percov2 = config.stage in PERCOV2_STAGES
+        seed_dlf_codebook = measure_scaling = False
         resuming = resume and self.checkpoint_path.exists()
         if self.is_video:
             self.model, init_note = build_video_model(config)
         elif self.is_dlf:
             self.model, init_note, seed_dlf_codebook = build_dlf_model(config, load_weights=not resuming)
+        elif self.is_percov2:
+            self.model, init_note, measure_scaling = percov2_stages.build_percov2_model(
+                config, self.checkpoint_path if resuming else None)
         else:
             self.model = GLCImage(PRESETS[config.preset](), with_training_modules=True)
             init_note = load_model_weights(self.model, config.init_from) if config.init_from else "fresh initialisation"
         self.model.to(self.device)
-        parameters = set_dlf_trainable(self.model, config) if self.is_dlf else set_trainable(self.model, config)
-        self.rate_slots = self.model.num_rates if self.is_dlf else len(config.rates.lambdas)
+        if self.is_percov2:
+            parameters = percov2_stages.set_percov2_trainable(self.model, config)
+        else:
+            parameters = set_dlf_trainable(self.model, config) if self.is_dlf else set_trainable(self.model, config)
+        self.rate_slots = 1 if self.is_percov2 else self.model.num_rates if self.is_dlf else len(config.rates.lambdas)
 
-        needs_pixels = config.stage in ("vqgan", "joint", "dlf_pixel")
+        needs_pixels = config.stage in ("vqgan", "joint", "dlf_pixel", "percov2_vae")
         perceptual_kind, self.perceptual_note = (self._perceptual_choice() if needs_pixels
                                                  else ("none", "none (no pixel loss in this stage)"))
         self.perceptual = None
@@ -120,6 +128,10 @@ class Trainer:
 
         if self.is_video:
             self.objective = VideoObjective(self.model, config)
+        elif self.is_percov2:
+            objective = (percov2_stages.PerCoV2VAEObjective if config.stage == "percov2_vae"
+                         else percov2_stages.PerCoV2FlowObjective)
+            self.objective = objective(self.model, config, self.perceptual)
         else:
             self.objective = (DLFObjective if self.is_dlf else StageObjective)(self.model, config, self.perceptual)
         # DLF: one rung of dlf.lambda_ladder per rate, moved by self.lambda_control (lambda weights the rate).
@@ -128,7 +140,8 @@ class Trainer:
             start = (inherited_lambda_indices(config) if config.dlf.inherit_lambdas and not resuming
                      else config.dlf.lambda_start)
             self.lambda_ladder = LambdaLadder(config.dlf.lambda_ladder, start, config.dlf.bpp_bounds)
-        initial_lambdas = self.lambda_ladder.values() if self.is_dlf else config.rates.lambdas
+        # PerCoV2: one operating point and no rate term; a single lambda of 1 keeps the machinery uniform.
+        initial_lambdas = self.lambda_ladder.values() if self.is_dlf else (1.0,) if self.is_percov2 else config.rates.lambdas
         self.lambdas = torch.tensor(initial_lambdas, dtype=torch.float32, device=self.device)
 
         optim = config.optim
@@ -180,7 +193,10 @@ class Trainer:
         else:
             if (config.stage == "vqgan" and config.codebook_init_from_data) or seed_dlf_codebook:
                 self._init_codebook_from_data()
-            if config.stage != "vqgan" and not (self.is_video or self.is_dlf) and config.latent_std is not None:
+            if measure_scaling and config.percov2.scaling_crops:
+                self.log(percov2_stages.normalise_latent_on_data(self.model, dataset, config, self.device))
+            if config.stage != "vqgan" and not (self.is_video or self.is_dlf or self.is_percov2) and \
+                    config.latent_std is not None:
                 self._normalise_latent(config.latent_std)
             if self.is_video and not config.init_from and config.codebook_init_from_data:
                 self._init_token_codebook_from_data()
@@ -210,8 +226,10 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(config))
 
     # -- helpers -----------------------------------------------------------------------
-    def rate_gain_tables(self) -> tuple[nn.Parameter, nn.Parameter]:
-        """The per-rate gain tables (encoder, decoder side) this stage trains."""
+    def rate_gain_tables(self) -> tuple[nn.Parameter, ...]:
+        """The per-rate gain tables (encoder, decoder side) this stage trains (PerCoV2: none)."""
+        if self.is_percov2:
+            return ()
         if self.is_video:
             return self.model.inter.y_q_enc, self.model.inter.y_q_dec
         if self.is_dlf:
@@ -229,7 +247,8 @@ class Trainer:
             return "none", "none (disabled in the config)"
         available, note = lpips_vgg_status()
         if choice == "fallback":
-            return "fallback", "D feature matching + (1 - MS-SSIM) (chosen in the config)"
+            terms = "D feature matching + (1 - MS-SSIM)" if self.config.losses.feature_matching else "(1 - MS-SSIM)"
+            return "fallback", f"{terms} (chosen in the config)"
         if choice == "lpips_vgg" and available == "fallback":
             raise WeightsError(f"perceptual: lpips_vgg asked for, but {note}")
         return available, note
@@ -311,7 +330,7 @@ class Trainer:
     def _weights_payload(self) -> dict[str, Any]:
         """What export-weights reads of a run: the weights with their step, lambdas and config
         (all of best.pt; checkpoint.pt adds the optimiser and data state)."""
-        return {
+        payload = {
             "format": 1,
             "preset": self.config.preset,
             "stage": self.config.stage,
@@ -320,6 +339,9 @@ class Trainer:
             "lambdas": self.lambdas.cpu(),
             "config": config_to_dict(self.config),
         }
+        if self.is_percov2:  # its VAE normalisation (and, over SD3, the components' configs) is measured
+            payload["model_config"] = percov2_stages.model_config_payload(self.model)
+        return payload
 
     def save_checkpoint(self) -> None:
         streams = self._gather(self.stream.state_dict())
@@ -399,7 +421,7 @@ class Trainer:
             batch = self.stream.next_batch().to(self.device, non_blocking=True)
             generator = self._sample_generator(micro)
             rates = self._rates(batch.shape[0], generator)
-            extra = {"generator": generator} if self.is_video else {}
+            extra = {"generator": generator} if self.is_video or self.is_percov2 else {}
             sync = micro == accumulation - 1
             no_sync = self.objective_ddp.no_sync() if (self.dist.active and not sync) else contextlib.nullcontext()
             with no_sync, self.autocast:
@@ -426,6 +448,8 @@ class Trainer:
             self._optimizer_step(self.disc_optimizer, self.disc_scheduler, self.discriminator)
         self._adapt_lambdas(rate_sums, rate_counts)
         self.step += 1
+        if self.config.stage == "percov2_flow" and self.objective.restart_due(self.step):
+            self.log(self.objective.restart_dead_codes(self.step, self.dist.active))
         if self.lambda_control is not None and self.lambda_control.due(self.step):
             self._control_dlf_lambdas()
         self._last_disc_loss = disc_loss_value
@@ -474,6 +498,11 @@ class Trainer:
         if self.is_video:
             return validate_video(self.model, self.config.validation, self.device, self.log,
                                   self.config.video.anchor_levels)
+        if self.is_percov2:
+            validation = percov2_stages.single_point(self.config.validation)
+            if self.config.stage == "percov2_vae":
+                return percov2_stages.validate_vae(self.model, validation, self.device, self.log)
+            return validate_images(self.model, validation, self.device, self.log)
         return validate_images(self.model, self.config.validation, self.device, self.log)
 
     def _select(self, results: dict[str, Any]) -> None:
@@ -539,6 +568,7 @@ class Trainer:
             "code_ce": value(losses.code_ce),
             "code_pix_ce": value(losses.code_pix_ce),
             "lambdas": self.lambdas.tolist(),
+            **{name: value(term) for name, term in (("flow", losses.flow), ("kl", losses.kl)) if term is not None},
         }
 
     def close(self) -> None:

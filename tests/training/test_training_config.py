@@ -13,7 +13,23 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "latentcodec" / "training" / 
 def test_shipped_configs_validate(path):
     config = load_config(path)
     assert isinstance(config, TrainConfig)
-    assert config.stage in ("vqgan", "latent", "joint", "video", "dlf_align", "dlf_pixel")
+    assert config.stage in ("vqgan", "latent", "joint", "video", "dlf_align", "dlf_pixel", "percov2_vae", "percov2_flow")
+
+
+def test_percov2_config_checks(tmp_path, image_folder):
+    config = tiny_config(tmp_path, image_folder, "percov2_flow")
+    config["data"]["crop_size"] = 72  # tiny: 16 pixels per token
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        load_config(write_config(tmp_path / "c.yaml", config))
+    config["data"]["crop_size"] = 64
+    path = write_config(tmp_path / "c.yaml", config)
+    assert load_config(path).percov2.caption_dropout == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="caption_dropout"):
+        load_config(path, ["percov2.caption_dropout=1.5"])
+    with pytest.raises(ConfigError, match="one operating point"):
+        load_config(path, ["rates.target_bpp=[0.1, 0.1, 0.1, 0.1]"])
+    with pytest.raises(ConfigError, match="PerCoV2 preset"):
+        load_config(path, ["preset=huge"])
 
 
 def test_unknown_key_is_rejected(tmp_path, image_folder):

@@ -92,10 +92,13 @@ def tiny_dlf_config(tmp_path: Path, image_folder: Path, stage: str, **extra) -> 
     return tiny_config(tmp_path, image_folder, stage, **{**dlf, **extra})
 
 
-def kill_and_resume(configs: dict[str, Path], run_name: str, tmp_path: Path, steps: int) -> tuple[dict, dict, Path]:
+def kill_and_resume(configs: dict[str, Path], run_name: str, tmp_path: Path, steps: int,
+                    straight_in_process: bool = False) -> tuple[dict, dict, Path]:
     """Train ``configs["straight"]`` to the end; start ``configs["killed"]``, SIGKILL it after its first
     checkpoint (mid-run), ``--resume`` it; check both final checkpoints hold the same step, model,
-    discriminator, Adam state, lambdas and data streams. Returns (straight, resumed, killed run dir)."""
+    discriminator, Adam state, lambdas and data streams. Returns (straight, resumed, killed run dir).
+    ``straight_in_process``: the uninterrupted run in this process (saves a process start where imports
+    are slow, e.g. diffusers'; the runs use one thread either way)."""
     import signal
     import time
 
@@ -103,9 +106,19 @@ def kill_and_resume(configs: dict[str, Path], run_name: str, tmp_path: Path, ste
 
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
-    straight = subprocess.run(train_command(configs["straight"]), cwd=repo, env=env, capture_output=True,
-                              text=True, timeout=240)
-    assert straight.returncode == 0, straight.stderr[-2000:]
+    if straight_in_process:
+        from latentcodec.training.config import load_config
+        from latentcodec.training.trainer import run_training
+
+        threads = torch.get_num_threads()
+        try:
+            run_training(load_config(configs["straight"]))
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        straight = subprocess.run(train_command(configs["straight"]), cwd=repo, env=env, capture_output=True,
+                                  text=True, timeout=240)
+        assert straight.returncode == 0, straight.stderr[-2000:]
     run_dir = tmp_path / "killed" / "runs" / run_name
     process = subprocess.Popen(train_command(configs["killed"]), cwd=repo, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -124,8 +137,9 @@ def kill_and_resume(configs: dict[str, Path], run_name: str, tmp_path: Path, ste
     a = torch.load(tmp_path / "straight" / "runs" / run_name / "checkpoint.pt", weights_only=False)
     b = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert a["step"] == b["step"] == steps
+    assert (a["discriminator"] is None) == (b["discriminator"] is None)
     for part in ("model", "discriminator"):
-        for key, value in a[part].items():
+        for key, value in (a[part] or {}).items():
             assert torch.equal(value, b[part][key]), f"{part}.{key} differs after resume"
     for key, value in a["optimizer"]["state"].items():
         assert torch.equal(value["exp_avg_sq"], b["optimizer"]["state"][key]["exp_avg_sq"])
