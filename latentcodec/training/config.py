@@ -94,6 +94,10 @@ class LossWeights:
     # at 1/16 scale, [-1, 1] units) of the decoded and the original latent. Stage II has no pixels; this
     # term makes its rate-distortion trade-off spend bits on colour and layout.
     lowpass_latent: float = 0.0
+    # The same low-pass MSE outside lambda: one weight at every rate index. Under lambda the lowest rate
+    # weighs colour and layout least (lambda 0.1 against 0.8), and its thumbnails fell 10 dB below the
+    # highest rate's; this term sets a floor that every rate must keep (image stages II/III).
+    lowpass_latent_floor: float = 0.0
     # PerCoV2 stage "percov2_flow": the rectified-flow velocity MSE (``codebook`` weights the VQ loss).
     flow: float = 1.0
     # PerCoV2 stage "percov2_vae": KL(posterior || N(0, I)), mean per latent element (nats); small, it only
@@ -259,7 +263,7 @@ def check_video_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError("validation.rate_indices index video.anchor_levels and are out of range")
     if not video.video_sources and not video.photo_dirs:
         raise ConfigError("video.video_sources and video.photo_dirs are both empty")
-    if config.losses.lowpass_latent and not model_config.intra.vqgan.lowpass_path:
+    if (config.losses.lowpass_latent or config.losses.lowpass_latent_floor) and not model_config.intra.vqgan.lowpass_path:
         raise ConfigError(f"losses.lowpass_latent needs a preset with the VQGAN's low-pass path, not {config.preset!r}")
     return config
 
@@ -339,7 +343,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
     if needs_code_head and positions != model_config.code_predictor.sequence_length:
         side = int(model_config.code_predictor.sequence_length**0.5) * model_config.vqgan.downsampling_factor
         raise ConfigError(f"the code-prediction loss of preset {config.preset!r} needs {side}x{side} crops")
-    if config.losses.lowpass_latent and not model_config.vqgan.lowpass_path:
+    if (config.losses.lowpass_latent or config.losses.lowpass_latent_floor) and not model_config.vqgan.lowpass_path:
         raise ConfigError(f"losses.lowpass_latent needs a preset with the VQGAN's low-pass path, not {config.preset!r}")
     if len(config.rates.lambdas) != model_config.num_rates:
         raise ConfigError(f"rates.lambdas needs {model_config.num_rates} values, one per rate index")

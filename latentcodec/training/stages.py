@@ -168,8 +168,10 @@ class StageObjective(nn.Module):
         latent, latent_hat = encoded.latent.detach(), encoded.latent_hat
         latent_mse = per_sample_mean((latent_hat - latent) ** 2)
         distortion = weights.latent_mse * latent_mse
+        lowpass = self._lowpass_error(latent_hat, latent) if (weights.lowpass_latent or
+                                                               weights.lowpass_latent_floor) else None
         if weights.lowpass_latent:
-            distortion = distortion + weights.lowpass_latent * self._lowpass_error(latent_hat, latent)
+            distortion = distortion + weights.lowpass_latent * lowpass
         zero = bpp.new_zeros(())
         l1 = perceptual = ms_ssim = torch.zeros_like(bpp)
         gan_term = gan = gan_weight = zero
@@ -193,6 +195,8 @@ class StageObjective(nn.Module):
         if pixels:
             gan_term, gan, gan_weight = self._gan_terms(weighted, x_hat, discriminator)
         total = bpp.mean() + weighted + gan_term + weights.codebook * vq_loss
+        if weights.lowpass_latent_floor:
+            total = total + weights.lowpass_latent_floor * lowpass.mean()
         if weights.code_ce:
             # The head itself learns at full weight, whatever lambda is: a small lambda should
             # shrink the codec's effort to keep codes predictable, not the predictor's learning.
@@ -255,6 +259,7 @@ class VideoObjective(nn.Module):
         bits = clips.new_zeros(batch)
         latent_mse = clips.new_zeros(batch)
         distortion = clips.new_zeros(batch)  # what lambda weighs: latent MSE (+ the low-pass term)
+        lowpass_floor = clips.new_zeros(batch)  # the low-pass term outside lambda (losses.lowpass_latent_floor)
         vq_loss = clips.new_zeros(())
         for plan in self.plans(length, generator)[1:]:
             with torch.no_grad():
@@ -265,18 +270,20 @@ class VideoObjective(nn.Module):
             frame_mse = per_sample_mean((analysis.latent_hat - latent) ** 2)
             latent_mse = latent_mse + frame_mse
             distortion = distortion + weights.latent_mse * frame_mse
-            if weights.lowpass_latent:
+            if weights.lowpass_latent or weights.lowpass_latent_floor:
                 # Every P-frame keeps the colour and layout of its low-pass channels (issue 10's
                 # per-frame thumbnail target), as stages II/III teach the I-frame model.
-                distortion = distortion + weights.lowpass_latent * lowpass_error(vqgan.generator,
-                                                                                 analysis.latent_hat, latent)
+                frame_lowpass = lowpass_error(vqgan.generator, analysis.latent_hat, latent)
+                distortion = distortion + weights.lowpass_latent * frame_lowpass
+                lowpass_floor = lowpass_floor + weights.lowpass_latent_floor * frame_lowpass
             vq_loss = vq_loss + analysis.vq_loss
             reference = analysis.latent_hat
         p_frames = length - 1
         bpp = bits / (p_frames * clips.shape[-2] * clips.shape[-1])
         latent_mse, distortion = latent_mse / p_frames, distortion / p_frames
         vq_loss = vq_loss / p_frames
-        total = bpp.mean() + (lambdas[rates] * distortion).mean() + weights.codebook * vq_loss
+        total = (bpp.mean() + (lambdas[rates] * distortion).mean() + (lowpass_floor / p_frames).mean()
+                 + weights.codebook * vq_loss)
         zero = bpp.new_zeros(())
         return StageLosses(total, None, clips, rates, bpp.detach(), zero, zero, zero, zero, zero, vq_loss.detach(),
                            latent_mse.mean().detach(), zero, zero)

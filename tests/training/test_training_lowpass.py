@@ -43,3 +43,25 @@ def test_lowpass_term_pulls_the_decoded_latent_towards_the_low_pass_image(tmp_pa
     before = float(trainer.objective(batch, torch.tensor([0, 3]), trainer.lambdas, None).total)
     trainer.close()
     assert torch.isfinite(torch.tensor(before))
+
+
+def test_lowpass_floor_adds_the_same_weighted_error_at_every_rate(tmp_path, image_folder, monkeypatch):
+    """losses.lowpass_latent_floor sits outside lambda: with every lambda at zero it still adds exactly
+    floor x the batch's mean low-pass error, so the lowest rate cannot trade colour and layout away."""
+    monkeypatch.setitem(PRESETS, "tiny", tiny_lowpass)
+    config = load_config(write_config(tmp_path / "c.yaml", tiny_config(tmp_path, image_folder, "latent",
+                                                                        **{"losses.lowpass_latent_floor": 7.0})))
+    trainer = Trainer(config)
+    objective = trainer.objective.module if hasattr(trainer.objective, "module") else trainer.objective
+    objective.eval()  # rounding, not noise: the same batch gives the same symbols twice
+    batch, rates, no_lambda = trainer.stream.next_batch(), torch.tensor([0, 3]), torch.zeros_like(trainer.lambdas)
+    with torch.no_grad():
+        with_floor = objective(batch, rates, no_lambda, None)
+        objective.config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, lowpass_latent_floor=0.0))
+        without = objective(batch, rates, no_lambda, None)
+        x = objective.model.pad(batch)
+        encoded = objective.model.analyse(x, rates)
+        error = objective._lowpass_error(encoded.latent_hat, encoded.latent)
+    trainer.close()
+    assert float(error.mean()) > 0
+    assert torch.allclose(with_floor.total - without.total, 7.0 * error.mean(), rtol=1e-4, atol=1e-6)
