@@ -26,11 +26,16 @@ def run_config(tmp_path: Path, image_folder: Path, stage: str, **extra) -> dict:
                                                          "losses.feature_matching": 0.0, "losses.gan": 0.0, **extra})
 
 
-def test_flow_sigkill_then_resume_matches_uninterrupted_run(tmp_path, image_folder):
-    configs = {name: write_config(tmp_path / f"{name}.yaml", run_config(
-        tmp_path / name, image_folder, "percov2_flow", steps=STEPS, **{"runtime.checkpoint_every": 3,
-                                                                        "percov2.dead_code_every": 3}))
+def straight_and_killed(tmp_path: Path, image_folder: Path, stage: str, **extra) -> dict[str, Path]:
+    """The same run's config twice (own folders), checkpointing every 3 steps: one runs straight
+    through, the other is killed and resumed."""
+    return {name: write_config(tmp_path / f"{name}.yaml", run_config(
+        tmp_path / name, image_folder, stage, steps=STEPS, **{"runtime.checkpoint_every": 3, **extra}))
         for name in ("straight", "killed")}
+
+
+def test_flow_sigkill_then_resume_matches_uninterrupted_run(tmp_path, image_folder):
+    configs = straight_and_killed(tmp_path, image_folder, "percov2_flow", **{"percov2.dead_code_every": 3})
     a, b, run_dir = kill_and_resume(configs, "test-percov2_flow", tmp_path, STEPS, straight_in_process=True)
     # The measured latent normalisation travels in the checkpoint: the resumed run rebuilt the same codec.
     assert a["model_config"] == b["model_config"] and a["model_config"]["vae"]["scaling_factor"] != \
@@ -42,10 +47,7 @@ def test_flow_sigkill_then_resume_matches_uninterrupted_run(tmp_path, image_fold
 
 
 def test_vae_sigkill_then_resume_with_a_discriminator(tmp_path, image_folder):
-    configs = {name: write_config(tmp_path / f"{name}.yaml", run_config(
-        tmp_path / name, image_folder, "percov2_vae", steps=STEPS, **{"runtime.checkpoint_every": 3,
-                                                                       "losses.gan": 0.1}))
-        for name in ("straight", "killed")}
+    configs = straight_and_killed(tmp_path, image_folder, "percov2_vae", **{"losses.gan": 0.1})
     a, _, _ = kill_and_resume(configs, "test-percov2_vae", tmp_path, STEPS, straight_in_process=True)
     assert a["discriminator"] is not None and a["disc_optimizer"]["state"]
 
