@@ -241,6 +241,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+def check_lowpass_terms(config: TrainConfig, has_lowpass_path: bool) -> None:
+    """The low-pass terms read the VQGAN generator's low-pass map: GLC stages and stage video alike."""
+    if (config.losses.lowpass_latent or config.losses.lowpass_latent_floor) and not has_lowpass_path:
+        raise ConfigError("losses.lowpass_latent and losses.lowpass_latent_floor need a preset with the VQGAN's "
+                          f"low-pass path, not {config.preset!r}")
+
+
 def check_video_config(config: TrainConfig) -> TrainConfig:
     from latentcodec.models.glc_video import PRESETS
 
@@ -263,8 +270,7 @@ def check_video_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError("validation.rate_indices index video.anchor_levels and are out of range")
     if not video.video_sources and not video.photo_dirs:
         raise ConfigError("video.video_sources and video.photo_dirs are both empty")
-    if (config.losses.lowpass_latent or config.losses.lowpass_latent_floor) and not model_config.intra.vqgan.lowpass_path:
-        raise ConfigError(f"losses.lowpass_latent needs a preset with the VQGAN's low-pass path, not {config.preset!r}")
+    check_lowpass_terms(config, model_config.intra.vqgan.lowpass_path)
     return config
 
 
@@ -343,8 +349,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
     if needs_code_head and positions != model_config.code_predictor.sequence_length:
         side = int(model_config.code_predictor.sequence_length**0.5) * model_config.vqgan.downsampling_factor
         raise ConfigError(f"the code-prediction loss of preset {config.preset!r} needs {side}x{side} crops")
-    if (config.losses.lowpass_latent or config.losses.lowpass_latent_floor) and not model_config.vqgan.lowpass_path:
-        raise ConfigError(f"losses.lowpass_latent needs a preset with the VQGAN's low-pass path, not {config.preset!r}")
+    check_lowpass_terms(config, model_config.vqgan.lowpass_path)
     if len(config.rates.lambdas) != model_config.num_rates:
         raise ConfigError(f"rates.lambdas needs {model_config.num_rates} values, one per rate index")
     if config.rates.target_bpp is not None and len(config.rates.target_bpp) != model_config.num_rates:

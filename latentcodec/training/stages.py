@@ -168,8 +168,8 @@ class StageObjective(nn.Module):
         latent, latent_hat = encoded.latent.detach(), encoded.latent_hat
         latent_mse = per_sample_mean((latent_hat - latent) ** 2)
         distortion = weights.latent_mse * latent_mse
-        lowpass = self._lowpass_error(latent_hat, latent) if (weights.lowpass_latent or
-                                                               weights.lowpass_latent_floor) else None
+        lowpass = (lowpass_error(model.vqgan.generator, latent_hat, latent)
+                   if weights.lowpass_latent or weights.lowpass_latent_floor else None)
         if weights.lowpass_latent:
             distortion = distortion + weights.lowpass_latent * lowpass
         zero = bpp.new_zeros(())
@@ -204,9 +204,6 @@ class StageObjective(nn.Module):
         return StageLosses(total, x_hat, x, rates, bpp.detach(), l1.mean().detach(), perceptual.mean().detach(),
                            ms_ssim.mean().detach(), gan, gan_weight, vq_loss.detach(), latent_mse.mean().detach(),
                            code_ce.mean().detach(), code_pix_ce.mean().detach())
-
-    def _lowpass_error(self, latent_hat: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        return lowpass_error(self.model.vqgan.generator, latent_hat, latent)
 
     def _z_vq_loss(self, z: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Commitment (weight 1) + beta * codebook term of z_vq, as VectorQuantizer.forward computes it."""
