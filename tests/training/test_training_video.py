@@ -101,6 +101,7 @@ def test_video_stage_resumes_where_it_stopped(video_setup):
     ("preset=huge", "preset"),
     ("data.crop_size=48", "multiple"),
     ("losses.lowpass_latent=5.0", "low-pass path"),
+    ("losses.lowpass_latent_floor=5.0", "low-pass path"),
 ])
 def test_video_config_errors(video_setup, override, message):
     with pytest.raises(ConfigError, match=message):
@@ -133,18 +134,24 @@ def test_low_pass_term_weighs_every_p_frame_and_leaves_the_latent_mse_pure(video
     GLCImage(lowpass_intra).save_pretrained(root / "intra_lowpass")
     monkeypatch.setitem(glc_video.PRESETS, "tiny", lambda: dataclasses.replace(
         glc_video.GLCVideoConfig.tiny(), intra=dataclasses.replace(lowpass_intra, num_rates=64)))
-    results = {}
-    for weight in (0.0, 50.0):
-        config = load_config(video_config(root, f"lp{int(weight)}", **{
-            "video.intra_weights": str(root / "intra_lowpass"), "losses.lowpass_latent": weight}))
+    results, unweighted = {}, {}  # the totals under the config's lambdas and under lambdas of zero
+    runs = {"plain": {}, "weighted": {"losses.lowpass_latent": 50.0}, "floor": {"losses.lowpass_latent_floor": 50.0}}
+    for name, losses in runs.items():
+        config = load_config(video_config(root, f"lp-{name}", **{
+            "video.intra_weights": str(root / "intra_lowpass"), **losses}))
         trainer = Trainer(config)
         torch.manual_seed(2)
         batch = trainer.stream.next_batch()
         rates = torch.zeros(batch.shape[0], dtype=torch.long)
-        torch.manual_seed(3)
-        results[weight] = trainer.objective(batch, rates, trainer.lambdas, None)
+        for lambdas, out in ((trainer.lambdas, results), (torch.zeros_like(trainer.lambdas), unweighted)):
+            torch.manual_seed(3)
+            out[name] = trainer.objective(batch, rates, lambdas, None)
         trainer.close()
-    plain, weighted = results[0.0], results[50.0]
+    plain, weighted = results["plain"], results["weighted"]
     assert torch.equal(plain.latent_mse, weighted.latent_mse)
     assert torch.equal(plain.bpp, weighted.bpp)
     assert float(weighted.total.detach()) > float(plain.total.detach())
+    # losses.lowpass_latent_floor sits outside lambda: with every lambda at zero it still adds to the
+    # total, where the term under lambda adds nothing.
+    assert torch.equal(unweighted["weighted"].total, unweighted["plain"].total)
+    assert float(unweighted["floor"].total.detach()) > float(unweighted["plain"].total.detach())
