@@ -112,8 +112,9 @@ class DLFConfig:
         pixels), 32 twelve-dimensional tokens per window over 4096 cosine codes, the 64 x H/32 x W/32
         detail latent with its four-step context and skip rule, and soft codebook weights. Shrunk:
         an 8-layer, 256-wide tokenizer with ITs after layers 1, 3 and 5 (none after the last group),
-        a 256-wide detail trunk and adaptor, 4 rates in one model, and GLC's small VQGAN (f16, 32
-        channels, 1024 codes), so the VQGAN trained for the GLC default serves both codecs."""
+        a 256-wide detail trunk and adaptor, 4 rates in one model, and GLC's small VQGAN with its
+        low-pass path (``small_lowpass``: f16, 32 channels, 1024 codes), so the VQGAN trained for the
+        GLC default serves both codecs."""
         from latentcodec.models.glc_image import GLCImageConfig
 
         titok = TiTokConfig(width=256, layers=8, heads=4, num_tokens=32, token_dim=12, codebook_size=4096)
@@ -122,7 +123,7 @@ class DLFConfig:
                                    merge_width=256, merge_depth=2)
         # No token prior until one is fitted to the trained model (fit-token-prior --save-model): an
         # untrained prior would code the tokens at slightly more than their fixed 12 bits.
-        return cls(network=network, vqgan=GLCImageConfig.small().vqgan, vqgan_layout="glc")
+        return cls(network=network, vqgan=GLCImageConfig.small_lowpass().vqgan, vqgan_layout="glc")
 
     @classmethod
     def tiny(cls) -> "DLFConfig":
