@@ -250,9 +250,11 @@ class VideoObjective(nn.Module):
         model, weights = self.model, self.config.losses
         batch, length = clips.shape[:2]
         levels = self.anchor_levels.to(rates.device)[rates]
+        vqgan = model.inter_vqgan
         with torch.no_grad():
             reference = model.intra.analyse(model.intra.pad(clips[:, 0]), levels).latent_hat
-        vqgan = model.inter_vqgan
+            intra_lowpass = (lowpass_error(vqgan.generator, reference, vqgan.encoder(model.intra.pad(clips[:, 0])))
+                             if weights.lowpass_floor_over_intra else None)
         bits = clips.new_zeros(batch)
         latent_mse = clips.new_zeros(batch)
         distortion = clips.new_zeros(batch)  # what lambda weighs: latent MSE (+ the low-pass term)
@@ -272,7 +274,8 @@ class VideoObjective(nn.Module):
                 # per-frame thumbnail target), as stages II/III teach the I-frame model.
                 frame_lowpass = lowpass_error(vqgan.generator, analysis.latent_hat, latent)
                 distortion = distortion + weights.lowpass_latent * frame_lowpass
-                lowpass_floor = lowpass_floor + weights.lowpass_latent_floor * frame_lowpass
+                over = frame_lowpass if intra_lowpass is None else (frame_lowpass - intra_lowpass).clamp(min=0)
+                lowpass_floor = lowpass_floor + weights.lowpass_latent_floor * over
             vq_loss = vq_loss + analysis.vq_loss
             reference = analysis.latent_hat
         p_frames = length - 1

@@ -102,6 +102,7 @@ def test_video_stage_resumes_where_it_stopped(video_setup):
     ("data.crop_size=48", "multiple"),
     ("losses.lowpass_latent=5.0", "low-pass path"),
     ("losses.lowpass_latent_floor=5.0", "low-pass path"),
+    ("losses.lowpass_floor_over_intra=true", "lowpass_floor_over_intra applies"),
 ])
 def test_video_config_errors(video_setup, override, message):
     with pytest.raises(ConfigError, match=message):
@@ -135,7 +136,8 @@ def test_low_pass_term_weighs_every_p_frame_and_leaves_the_latent_mse_pure(video
     monkeypatch.setitem(glc_video.PRESETS, "tiny", lambda: dataclasses.replace(
         glc_video.GLCVideoConfig.tiny(), intra=dataclasses.replace(lowpass_intra, num_rates=64)))
     results, unweighted = {}, {}  # the totals under the config's lambdas and under lambdas of zero
-    runs = {"plain": {}, "weighted": {"losses.lowpass_latent": 50.0}, "floor": {"losses.lowpass_latent_floor": 50.0}}
+    runs = {"plain": {}, "weighted": {"losses.lowpass_latent": 50.0}, "floor": {"losses.lowpass_latent_floor": 50.0},
+            "over_intra": {"losses.lowpass_latent_floor": 50.0, "losses.lowpass_floor_over_intra": True}}
     for name, losses in runs.items():
         config = load_config(video_config(root, f"lp-{name}", **{
             "video.intra_weights": str(root / "intra_lowpass"), **losses}))
@@ -155,3 +157,5 @@ def test_low_pass_term_weighs_every_p_frame_and_leaves_the_latent_mse_pure(video
     # total, where the term under lambda adds nothing.
     assert torch.equal(unweighted["weighted"].total, unweighted["plain"].total)
     assert float(unweighted["floor"].total.detach()) > float(unweighted["plain"].total.detach())
+    # Counted only above the I-frame's own low-pass error, the floor adds less (never below nothing).
+    assert float(unweighted["plain"].total) <= float(unweighted["over_intra"].total) < float(unweighted["floor"].total)
