@@ -74,10 +74,12 @@ def test_the_api_snaps_a_float_quality_to_the_grid(tiny_video):
 
 def test_default_model_bpp_rises_with_quality_on_a_real_clip(shared_dir):
     """The shipped default on the first 3 frames of carphone (176x144) at 24 rates, most of them
-    fractional: the stored rate round-trips, and the file grows with the rate over any 10 levels
-    (a sixth of the range). Neighbouring levels may swap: a 3-frame QCIF file is 360-590 bytes, and
-    at the low levels one level's step is below the coding noise (the I-frame alone, 168-181 bytes at
-    levels 0-10, is not monotone there either; measured dips up to 6 % within 6 levels)."""
+    fractional: the stored rate round-trips, and the file grows with the rate over one anchor spacing
+    (21 levels; here by 8.7 % or more). Neighbouring levels may swap: a 3-frame QCIF file is 360-590
+    bytes, and at the low levels one level's step is below the coding noise (the I-frame alone,
+    168-181 bytes at levels 0-10, is not monotone there either; measured dips up to 6 % within 6
+    levels, and levels 0 and 16.2 differ by 4 bytes), so a finer stride would hang on a few bytes
+    that another CPU's float encoder may change."""
     import latentcodec
     from latentcodec.data.video import frame_to_tensor, open_video
 
@@ -95,6 +97,6 @@ def test_default_model_bpp_rises_with_quality_on_a_real_clip(shared_dir):
     rates = [code / RATE_FRACTION_STEPS for code in codes]
     for low, low_size in zip(rates, sizes):
         for high, high_size in zip(rates, sizes):
-            if high - low >= 10:
+            if high - low >= 21:
                 assert high_size > low_size, (low, high, sizes)
     assert sizes[-1] > 1.5 * sizes[0], sizes
