@@ -250,11 +250,13 @@ class VideoObjective(nn.Module):
         model, weights = self.model, self.config.losses
         batch, length = clips.shape[:2]
         levels = self.anchor_levels.to(rates.device)[rates]
-        vqgan = model.inter_vqgan
         with torch.no_grad():
-            reference = model.intra.analyse(model.intra.pad(clips[:, 0]), levels).latent_hat
-            intra_lowpass = (lowpass_error(vqgan.generator, reference, vqgan.encoder(model.intra.pad(clips[:, 0])))
+            intra = model.intra.analyse(model.intra.pad(clips[:, 0]), levels)
+            # The I-frame's own low-pass error, from its analysis (no second encoder pass).
+            intra_lowpass = (lowpass_error(model.intra.vqgan.generator, intra.latent_hat, intra.latent)
                              if weights.lowpass_floor_over_intra else None)
+        reference = intra.latent_hat
+        vqgan = model.inter_vqgan
         bits = clips.new_zeros(batch)
         latent_mse = clips.new_zeros(batch)
         distortion = clips.new_zeros(batch)  # what lambda weighs: latent MSE (+ the low-pass term)
