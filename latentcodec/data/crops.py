@@ -43,6 +43,22 @@ def find_images(folders: Sequence[str | os.PathLike], min_side: int = 0) -> list
     return files
 
 
+def split_holdout(files: Sequence[Path], count: int) -> tuple[list[Path], list[Path]]:
+    """(training files, held-out files): ``count`` evenly spaced files of the sorted list are withheld.
+
+    Evenly spaced rather than the last ``count``, so that a data root with several sub-folders
+    (sources of different kinds) contributes to the held-out set from each of them.
+    """
+    files = list(files)
+    if count <= 0:
+        return files, []
+    if count >= len(files):
+        raise ConfigError(f"data.holdout = {count} would withhold all {len(files)} training images")
+    held_indices = {(2 * k + 1) * len(files) // (2 * count) for k in range(count)}
+    return ([p for i, p in enumerate(files) if i not in held_indices],
+            [p for i, p in enumerate(files) if i in held_indices])
+
+
 class SampleKey(NamedTuple):
     """Which image to read, and the seed of its crop/flip."""
 

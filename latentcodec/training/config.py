@@ -26,6 +26,9 @@ class DataConfig:
     batch_size: int = 8  # per process and per micro-batch
     num_workers: int = 2
     min_side: int = 0  # skip images whose short side is below this (0: upscale them instead)
+    # Evenly spaced training images never trained on, when validation.image_dir is "holdout": validation,
+    # best.pt selection and DLF's lambda control read them, so no decision of a run looks at Kodak.
+    holdout: int = 8
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,8 @@ class VideoTrainConfig:
 @dataclass(frozen=True)
 class ValidationConfig:
     every: int = 1000  # steps; 0 disables
-    image_dir: str = "../shared/data/kodak"
-    images: int = 4  # the first N files of the folder, sorted
+    image_dir: str = "holdout"  # "holdout": data.holdout's withheld training images; else a folder
+    images: int = 4  # the first N files of the folder (or of the holdout), sorted
     crop: int = 0  # centre crop side in pixels (0: whole image)
     rate_indices: tuple[int, ...] = (0, 1, 2, 3)
     video: str = "../shared/data/video/carphone_qcif/carphone_qcif.y4m"  # stage "video"

@@ -19,6 +19,7 @@ Differences from the official recipe, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -192,28 +193,19 @@ def inherited_lambda_indices(config: TrainConfig) -> list[int]:
     return [int(i) for i in indices]
 
 
-def load_control_images(config: TrainConfig, dataset, device: torch.device) -> tuple[list[torch.Tensor], str]:
-    """The first ``dlf.control_images`` images of validation.image_dir (centre-cropped to
-    ``dlf.control_crop``), or a fixed batch of training crops when that folder is missing."""
-    from PIL import Image
+def load_control_images(config: TrainConfig, holdout: list[Path], dataset,
+                        device: torch.device) -> tuple[list[torch.Tensor], str]:
+    """The first ``dlf.control_images`` validation images (centre-cropped to ``dlf.control_crop``),
+    or a fixed batch of training crops when there are none."""
+    from latentcodec.training.validation import describe_validation, load_images, validation_files
 
     count, crop = config.dlf.control_images, config.dlf.control_crop
-    folder = Path(os.path.expanduser(os.path.expandvars(config.validation.image_dir)))
-    if folder.is_dir():
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:count]
-        images = []
-        for path in files:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"))
-            if crop:
-                h, w = array.shape[:2]
-                top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
-                array = array[top : top + crop, left : left + crop]
-            images.append(torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device))
-        if images:
-            return images, f"{len(images)} images of {folder}"
+    files = validation_files(dataclasses.replace(config.validation, images=count), holdout)
+    if files:
+        images = [image.to(device) for image in load_images(files, crop)]
+        return images, describe_validation(config.validation, files)
     probe = BatchStream(dataset, count, config.seed + 2, 0, 1, 0).next_batch().to(device)
-    return list(probe.split(1)), f"{count} fixed training crops ({folder} has no images)"
+    return list(probe.split(1)), f"{count} fixed training crops (no validation images)"
 
 
 # -- weights ---------------------------------------------------------------------------------------

@@ -302,21 +302,21 @@ class PerCoV2VAEObjective(StageObjective):
 
 # -- validation -------------------------------------------------------------------------------------
 @torch.no_grad()
-def validate_vae(model: PerCoV2VAE, config: ValidationConfig, device: torch.device,
+def validate_vae(model: PerCoV2VAE, config: ValidationConfig, files: list[Path], device: torch.device,
                  log: Callable[[str], None]) -> dict[str, Any] | None:
     """Reconstruction (posterior mode) of the validation images: PSNR, MS-SSIM, L1 on [-1, 1] (what
     best.pt selection reads), bpp 0 (nothing is coded), and the latent's mean and std."""
     from latentcodec.evaluation.metrics.pixel import MSSSIM, PSNR
-    from latentcodec.training.validation import _expand, _load_images
+    from latentcodec.training.validation import load_images
 
-    if not _expand(config.image_dir).is_dir():
-        log(f"validation skipped: {_expand(config.image_dir)} does not exist")
+    if not files:
+        log(f"validation skipped: no images in {config.image_dir}")
         return None
     psnr, msssim = PSNR(), MSSSIM()
     model.eval()
     psnrs, ssims, l1s, means, stds = [], [], [], [], []
     factor = model.config.vae_factor
-    for x in _load_images(config):
+    for x in load_images(files, config.crop):
         height, width = x.shape[-2:]
         pad = (0, -width % factor, 0, -height % factor)
         padded = torch.nn.functional.pad(x.to(device), pad, mode="replicate")

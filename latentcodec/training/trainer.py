@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from latentcodec.config import config_to_dict
 from latentcodec.data.clips import build_clip_dataset
-from latentcodec.data.crops import BatchStream, RandomCropDataset, find_images
+from latentcodec.data.crops import BatchStream, RandomCropDataset, find_images, split_holdout
 from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models.glc_image import PRESETS, GLCImage
 from latentcodec.nn.patchgan import PatchGANDiscriminator
@@ -56,7 +56,7 @@ from latentcodec.training import percov2_stages
 from latentcodec.training.losses import PerceptualLoss, hinge_discriminator_loss, lpips_vgg_status
 from latentcodec.training.selection import BEST_FILE, selection_score
 from latentcodec.training.stages import StageLosses, StageObjective, VideoObjective, set_trainable
-from latentcodec.training.validation import validate_images, validate_video
+from latentcodec.training.validation import validate_images, validate_video, validation_files
 
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
@@ -167,6 +167,7 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and config.runtime.bf16 else contextlib.nullcontext())
 
+        self.holdout: list = []  # held-out training images (validation, lambda control)
         if self.is_video:
             video = config.video
             dataset = build_clip_dataset(video.video_sources, video.photo_dirs, video.clip_length,
@@ -174,14 +175,19 @@ class Trainer:
             data_note = (f"{len(dataset.sequences)} video sequences + {len(dataset.photos)} photos for panned clips "
                          f"of {video.clip_length} frames")
         else:
-            files = find_images(config.data.train_dirs, config.data.min_side)
+            # Withheld only when something reads them: a run that validates on a folder, or not at
+            # all, trains on every image.
+            reads_holdout = config.validation.image_dir == "holdout" and (
+                config.validation.every > 0 or (self.is_dlf and config.dlf.control_every > 0))
+            withheld = config.data.holdout if reads_holdout else 0
+            files, self.holdout = split_holdout(find_images(config.data.train_dirs, config.data.min_side), withheld)
             dataset = RandomCropDataset(files, config.data.crop_size)
-            data_note = f"{len(files)} training images"
+            data_note = f"{len(files)} training images ({len(self.holdout)} more held out)"
         self.stream = BatchStream(dataset, config.data.batch_size, config.seed, self.dist.rank,
                                   self.dist.world_size, config.data.num_workers)
         self.lambda_control = None
         if self.is_dlf and config.dlf.control_every:
-            images, control_note = load_control_images(config, dataset, self.device)
+            images, control_note = load_control_images(config, self.holdout, dataset, self.device)
             self.lambda_control = LambdaControl(self.lambda_ladder, images, config.dlf.control_every)
             data_note += f"; lambda control every {config.dlf.control_every} steps on {control_note}"
         self.step = 0
@@ -498,12 +504,13 @@ class Trainer:
         if self.is_video:
             return validate_video(self.model, self.config.validation, self.device, self.log,
                                   self.config.video.anchor_levels)
+        validation = self.config.validation
         if self.is_percov2:
-            validation = percov2_stages.single_point(self.config.validation)
-            if self.config.stage == "percov2_vae":
-                return percov2_stages.validate_vae(self.model, validation, self.device, self.log)
-            return validate_images(self.model, validation, self.device, self.log)
-        return validate_images(self.model, self.config.validation, self.device, self.log)
+            validation = percov2_stages.single_point(validation)
+        files = validation_files(validation, self.holdout)
+        if self.config.stage == "percov2_vae":
+            return percov2_stages.validate_vae(self.model, validation, files, self.device, self.log)
+        return validate_images(self.model, validation, files, self.device, self.log)
 
     def _select(self, results: dict[str, Any]) -> None:
         """Keep the best validated weights in best.pt by DLF's selection rule (training/selection.py)."""

@@ -23,32 +23,47 @@ def _expand(path: str) -> Path:
     return Path(os.path.expanduser(os.path.expandvars(path)))
 
 
-def _load_images(config: ValidationConfig) -> list[torch.Tensor]:
+def validation_files(config: ValidationConfig, holdout: list[Path]) -> list[Path]:
+    """The first ``config.images`` validation images: of the run's held-out training images when
+    ``image_dir`` is "holdout", else of that folder (none when it does not exist)."""
+    if config.image_dir == "holdout":
+        return holdout[: config.images]
+    folder = _expand(config.image_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[: config.images]
+
+
+def describe_validation(config: ValidationConfig, files: list[Path]) -> str:
+    source = "held-out training images" if config.image_dir == "holdout" else str(_expand(config.image_dir))
+    return f"{len(files)} of {source}"
+
+
+def load_images(files: list[Path], crop: int) -> list[torch.Tensor]:
+    """(1, 3, H, W) tensors in [0, 1], centre-cropped to ``crop`` (0: whole image)."""
     from PIL import Image
 
-    folder = _expand(config.image_dir)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[: config.images]
     images = []
     for path in files:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
-        if config.crop:
+        if crop:
             h, w = array.shape[:2]
-            top, left = max(0, (h - config.crop) // 2), max(0, (w - config.crop) // 2)
-            array = array[top : top + config.crop, left : left + config.crop]
+            top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+            array = array[top : top + crop, left : left + crop]
         images.append(torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0))
     return images
 
 
 @torch.no_grad()
-def validate_images(model: nn.Module, config: ValidationConfig, device: torch.device,
+def validate_images(model: nn.Module, config: ValidationConfig, files: list[Path], device: torch.device,
                     log: Callable[[str], None]) -> dict[str, Any] | None:
     from latentcodec.evaluation.metrics.pixel import MSSSIM, PSNR
 
-    if not _expand(config.image_dir).is_dir():
-        log(f"validation skipped: {_expand(config.image_dir)} does not exist")
+    if not files:
+        log(f"validation skipped: no images in {config.image_dir}")
         return None
-    images = _load_images(config)
+    images = load_images(files, config.crop)
     psnr, msssim = PSNR(), MSSSIM()
     model.eval()
     results: dict[str, Any] = {}

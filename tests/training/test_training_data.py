@@ -47,3 +47,18 @@ def test_crops_are_in_range_and_random(image_folder):
 def test_small_images_are_enlarged_to_the_crop(image_folder):
     dataset = RandomCropDataset(find_images([image_folder]), crop_size=128)  # images are 96x80
     assert BatchStream(dataset, 2, 0, 0, 1).next_batch().shape == (2, 3, 128, 128)
+
+
+def test_holdout_is_evenly_spaced_disjoint_and_bounded():
+    import pytest
+
+    from latentcodec.data.crops import split_holdout
+    from latentcodec.errors import ConfigError
+
+    files = [f"{folder}/{i:03d}.png" for folder in ("a", "b", "c", "d") for i in range(25)]
+    train, held = split_holdout(files, 4)
+    assert len(held) == 4 and len(train) == 96 and not set(train) & set(held)
+    assert {name.split("/")[0] for name in held} == {"a", "b", "c", "d"}  # one from each source folder
+    assert split_holdout(files, 0) == (files, [])
+    with pytest.raises(ConfigError, match="withhold all"):
+        split_holdout(files[:3], 3)

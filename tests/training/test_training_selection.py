@@ -39,3 +39,15 @@ def test_fit_keeps_the_best_validated_weights_and_resume_remembers_the_score(tmp
     resumed = Trainer(load_config(write_config(tmp_path / "c2.yaml", {**config, "steps": 6})), resume=True)
     assert resumed.best_score == trainer.best_score
     resumed.close()
+
+
+def test_holdout_images_are_withheld_from_training_and_read_by_validation(tmp_path, image_folder):
+    config = tiny_config(tmp_path, image_folder, "latent", steps=2,
+                         **{"validation.every": 2, "validation.image_dir": "holdout", "data.holdout": 2,
+                            "validation.images": 1, "validation.rate_indices": [0], "data.crop_size": 64})
+    trainer = Trainer(load_config(write_config(tmp_path / "c.yaml", config)))
+    trained = set(trainer.stream.dataset.files)
+    assert len(trainer.holdout) == 2 and len(trained) == 6 and not trained & set(trainer.holdout)
+    results = trainer.validate()
+    assert results is not None and results["0"]["bpp"] > 0  # validated on a held-out image
+    trainer.close()
