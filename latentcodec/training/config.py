@@ -156,6 +156,12 @@ class DLFTrainConfig:
     control_every: int = 500  # steps; 0 keeps every lambda at its start
     control_images: int = 2  # the first N images of validation.image_dir (a fixed training batch without it)
     control_crop: int = 0  # centre crop side in pixels (0: whole image)
+    # The official recipe opens with "feat_wo_bpp" (lambda 1e-3 for every rate): with the ladder's
+    # lambdas from step 0 the untrained detail branch is priced before it helps, and its rate
+    # collapses to ~0 at every rate (our first stage-1 run: 0.0003 bpp at all 4 rates by step 600).
+    # No lambda control runs during these steps.
+    rate_free_steps: int = 0
+    rate_free_lambda: float = 1e-3
 
 
 @dataclass(frozen=True)

@@ -431,7 +431,7 @@ class Trainer:
             sync = micro == accumulation - 1
             no_sync = self.objective_ddp.no_sync() if (self.dist.active and not sync) else contextlib.nullcontext()
             with no_sync, self.autocast:
-                losses = self.objective_ddp(batch, rates, self.lambdas, discriminator_for_g, **extra)
+                losses = self.objective_ddp(batch, rates, self._step_lambdas(), discriminator_for_g, **extra)
             (losses.total / accumulation).backward()
             rate_sums.index_add_(0, rates, losses.bpp.float())
             rate_counts.index_add_(0, rates, torch.ones_like(losses.bpp))
@@ -456,7 +456,8 @@ class Trainer:
         self.step += 1
         if self.config.stage == "percov2_flow" and self.objective.restart_due(self.step):
             self.log(self.objective.restart_dead_codes(self.step, self.dist.active))
-        if self.lambda_control is not None and self.lambda_control.due(self.step):
+        if (self.lambda_control is not None and self.lambda_control.due(self.step)
+                and self.step > self.config.dlf.rate_free_steps):
             self._control_dlf_lambdas()
         self._last_disc_loss = disc_loss_value
         return last
@@ -470,6 +471,13 @@ class Trainer:
             self.scaler.update()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
+
+    def _step_lambdas(self) -> torch.Tensor:
+        """The lambdas of this step: DLF's rate-free opening (official ``feat_wo_bpp``) weights every
+        rate by dlf.rate_free_lambda, so the detail branch becomes useful before its rate is priced."""
+        if self.is_dlf and self.step < self.config.dlf.rate_free_steps:
+            return torch.full_like(self.lambdas, self.config.dlf.rate_free_lambda)
+        return self.lambdas
 
     def _control_dlf_lambdas(self) -> None:
         """DLF: one ladder step per rate towards dlf.bpp_bounds (SYSTEMS.md 5.9), same on every rank."""

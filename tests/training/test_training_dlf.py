@@ -110,6 +110,21 @@ def test_lambda_control_in_the_trainer(tmp_path, image_folder, validation_folder
     assert float(doubled.total - base.total) == pytest.approx(float(base.bpp.mean()) * 1.0, rel=1e-3)
 
 
+def test_rate_free_opening_prices_the_rate_at_rate_free_lambda_and_holds_control(tmp_path, image_folder,
+                                                                                 validation_folder):
+    trainer, _ = dlf_trainer(tmp_path, image_folder, "dlf_align", **{
+        "validation.image_dir": str(validation_folder), "dlf.control_every": 1, "dlf.rate_free_steps": 2,
+        "dlf.rate_free_lambda": 1e-3, "dlf.bpp_bounds": [[0.0, 1e-6], [1e3, 1e4]], "dlf.lambda_start": [1, 2]})
+    seen = []
+    forward = trainer.objective_ddp.forward
+    trainer.objective_ddp.forward = lambda batch, rates, lambdas, *a, **k: (
+        seen.append(lambdas.tolist()), forward(batch, rates, lambdas, *a, **k))[1]
+    for _ in range(3):
+        trainer.train_step()
+    assert seen[0] == seen[1] == pytest.approx([1e-3, 1e-3]) and seen[2] == [0.5, 1.0]
+    assert trainer.lambda_ladder.indices == [2, 1]  # control held through the opening, then ran once
+
+
 def test_dlf_config_checks(tmp_path, image_folder):
     def load(**extra):
         return load_config(write_config(tmp_path / "c.yaml", tiny_dlf_config(tmp_path, image_folder, "dlf_align", **extra)))
