@@ -7,7 +7,7 @@ Per configuration: one warm-up compress + decompress, then ``--runs`` timed ones
 process's peak RSS. ``compress`` is the whole file (network + entropy coding), ``decompress`` the
 whole picture. The baseline, run in the same invocation, is the same model with the reference's
 operator choices (NCHW VQGAN; explicit softmax attention instead of fused scaled-dot-product
-attention), so the ratio isolates what our implementation choices buy. The official
+attention; linear layers through torch's BLAS, not oneDNN), so the ratio isolates what our implementation choices buy. The official
 implementation's network-only times (README of ../shared/reference/dlf, section 6: 34.4 s encode,
 62.0 s decode for kodim23 on 2 threads, 8.05 GiB peak, on an earlier 2-core AMD EPYC VM) are printed
 beside them for reference; they were not measured on this machine.
@@ -36,6 +36,7 @@ def child(args) -> dict:
     from latentcodec.api import load_model
     from latentcodec.data.images import load_rgb, pil_to_tensor
     from latentcodec.models.dlf import DLF, PRESETS
+    from latentcodec.nn.functional import use_onednn_linears
 
     torch.set_num_threads(args.threads)
     if args.reference_ops:
@@ -50,6 +51,7 @@ def child(args) -> dict:
     model.eval().set_portable(not args.float)
     if hasattr(model, "set_memory_format"):
         model.set_memory_format(torch.contiguous_format if args.reference_ops else torch.channels_last)
+    use_onednn_linears(model, not args.reference_ops)
     load_seconds = time.perf_counter() - started
     x = pil_to_tensor(load_rgb(args.image))
     times = {"compress": [], "decompress": []}

@@ -47,6 +47,7 @@ from latentcodec.models import dlf_tokens
 from latentcodec.models.dlf_networks import DLFNetworkConfig, FeatMerge, HybridCodec, soft_codebook_latent
 from latentcodec.models.glc_image import load_official_checkpoint
 from latentcodec.nn import integer
+from latentcodec.nn.functional import use_onednn_linears
 from latentcodec.nn.integer import integer_twin
 from latentcodec.ratecontrol import interpolated_gain, split_rate
 from latentcodec.tokenizers.taming_vqgan import TamingVQGAN, dlf_vqgan_config
@@ -203,6 +204,7 @@ class DLF(LatentCodec):
             self.vqgan = VQGAN(config.vqgan, with_codebook=True, with_encoder=with_training_modules)
         self.token_prior = None if config.token_prior is None else MaskedTokenPrior(config.token_prior)
         self.memory_format = torch.contiguous_format
+        use_onednn_linears(self)  # float inference on CPU through oneDNN (training is unaffected)
 
     def set_memory_format(self, memory_format: torch.memory_format) -> "DLF":
         """The VQGAN decoder's layout: channels_last runs oneDNN's fastest convolutions on CPU."""

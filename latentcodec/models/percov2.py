@@ -45,6 +45,7 @@ from latentcodec.models.percov2_networks import (
 from latentcodec.models import percov2_sd3 as sd3
 from latentcodec.models import percov2_streams as streams_format
 from latentcodec.models.percov2_sd3 import PromptEmbeddings
+from latentcodec.nn.functional import use_onednn_linears
 from latentcodec.models.percov2_streams import (  # noqa: F401  (the caption coder is part of this module's API)
     MAX_CAPTION_BYTES,
     MAX_TRANSMITTED_PASSES,
@@ -240,6 +241,7 @@ class PerCoV2(LatentCodec):
         self.vae.requires_grad_(False)  # frozen in both training stages (SYSTEMS.md 6.6.4)
         self.token_prior = None if config.token_prior is None else MaskedTokenPrior(config.token_prior)
         self.attach_prompt_encoder(None)
+        use_onednn_linears(self)  # float inference on CPU through oneDNN (training is unaffected)
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
