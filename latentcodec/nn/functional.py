@@ -44,9 +44,10 @@ ONEDNN_LINEAR_MIN_ROWS = 64
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """F.linear(x, weight, bias), computed as a 1x1 convolution over a channels_last view on CPU.
 
-    torch runs float32 nn.Linear through MKL's sgemm, which on AMD CPUs takes a generic path:
-    82-86 GFLOP/s on this project's 2-core EPYC for ViT-L-sized products, against 176-186 GFLOP/s
-    for oneDNN's 1x1 convolution over the same memory (``benchmarks/bench_linear.py``). The rows
+    torch runs float32 nn.Linear through MKL's sgemm, which on AMD CPUs does not use AVX-512: on
+    this project's 2-core EPYC, ViT-L-sized products ran at 120-170 GFLOP/s against 250-370 for
+    oneDNN's 1x1 convolution over the same memory, and 160-210 with oneDNN held to AVX2
+    (``benchmarks/bench_linear.py``, ``docs/results/speed_linear_*.json``). The rows
     of x, viewed as a (1, C, N, 1) channels_last image, need no copy, nor does the output. Float
     results differ from F.linear by summation order only, as between any two BLAS builds; callers
     use it for float paths only, never where an entropy-coding parameter is decided.
