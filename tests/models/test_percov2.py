@@ -311,4 +311,4 @@ def test_config_validation_and_presets():
         config = PerCoV2Config.sd3(grid, k)
         tokens = (512 // config.token_pixels) ** 2
         assert tokens * config.hyper.token_bits == bits
-    assert PerCoV2Config.small().transformer["num_layers"] == 8
+    assert PerCoV2Config.small().transformer["num_layers"] == 6
