@@ -242,6 +242,9 @@ class PerCoV2(LatentCodec):
             self.vae = components.vae
             self.transformer = sd3.widen_patch_embedding(components.transformer, config.hyper.adapter_channels)
         self.vae.requires_grad_(False)  # frozen in both training stages (SYSTEMS.md 6.6.4)
+        # Its decoder follows set_memory_budget (tiled when a map would not fit; percov2_tiling.py).
+        self.vae.follows_memory_budget = True
+        self.vae.memory_budget = None
         self.token_prior = None if config.token_prior is None else MaskedTokenPrior(config.token_prior)
         self.attach_prompt_encoder(None)
         use_onednn_linears(self)  # float inference on CPU through oneDNN (training is unaffected)
