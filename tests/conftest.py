@@ -47,3 +47,20 @@ def pytest_addoption(parser):
                      help="write the worst relative error per tensor of the GLC-video reference test as JSON")
     parser.addoption("--dlf-reference-errors", metavar="PATH", default=None,
                      help="write the largest relative error per tensor of the DLF reference test as JSON")
+
+
+@pytest.fixture
+def count_tiled_runs(monkeypatch):
+    """How many tiled chains ran, and with how many tiles each (so tests see tiling happen)."""
+    from latentcodec.nn import tiling
+
+    calls = []
+    original = tiling.TiledChain.tile_side
+
+    def tile_side(self, site, budget):
+        side = original(self, site, budget)
+        calls.append(side)
+        return side
+
+    monkeypatch.setattr(tiling.TiledChain, "tile_side", tile_side)
+    return calls

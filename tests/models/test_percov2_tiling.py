@@ -9,20 +9,6 @@ from latentcodec.models.percov2 import PerCoV2, PerCoV2Config
 from latentcodec.nn import tiling
 
 
-@pytest.fixture
-def count_tiled_runs(monkeypatch):
-    sides = []
-    original = tiling.TiledChain.tile_side
-
-    def tile_side(self, site, budget):
-        side = original(self, site, budget)
-        sides.append(side)
-        return side
-
-    monkeypatch.setattr(tiling.TiledChain, "tile_side", tile_side)
-    return sides
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)

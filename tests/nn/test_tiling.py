@@ -47,21 +47,6 @@ def _randomised_vqgan() -> VQGAN:
     return model
 
 
-@pytest.fixture
-def count_tiled_runs(monkeypatch):
-    """How many tiled chains ran, and with how many tiles each (so tests see tiling happen)."""
-    calls = []
-    original = tiling.TiledChain.tile_side
-
-    def tile_side(self, site, budget):
-        side = original(self, site, budget)
-        calls.append(side)
-        return side
-
-    monkeypatch.setattr(tiling.TiledChain, "tile_side", tile_side)
-    return calls
-
-
 @pytest.mark.parametrize("height, width", [(96, 160), (83, 117)])
 def test_tiled_encoder_matches_untiled(height, width, count_tiled_runs):
     model = _randomised_vqgan()
