@@ -199,12 +199,21 @@ def cmd_compress(args) -> int:
         raise InputError("--target-bitrate applies to videos; for images use --target-bytes or --target-bpp")
     files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
     size_target = _size_target(args)
+    captioner = None
+    if args.captioner is not None:  # before the codec: a wrong folder fails fast
+        if args.caption is not None:
+            raise InputError("--caption and --captioner exclude each other")
+        from latentcodec.models.percov2_captioner import LocalCaptioner
+
+        captioner = LocalCaptioner(args.captioner)
     codec = _load_codec(args)
-    percov2_options = args.caption is not None or args.passes is not None
+    percov2_options = args.caption is not None or args.captioner is not None or args.passes is not None
     if percov2_options and codec.name != "percov2":
-        raise InputError("--caption and --passes apply to percov2 only")
+        raise InputError("--caption, --captioner and --passes apply to percov2 only")
     if percov2_options and size_target is not None:
-        raise InputError("--caption and --passes do not combine with a size target")
+        raise InputError("--caption, --captioner and --passes do not combine with a size target")
+    if captioner is not None:
+        captioner.to(codec.model.device)
     many = len(files) > 1
 
     def work(path: Path, root: Path) -> None:
@@ -217,7 +226,9 @@ def cmd_compress(args) -> int:
         for warning in caught:
             print(f"latentcodec: warning: {path}: {warning.message}", file=sys.stderr)
         if percov2_options:
-            data, note = codec.model.compress(codec._tensor(image), 0, args.caption, args.passes), ""
+            caption = captioner(image) if captioner is not None else args.caption
+            data = codec.model.compress(codec._tensor(image), 0, caption, args.passes)
+            note = f' (caption "{caption}")' if captioner is not None else ""
         elif size_target is None:
             data, note = codec.compress(image), ""
         else:
@@ -511,6 +522,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="videos: frame rate, e.g. 25 or 30000/1001 (default: from the input; 25 for PNG frames)")
     p.add_argument("--caption", default=None, metavar="TEXT",
                    help="percov2: the caption to code with the image (needs a model with text encoders)")
+    p.add_argument("--captioner", default=None, metavar="DIR",
+                   help="percov2: caption each image with this local transformers image-to-text model (BLIP, GIT, "
+                        "... saved with save_pretrained); the caption is coded in the file")
     p.add_argument("--passes", type=_positive(int), default=None, metavar="K",
                    help="percov2 hybrid mode: send only the first K passes of the token prior's schedule; the "
                         "decoder fills the rest with the prior's most probable codes")
