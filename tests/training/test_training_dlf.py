@@ -292,3 +292,18 @@ def test_shipped_tiny_config_trains(tmp_path, image_folder, validation_folder):
     assert checkpoint["lambda_indices"] == trainer.lambda_ladder.indices
     assert torch.equal(checkpoint["lambdas"], torch.tensor(trainer.lambda_ladder.values()))
     assert '"lambda_control"' in (trainer.run_dir / "metrics.jsonl").read_text()
+
+
+def test_shipped_pixel_configs_inherit_from_an_alignment_run_with_their_ladder():
+    """inherit_lambdas refuses a run with another ladder, so each dlf_*_pixel.yaml must repeat its
+    alignment config's ladder (a mismatch would only surface hours later, when stage 2 starts)."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "latentcodec" / "training" / "configs"
+    pixel_configs = sorted(folder.glob("dlf_*_pixel.yaml"))
+    assert pixel_configs
+    for pixel_path in pixel_configs:
+        pixel = load_config(pixel_path)
+        align = load_config(pixel_path.with_name(pixel_path.name.replace("_pixel", "_align")))
+        assert pixel.dlf.inherit_lambdas and pixel.init_from.rstrip("/").endswith(align.name)
+        assert pixel.dlf.lambda_ladder == align.dlf.lambda_ladder and pixel.dlf.bpp_bounds == align.dlf.bpp_bounds
