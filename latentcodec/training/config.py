@@ -349,6 +349,11 @@ def check_config(config: TrainConfig) -> TrainConfig:
 
     if config.steps <= 0 or config.optim.grad_accum <= 0 or config.data.batch_size <= 0:
         raise ConfigError("steps, optim.grad_accum and data.batch_size must be positive")
+    if config.data.holdout < 0:
+        raise ConfigError(f"data.holdout must be >= 0, got {config.data.holdout}")
+    if config.validation.image_dir == "holdout" and config.validation.every > 0 and config.data.holdout == 0:
+        raise ConfigError("validation.image_dir is 'holdout' but data.holdout is 0: hold some training images out, "
+                          "or name a validation folder")
     if config.stage == "video":
         return check_video_config(config)
     if config.stage in DLF_STAGES:

@@ -62,3 +62,20 @@ def test_holdout_is_evenly_spaced_disjoint_and_bounded():
     assert split_holdout(files, 0) == (files, [])
     with pytest.raises(ConfigError, match="withhold all"):
         split_holdout(files[:3], 3)
+
+
+def test_holdout_settings_are_checked(tmp_path, image_folder):
+    import pytest
+
+    from latentcodec.errors import ConfigError
+    from latentcodec.training.config import load_config
+    from training_helpers import tiny_config, write_config
+
+    def load(**extra):
+        return load_config(write_config(tmp_path / "c.yaml", tiny_config(tmp_path, image_folder, "latent", **extra)))
+
+    with pytest.raises(ConfigError, match="data.holdout must be"):
+        load(**{"data.holdout": -1})
+    with pytest.raises(ConfigError, match="hold some training images out"):
+        load(**{"data.holdout": 0, "validation.every": 5, "validation.image_dir": "holdout"})
+    assert load(**{"data.holdout": 0, "validation.every": 0}).data.holdout == 0
