@@ -227,7 +227,9 @@ def cmd_compress(args) -> int:
             print(f"latentcodec: warning: {path}: {warning.message}", file=sys.stderr)
         if percov2_options:
             caption = captioner(image) if captioner is not None else args.caption
-            data = codec.model.compress(codec._tensor(image), 0, caption, args.passes)
+            # --passes chooses the hybrid point itself; otherwise the quality does (percov2 num_rates)
+            rate = None if args.passes is not None else codec.quality
+            data = codec.model.compress(codec._tensor(image), rate, caption, args.passes)
             note = f' (caption "{caption}")' if captioner is not None else ""
         elif size_target is None:
             data, note = codec.compress(image), ""

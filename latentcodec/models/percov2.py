@@ -58,6 +58,9 @@ from latentcodec.models.percov2_streams import (  # noqa: F401  (the caption cod
 
 TOKEN_SECTION, CAPTION_SECTION = 1, 0
 
+# Qualities of a model with a token prior: the hybrid points (SYSTEMS.md 6.6.6) and full transmission.
+HYBRID_QUALITIES = 4
+
 # The caption an image is decoded against when the file holds none, and the unconditional branch of
 # classifier-free guidance (SYSTEMS.md 6.6.6: empty-caption embeddings, z_l kept).
 EMPTY_CAPTION = ""
@@ -313,7 +316,19 @@ class PerCoV2(LatentCodec):
     # -- shapes --------------------------------------------------------------------------------
     @property
     def num_rates(self) -> int:
-        return 1  # one model per (g, K) operating point (SYSTEMS.md 6.6.4)
+        """Qualities of this model. One model serves one (g, K) operating point (SYSTEMS.md 6.6.4);
+        with a token prior it also serves the hybrid points below it: quality q < HYBRID_QUALITIES - 1
+        transmits the first ceil(P (q + 1) / HYBRID_QUALITIES) of the schedule's P passes and the decoder
+        fills the rest with the prior's most probable codes; the top quality sends every token."""
+        return HYBRID_QUALITIES if self.token_prior is not None else 1
+
+    def hybrid_passes(self, rate_index: int, rows: int, cols: int) -> int | None:
+        """The passes quality ``rate_index`` transmits for a rows x cols token map (None: all of them)."""
+        if self.token_prior is None or rate_index is None or rate_index >= self.num_rates - 1:
+            return None
+        passes = int(self.token_prior.config.groups((rows, cols)).max().item()) + 1
+        transmitted = max(1, math.ceil(passes * (rate_index + 1) / self.num_rates))
+        return None if transmitted >= passes else min(transmitted, MAX_TRANSMITTED_PASSES)
 
     @property
     def device(self) -> torch.device:
@@ -436,15 +451,21 @@ class PerCoV2(LatentCodec):
 
     # -- files ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, rate_index: int = 0, caption: str | None = None,
+    def encode(self, x: torch.Tensor, rate_index: int | None = None, caption: str | None = None,
                transmitted_passes: int | None = None, fixed_length: bool = False) -> PerCoV2EncodeResult:
         """One image -> a file. The tokens go under the model's prior unless it has none or
         ``fixed_length``; ``transmitted_passes`` = k sends only the first k passes of the prior's schedule
         (hybrid mode; the decoder fills the rest with the prior's most probable codes)."""
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise ValueError(f"compress expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
-        if rate_index != 0:
-            raise ValueError(f"rate index {rate_index!r} out of range 0..0 (one PerCoV2 model per operating point)")
+        if rate_index is None:  # the top quality; transmitted_passes / fixed_length may then choose the coding
+            rate_index = self.num_rates - 1
+        if not (isinstance(rate_index, int) and 0 <= rate_index < self.num_rates):
+            raise ValueError(f"rate index {rate_index!r} out of range 0..{self.num_rates - 1} (one PerCoV2 model per "
+                             f"operating point; hybrid qualities need a token prior)")
+        hybrid_quality = rate_index < self.num_rates - 1
+        if hybrid_quality and (transmitted_passes is not None or fixed_length):
+            raise ConfigError("give a hybrid quality or transmitted passes / fixed-length tokens, not both")
         height, width = x.shape[-2:]
         if not self.fits(height, width):
             raise InputError(f"image {height}x{width} is larger than this model's positional table allows "
@@ -458,7 +479,11 @@ class PerCoV2(LatentCodec):
             self.prompt_embeddings(caption)  # fails now, not at decode, when no text encoder can use it
         _, tokens = self.tokens(self.pad(x.to(self.device)))
         indices = tokens.indices[0].cpu()
+        if hybrid_quality:
+            transmitted_passes = self.hybrid_passes(rate_index, *indices.shape)
         section, decoded, token_bits = self.encode_token_section(indices, use_prior, transmitted_passes)
+        # The header's rate stays 0 (the layout has one operating point): a hybrid quality is read off the
+        # token descriptor's transmitted passes.
         header = ImageHeader(model_id=self.model_id, rate_index=0, height=height, width=width,
                              portable=self.portable, compact=True)
         caption_bytes = encode_caption(caption)
@@ -483,18 +508,23 @@ class PerCoV2(LatentCodec):
         bits = prior.exact_bits(None, None, indices.reshape(1, -1).to(self.device), (rows, cols), transmitted)
         return bytes([descriptor.to_byte()]) + stream, decoded, bits
 
-    def compress(self, x: torch.Tensor, rate_index: int = 0, caption: str | None = None,
+    def compress(self, x: torch.Tensor, rate_index: int | None = None, caption: str | None = None,
                  transmitted_passes: int | None = None) -> bytes:
         return self.encode(x, rate_index, caption, transmitted_passes).data
 
     @torch.no_grad()
-    def estimate_bits(self, x: torch.Tensor, rate_index: int = 0) -> float:
-        """Token bits (no caption): fixed length, or under the prior the float model's estimate."""
+    def estimate_bits(self, x: torch.Tensor, rate_index: int | None = None) -> float:
+        """Token bits (no caption): fixed length, or under the prior the float model's estimate (at a
+        hybrid quality, of the transmitted passes)."""
         if self.token_prior is None:
             return float(self.token_bits(*x.shape[-2:]))
         _, tokens = self.tokens(self.pad(x.to(self.device)))
         indices = tokens.indices
-        return float(self.token_prior.bits(None, indices.flatten(1), tuple(indices.shape[-2:])).sum())
+        grid = tuple(indices.shape[-2:])
+        transmitted = self.hybrid_passes(rate_index, *grid)
+        if transmitted is None:
+            return float(self.token_prior.bits(None, indices.flatten(1), grid).sum())
+        return self.integer_token_prior().exact_bits(None, None, indices.flatten(1), grid, transmitted)
 
     @staticmethod
     def token_sections(data: bytes) -> tuple[TokenSectionInfo, ...]:

@@ -220,7 +220,9 @@ def test_bad_images(tiny):
     with pytest.raises(ValueError, match="one RGB image"):
         tiny.compress(torch.rand(3, 32, 32))
     with pytest.raises(ValueError, match="rate index"):
-        tiny.compress(image(32, 32), rate_index=1)
+        tiny.compress(image(32, 32), rate_index=tiny.num_rates)
+    with pytest.raises(ConfigError, match="not both"):  # a hybrid quality already chooses the passes
+        tiny.compress(image(32, 32), rate_index=0, transmitted_passes=1)
     with pytest.raises(InputError, match="positional table"):
         tiny.compress(torch.rand(1, 3, 300, 32))
 
@@ -312,3 +314,30 @@ def test_config_validation_and_presets():
         tokens = (512 // config.token_pixels) ** 2
         assert tokens * config.hyper.token_bits == bits
     assert PerCoV2Config.small().transformer["num_layers"] == 6
+
+
+def test_a_model_with_a_prior_serves_hybrid_qualities(tiny):
+    """Quality q < top sends the first ceil(P (q + 1) / 4) passes; the top one every token. More passes,
+    more bytes and the decoder's map closer to the encoder's; every file decodes."""
+    from latentcodec.models.percov2 import HYBRID_QUALITIES
+
+    assert tiny.token_prior is not None and tiny.num_rates == HYBRID_QUALITIES
+    x = image(96, 128, seed=5)
+    results = [tiny.encode(x, q) for q in range(tiny.num_rates)]
+    full = results[-1].token_indices
+    passes = int(tiny.token_prior.config.groups(tuple(full.shape)).max()) + 1
+    transmitted = [TokenDescriptor.from_byte(read_image_file(r.data, tiny.layout, expected_model_id=4).sections[1][0])
+                   .transmitted for r in results]
+    expected = [min(-(-passes * (q + 1) // HYBRID_QUALITIES), passes) for q in range(HYBRID_QUALITIES)]
+    assert [t or passes for t in transmitted] == expected and transmitted[-1] == 0
+    sizes = [len(r.data) for r in results]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    wrong = [int((r.token_indices != full).sum()) for r in results]
+    assert wrong == sorted(wrong, reverse=True) and wrong[-1] == 0
+    for r in results:
+        assert torch.equal(tiny.decode_streams(r.data).token_indices, r.token_indices)
+    estimates = [tiny.estimate_bits(x, q) for q in range(tiny.num_rates)]
+    assert estimates[0] < estimates[-1]
+    from dataclasses import replace
+
+    assert PerCoV2(replace(PerCoV2Config.tiny(), token_prior=None)).num_rates == 1

@@ -85,7 +85,8 @@ def test_fit_token_prior_command_for_percov2(frozen, image_folder, tmp_path, cap
     prior = load_token_prior(out, "percov2")
     assert prior.config.schedule == "quincunx" and prior.config.vocab_size == 256
     image = Image.open(next(image_folder.iterdir())).convert("RGB")
-    codec = latentcodec.load("percov2", weights=str(weights), token_prior=str(out))
+    # the top quality: every token (lower qualities are hybrid points, which need the prior)
+    codec = latentcodec.load("percov2", weights=str(weights), token_prior=str(out), quality=3)
     assert codec.model.config.token_prior.schedule == "quincunx"
     data = codec.compress(image)
     plain = latentcodec.load("percov2", weights=str(weights))
@@ -94,7 +95,7 @@ def test_fit_token_prior_command_for_percov2(frozen, image_folder, tmp_path, cap
                        plain.model.decode_streams(plain.compress(image)).token_indices)
     # --save-model: the prior inside the model folder.
     assert main([*argv, "--force", "--save-model", str(tmp_path / "with_prior")]) == 0
-    inside = latentcodec.load("percov2", weights=str(tmp_path / "with_prior"))
+    inside = latentcodec.load("percov2", weights=str(tmp_path / "with_prior"), quality=3)
     assert inside.compress(image) == data
     assert main([*argv[:-2], "--schedule", "zigzag", "--force"]) == 1  # a one-line error
     assert main([*argv, "--force", "--crop-size", "4096"]) == 1
