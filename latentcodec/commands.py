@@ -212,6 +212,8 @@ def cmd_compress(args) -> int:
         raise InputError("--caption, --captioner and --passes apply to percov2 only")
     if percov2_options and size_target is not None:
         raise InputError("--caption, --captioner and --passes do not combine with a size target")
+    if args.passes is not None and args.quality is not None:
+        raise InputError("give either --quality (a hybrid point) or --passes, not both")
     if captioner is not None:
         captioner.to(codec.model.device)
     many = len(files) > 1

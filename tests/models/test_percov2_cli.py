@@ -63,6 +63,8 @@ def test_bad_percov2_options_are_one_line_errors(weights, photo, tmp_path, capsy
           str(out)], "no text encoders"),
         (["compress", str(photo), "--model", "percov2", "--weights", str(weights), "--passes", "2",
           "--target-bytes", "100", "-o", str(out)], "do not combine"),
+        (["compress", str(photo), "--model", "percov2", "--weights", str(weights), "--passes", "2",
+          "--quality", "1", "-o", str(out)], "not both"),
     ]
     for argv, message in cases:
         capsys.readouterr()
