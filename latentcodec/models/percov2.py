@@ -326,7 +326,7 @@ class PerCoV2(LatentCodec):
         """The passes quality ``rate_index`` transmits for a rows x cols token map (None: all of them)."""
         if self.token_prior is None or rate_index is None or rate_index >= self.num_rates - 1:
             return None
-        passes = int(self.token_prior.config.groups((rows, cols)).max().item()) + 1
+        passes = schedule_passes(self.token_prior.config.schedule, rows, cols)
         transmitted = max(1, math.ceil(passes * (rate_index + 1) / self.num_rates))
         return None if transmitted >= passes else min(transmitted, MAX_TRANSMITTED_PASSES)
 
@@ -500,7 +500,7 @@ class PerCoV2(LatentCodec):
             stream = streams_format.encode_uniform_tokens(indices, hyper.codebook_size)
             return bytes([descriptor.to_byte()]) + stream, indices, float(rows * cols * hyper.token_bits)
         prior = self.integer_token_prior()
-        passes = int(prior.config.groups((rows, cols)).max().item()) + 1
+        passes = schedule_passes(prior.config.schedule, rows, cols)
         # k >= the number of passes is every pass: written as 0, so a file has one spelling.
         transmitted = transmitted_passes if transmitted_passes is not None and transmitted_passes < passes else None
         descriptor = TokenDescriptor(hyper.grid, hyper.codebook_size, True, transmitted or 0)

@@ -104,23 +104,18 @@ def encoder_chain(encoder: nn.Module) -> list[nn.Module]:
     return chain + [*_mid_chain(encoder.mid_block), encoder.conv_norm_out, Swish(), encoder.conv_out]
 
 
-def _plain_decoder(vae: nn.Module) -> bool:
-    decoder = vae.decoder
-    return (decoder.mid_block is not None and isinstance(decoder.conv_act, nn.SiLU)
-            and isinstance(decoder.conv_norm_out, nn.GroupNorm) and not getattr(vae, "use_tiling", False))
-
-
-def _plain_encoder(vae: nn.Module) -> bool:
-    encoder = vae.encoder
-    return (encoder.mid_block is not None and isinstance(encoder.conv_act, nn.SiLU)
-            and isinstance(encoder.conv_norm_out, nn.GroupNorm) and not getattr(vae, "use_tiling", False))
+def _runs_as_chain(vae: nn.Module, coder: nn.Module) -> bool:
+    """Whether ``coder`` (the VAE's encoder or decoder) is the layout the chains above spell out, and the
+    VAE does not use diffusers' own (blending, inexact) tiling."""
+    return (coder.mid_block is not None and isinstance(coder.conv_act, nn.SiLU)
+            and isinstance(coder.conv_norm_out, nn.GroupNorm) and not getattr(vae, "use_tiling", False))
 
 
 def vae_decode(vae: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """``vae.decode(z).sample``; at inference under a memory budget (``vae.memory_budget``, set by
     :meth:`LatentCodec.set_memory_budget`) the decoder's large maps go tile by tile."""
     budget = getattr(vae, "memory_budget", None)
-    if budget is None or torch.is_grad_enabled() or not _plain_decoder(vae):
+    if budget is None or torch.is_grad_enabled() or not _runs_as_chain(vae, vae.decoder):
         return vae.decode(z).sample
     if vae.post_quant_conv is not None:
         z = vae.post_quant_conv(z)
@@ -130,7 +125,7 @@ def vae_decode(vae: nn.Module, z: torch.Tensor) -> torch.Tensor:
 def vae_encode_mode(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The posterior mode of ``vae.encode(x)``; at inference the encoder runs in tiles planned with
     the fixed :data:`VAE_ENCODER_ACTIVATION_BUDGET` (a Kodak image goes whole)."""
-    if torch.is_grad_enabled() or not _plain_encoder(vae):
+    if torch.is_grad_enabled() or not _runs_as_chain(vae, vae.encoder):
         return vae.encode(x).latent_dist.mode()
     moments = run_blocks(encoder_chain(vae.encoder), x, VAE_ENCODER_ACTIVATION_BUDGET, hold_next=False)
     if vae.quant_conv is not None:
