@@ -64,3 +64,11 @@ def count_tiled_runs(monkeypatch):
 
     monkeypatch.setattr(tiling.TiledChain, "tile_side", tile_side)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def _denormals_back_to_default():
+    """The trainer flushes denormals process-wide (a speed setting for training runs); put the default
+    back after each test, so that no later test (hypothesis draws subnormal floats) depends on order."""
+    yield
+    torch.set_flush_denormal(False)
