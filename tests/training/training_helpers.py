@@ -120,8 +120,9 @@ def kill_and_resume(configs: dict[str, Path], run_name: str, tmp_path: Path, ste
                                   text=True, timeout=240)
         assert straight.returncode == 0, straight.stderr[-2000:]
     run_dir = tmp_path / "killed" / "runs" / run_name
-    process = subprocess.Popen(train_command(configs["killed"]), cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    # Slowed steps: a tiny run can otherwise finish between two polls on a fast machine.
+    slowed = [sys.executable, str(Path(__file__).with_name("slowed_train.py")), str(configs["killed"])]
+    process = subprocess.Popen(slowed, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while time.time() < deadline and max(logged_steps(run_dir / "metrics.jsonl"), default=0) < 4:
         time.sleep(0.05)
