@@ -64,10 +64,18 @@ def test_large_map_group_norm_sums_in_float64(monkeypatch):
     assert torch.allclose(banded.double(), expected, atol=1e-5)
 
 
-def test_upsample_is_nearest_then_conv():
+@pytest.mark.parametrize("transposed", [True, False])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_upsample_is_nearest_then_conv(monkeypatch, transposed, memory_format):
+    """The transposed-conv form equals nearest x2 then the 3x3 conv, values and weight gradients,
+    odd sizes and both memory formats included."""
+    monkeypatch.setattr(Upsample, "transposed", transposed)
     block = perturbed(Upsample(8))
-    x = torch.randn(1, 8, 5, 7)
-    with torch.inference_mode():
-        out = block(x)
+    x = torch.randn(1, 8, 5, 7).contiguous(memory_format=memory_format)
+    out = block(x)
     expected = block.conv(x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
-    assert out.shape == (1, 8, 10, 14) and torch.allclose(out, expected, atol=1e-6)
+    assert out.shape == (1, 8, 10, 14) and torch.allclose(out, expected, atol=1e-5)
+    weights = torch.randn_like(out)
+    (grad,) = torch.autograd.grad((out * weights).sum(), block.conv.weight)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), block.conv.weight)
+    assert torch.allclose(grad, expected_grad, atol=1e-4)
