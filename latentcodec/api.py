@@ -83,9 +83,16 @@ class ImageCodec(LoadedCodec):
         return pil_to_tensor(to_rgb(image)).to(self.device)
 
     def compress(self, image: Image.Image, target_bytes: int | None = None, target_bpp: float | None = None,
-                 allow_downscale: bool = False) -> bytes:
+                 allow_downscale: bool = False, caption: str | None = None) -> bytes:
         """The whole file at this quality, or with ``target_bytes`` / ``target_bpp`` the largest file
-        not above that budget (see :meth:`compress_to_target`)."""
+        not above that budget (see :meth:`compress_to_target`). ``caption`` (PerCoV2 only): the text
+        coded with the image, which conditions its decoder."""
+        if caption is not None:
+            if self.entry.name != "percov2":
+                raise LatentCodecError(f"{self.name} codes no caption: caption applies to percov2 only")
+            if target_bytes is not None or target_bpp is not None:
+                raise LatentCodecError("a caption does not combine with a size target")
+            return self.model.compress(self._tensor(image), self.quality, caption)
         if target_bytes is None and target_bpp is None:
             return self.model.compress(self._tensor(image), self.quality)
         return self.compress_to_target(image, target_bytes, target_bpp, allow_downscale).data

@@ -31,6 +31,8 @@ def test_compress_decompress_estimate(weights):
     assert isinstance(bits, float) and bits > 0
     other = codec.at_quality(3)
     assert other.model is codec.model and other.quality == 3
+    with pytest.raises(LatentCodecError, match="percov2 only"):
+        codec.compress(picture, caption="a red barn")
 
 
 def test_default_weights_or_a_clear_error():

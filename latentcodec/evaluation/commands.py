@@ -57,6 +57,10 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep-reconstructions", choices=("none", "model", "all"), default="model",
                         help="which decoded images to keep as PNG (the report shows the model's)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--captions", metavar="FILE", help="percov2: JSON object mapping image names (or stems) to the "
+                        "caption coded with each image")
+    parser.add_argument("--captioner", metavar="DIR", help="percov2: caption each image with this local "
+                        "transformers image-to-text model folder (as `latentcodec compress --captioner`)")
     parser.set_defaults(func=run_eval_command)
 
 
@@ -70,6 +74,10 @@ def run_eval_command(args: argparse.Namespace) -> int:
         return _run_video_eval(args)
     if args.frames is not None or args.intra_period is not None:
         raise InputError("--frames and --intra-period apply to video evaluations only")
+    if args.captions is not None and args.captioner is not None:
+        raise InputError("--captions and --captioner exclude each other")
+    if (args.captions is not None or args.captioner is not None) and args.target_bpp:
+        raise InputError("--captions and --captioner do not combine with --target-bpp")
     baselines = tuple(BASELINES) if args.baselines == ("all",) else tuple(args.baselines)
     if args.workers < 0:
         raise InputError("--workers must be 0 (auto) or positive")
@@ -83,6 +91,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
         patch_size=args.patch_size,
         workers=args.workers,
         keep_reconstructions=args.keep_reconstructions,
+        captions=args.captions,
+        captioner=args.captioner,
     )
     summary = run_evaluation(config)
     if not summary.curves:  # a torchrun rank other than 0
@@ -112,6 +122,9 @@ def _is_video_evaluation(args: argparse.Namespace) -> bool:
 def _run_video_eval(args: argparse.Namespace) -> int:
     from latentcodec.evaluation.video_baselines import VIDEO_BASELINES, get_video_baseline
     from latentcodec.evaluation.video_runner import VideoEvalConfig, run_video_evaluation
+
+    if args.captions is not None or args.captioner is not None:
+        raise InputError("--captions and --captioner apply to percov2 image evaluations only")
 
     config = VideoEvalConfig(
         **_common_config(args),

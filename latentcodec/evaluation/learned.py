@@ -28,19 +28,62 @@ class TargetEncode(NamedTuple):
     smallest_bytes: int | None  # set when unreachable
 
 
+class CaptionSource:
+    """The caption coded with each image (PerCoV2): from a JSON file mapping image ids (file stems)
+    or file names to captions, or made by a local captioning model, once per image."""
+
+    def __init__(self, captions_file: str | None = None, captioner_dir: str | None = None, device: str = "cpu"):
+        if (captions_file is None) == (captioner_dir is None):
+            raise InputError("give exactly one of a captions file and a captioner folder")
+        self.described_as = f"captions from {captions_file}" if captions_file else f"captioner {captioner_dir}"
+        self._table: dict[str, str] | None = None
+        self._captioner = None
+        self._made: dict[str, str] = {}
+        if captions_file is not None:
+            self._table = _read_captions(captions_file)
+        else:
+            from latentcodec.models.percov2_captioner import LocalCaptioner
+
+            self._captioner = LocalCaptioner(captioner_dir, device=device)
+
+    def caption(self, image_id: str, image: Image.Image) -> str:
+        if self._table is not None:
+            if image_id not in self._table:
+                raise InputError(f"{self.described_as}: no caption for image {image_id!r}")
+            return self._table[image_id]
+        if image_id not in self._made:
+            self._made[image_id] = self._captioner(image)
+        return self._made[image_id]
+
+
+def _read_captions(path: str) -> dict[str, str]:
+    import json
+    from pathlib import Path
+
+    try:
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"--captions {path}: cannot read a JSON object of captions ({exc})") from None
+    if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+        raise InputError(f"--captions {path}: expected a JSON object mapping image names to caption strings")
+    # Keys may be file names (kodim23.png) or stems (kodim23); image ids are stems.
+    return {**{Path(k).stem: v for k, v in table.items()}, **table}
+
+
 class LearnedCodec:
     """One loaded codec at all of its qualities (``at_quality`` views share the model)."""
 
     extension = "lci"  # the library's image-file suffix
     required_attributes: tuple[str, ...] = ("num_qualities", "at_quality", "compress", "decompress")
 
-    def __init__(self, name: str, codec: Any):
+    def __init__(self, name: str, codec: Any, captions: CaptionSource | None = None):
         for attribute in self.required_attributes:
             if not hasattr(codec, attribute):
                 raise LatentCodecError(f"model {name!r}: the loaded object has no {attribute!r}")
         self.name = name
         self._codec = codec
         self._by_quality: dict[int, Any] = {}
+        self.captions = captions
 
     @property
     def num_qualities(self) -> int:
@@ -61,8 +104,11 @@ class LearnedCodec:
             raise InputError(f"model {self.name!r} has qualities 0..{self.num_qualities - 1}, not {quality:g}")
         return int(quality)
 
-    def encode(self, image: Image.Image, quality: int | float) -> bytes:
-        data = self._at(quality).compress(image)
+    def caption_for(self, image_id: str, image: Image.Image) -> str | None:
+        return None if self.captions is None else self.captions.caption(image_id, image)
+
+    def encode(self, image: Image.Image, quality: int | float, caption: str | None = None) -> bytes:
+        data = self._at(quality).compress(image) if caption is None else self._at(quality).compress(image, caption=caption)
         if not isinstance(data, (bytes, bytearray)):
             raise LatentCodecError(f"model {self.name!r}: compress returned {type(data).__name__}, not bytes")
         return bytes(data)
@@ -100,10 +146,17 @@ class LearnedCodec:
         return bits / (image.size[0] * image.size[1]) if math.isfinite(bits) else None
 
 
-def load_learned(model: str, weights: str | None, device: str) -> LearnedCodec:
-    """The codec named ``model`` (a registry name or ``module:factory``) as a LearnedCodec."""
+def load_learned(model: str, weights: str | None, device: str, captions: str | None = None,
+                 captioner: str | None = None) -> LearnedCodec:
+    """The codec named ``model`` (a registry name or ``module:factory``) as a LearnedCodec; with
+    ``captions`` (a JSON file) or ``captioner`` (a local model folder), PerCoV2 codes a caption with each image."""
+    source = None
+    if captions is not None or captioner is not None:
+        if model != "percov2":
+            raise InputError("--captions and --captioner apply to --model percov2 only")
+        source = CaptionSource(captions, captioner, device)
     name, codec = load_codec_object(model, weights, device)
-    return LearnedCodec(name, codec)
+    return LearnedCodec(name, codec, source)
 
 
 def load_codec_object(model: str, weights: str | None, device: str) -> tuple[str, Any]:

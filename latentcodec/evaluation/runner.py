@@ -94,6 +94,8 @@ class EvalConfig:
     device: str = "cpu"
     keep_reconstructions: str = "model"
     progress: bool = True
+    captions: str | None = None  # percov2: JSON file {image: caption}
+    captioner: str | None = None  # percov2: local captioning model folder
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ class _Worker:
         self.out_dir = Path(config.out)
         self.learned = learned
         if learned is None and config.model is not None and config.model not in classical.BASELINES:
-            self.learned = load_learned(config.model, config.weights, config.device)
+            self.learned = load_learned(config.model, config.weights, config.device, config.captions, config.captioner)
         self.suite = suite if suite is not None else build_suite(config.metrics, config.device, config.patch_size)
         self.log = ProgressLog(self.out_dir)
 
@@ -258,11 +260,14 @@ class _Worker:
             assert self.learned is not None
             start = time.perf_counter()
             quality = int(point.value) if point.value == int(point.value) else point.value  # continuous rates
-            data = self.learned.encode(original, quality)
+            caption = self.learned.caption_for(ref.image_id, original)
+            data = self.learned.encode(original, quality, caption)
             compress_s = time.perf_counter() - start
             extension = self.learned.extension
             estimated = self.learned.estimated_bpp(original, quality)
             base = replace(base, parameter="quality", estimated_bpp=estimated)
+            if caption is not None:
+                base = replace(base, note=f"caption {caption!r}")
         else:
             codec = classical.get_baseline(point.codec)
             extension = codec.extension
@@ -376,7 +381,7 @@ def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> E
         raise InputError(f"--model {config.model}: {skipped[config.model]}")
 
     if learned is None and config.model is not None and config.model not in classical.BASELINES:
-        learned = load_learned(config.model, config.weights, config.device)
+        learned = load_learned(config.model, config.weights, config.device, config.captions, config.captioner)
     points = plan_points(config, learned, baseline_names)
     if not points:
         raise InputError("nothing to evaluate: give --model and/or --baselines (with at least one available)")

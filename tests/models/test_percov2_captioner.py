@@ -74,3 +74,46 @@ def test_cli_codes_the_captioner_caption_in_the_file(blip_folder, captioned_fold
     assert main([*argv[:6], "--captioner", str(tmp_path / "none"), "-o", str(tmp_path / "c.lci")]) == 1
     err = capsys.readouterr().err
     assert "config.json is missing" in err and err.count("\n") == 1 and not (tmp_path / "c.lci").exists()
+
+
+def test_eval_codes_each_images_caption_from_a_file_or_a_captioner(blip_folder, captioned_folder,  # noqa: F811
+                                                                    tmp_path, capsys):
+    """`latentcodec eval --model percov2` with --captions (a JSON file) or --captioner: every file the
+    evaluation writes carries that image's caption, and the results name it."""
+    import json
+
+    import latentcodec
+
+    _, weights = captioned_folder
+    data = tmp_path / "images"
+    data.mkdir()
+    for index, name in enumerate(("barn", "boat")):
+        pixels = (np.random.default_rng(index).random((40, 56, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(data / f"{name}.png")
+    captions = tmp_path / "captions.json"
+    captions.write_text(json.dumps({"barn.png": "a red barn", "boat": "the boat with a green door"}))
+    model = latentcodec.load("percov2", weights=str(weights)).model
+    common = ["eval", "--model", "percov2", "--weights", str(weights), "--data", str(data), "--qualities", "0",
+              "--metrics", "psnr", "--workers", "1", "--no-progress"]
+    made = LocalCaptioner(blip_folder)
+    for option, expected in ((["--captions", str(captions)], {"barn": "a red barn", "boat": "the boat with a green door"}),
+                             (["--captioner", str(blip_folder)],
+                              {name: made(Image.open(data / f"{name}.png")) for name in ("barn", "boat")})):
+        out = tmp_path / option[0].strip("-")
+        assert main([*common, "--out", str(out), *option]) == 0
+        for name, caption in expected.items():
+            stored = next(out.glob(f"bitstreams/*/*/{name}.lci")).read_bytes()
+            assert model.decode_streams(stored).caption == caption
+        items = [json.loads(line) for path in out.rglob("*.jsonl") for line in path.read_text().splitlines()]
+        assert any(caption in json.dumps(item) for item in items for caption in expected.values())
+    # a caption missing from the file, a wrong model, both sources: one-line errors
+    captions.write_text(json.dumps({"barn": "a red barn"}))
+    for argv, message in (([*common, "--out", str(tmp_path / "e1"), "--captions", str(captions)], "no caption for image 'boat'"),
+                          ([*common[:2], "glc-image", *common[5:], "--out", str(tmp_path / "e2"), "--captions",
+                            str(captions)], "apply to --model percov2 only"),
+                          ([*common, "--out", str(tmp_path / "e3"), "--captions", str(captions), "--captioner",
+                            str(blip_folder)], "exclude each other")):
+        capsys.readouterr()
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
