@@ -24,7 +24,8 @@ def child(args) -> None:
     from latentcodec.models import percov2_sd3 as sd3
     from latentcodec.models.percov2 import small_vae_config
     from latentcodec.models.percov2_tiling import vae_decode
-    from latentcodec.nn.tiling import activation_budget, parse_memory_size, return_freed_memory_promptly
+    from latentcodec.nn.tiling import activation_budget, parse_memory_size
+    from latentcodec.runtime import release_freed_memory
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -32,7 +33,7 @@ def child(args) -> None:
     vae = sd3.build_vae(config).eval()
     vae.memory_budget = None
     if args.max_memory:
-        return_freed_memory_promptly()
+        release_freed_memory()
         vae.memory_budget = activation_budget(parse_memory_size(args.max_memory), vae)
     width, height = (int(v) for v in args.size.lower().split("x"))
     z = torch.randn(1, 16, height // 8, width // 8)

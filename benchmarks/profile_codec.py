@@ -122,9 +122,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ops", action="store_true", help="also print torch.profiler's operator tables")
+    parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
+                        help="retain: keep freed memory for reuse, as the CLI does; default: glibc's own behaviour")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.allocator == "retain":
+        from latentcodec.runtime import retain_freed_memory
+
+        retain_freed_memory()
     model, source = load_model(args.weights, args.shared)
     x = pil_to_tensor(load_rgb(args.data / f"{args.image}.png"))
     print(f"model: {source}; {args.image} {x.shape[-1]}x{x.shape[-2]}, q{args.quality}, {args.threads} threads")

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from latentcodec.runtime import retain_freed_memory
+
+    retain_freed_memory()  # large maps reuse freed memory instead of fresh page faults (runtime.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -59,12 +59,11 @@ class LatentCodec(nn.Module):
         output never feeds an entropy coder follow the budget; the encoder's tiling depends on
         the image size alone (see ``latentcodec.tokenizers.vqgan.ENCODER_ACTIVATION_BUDGET``),
         so a file never depends on the budget of the process that wrote it."""
-        from latentcodec.nn.tiling import activation_budget, return_freed_memory_promptly
+        from latentcodec.nn.tiling import activation_budget
 
         activations = None
         if total_bytes is not None:
             activations = activation_budget(total_bytes, self, self.integer_twin_bytes())
-            return_freed_memory_promptly()
         for module in self.modules():
             if getattr(module, "follows_memory_budget", False):
                 module.memory_budget = activations

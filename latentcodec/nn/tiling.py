@@ -20,8 +20,6 @@ protocol themselves. Blocks without it (attention) always run whole, so a chain 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
 import os
 import re
@@ -31,6 +29,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from latentcodec.runtime import release_freed_memory
 
 BYTES_PER_ELEMENT = 4  # float32 activations
 # A tile's activations: its input, a couple of intermediates and the float64 copy of a statistics
@@ -82,27 +82,6 @@ def available_memory() -> int:
 
 def default_memory_budget() -> int:
     return max(MIN_MEMORY_BUDGET, int(available_memory() * DEFAULT_BUDGET_FRACTION))
-
-
-# glibc's mallopt parameter, and the size from which allocations are mapped (and unmapped on free).
-_M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 2**20
-
-
-def return_freed_memory_promptly() -> bool:
-    """Make glibc serve every allocation of 1 MiB or more from its own mapping, so that freeing
-    it returns the memory to the system at once. By default glibc raises that threshold to the
-    largest block freed so far (up to 32 MiB), after which the tiles and row bands of a large image
-    stay in its heap, and the process's resident size grows far past what is alive (measured:
-    1.27 GB above the live tensors after a 12 MP image's latent analysis; 0.76 GB with this).
-    Process-wide; a no-op (False) where the C library is not glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = getattr(libc, "mallopt", None)
-    except OSError:
-        return False
-    return bool(mallopt is not None and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 def activation_budget(total_bytes: int, model: nn.Module, other_bytes: int = 0) -> int:
@@ -416,6 +395,8 @@ def run_blocks(blocks, x: torch.Tensor, budget: int | None, hold_next: bool = Tr
                     not hold_next or _map_bytes(end_shape, batch) + _map_bytes(next_shape, batch) <= budget - budget // 8):
                 break
             end_shape, end = next_shape, end + 1
+        # Too large to run whole: from here on memory matters more than allocation speed.
+        release_freed_memory()
         chain = TiledChain(blocks[index:end], shape)
         tile_budget = max(budget - _map_bytes(shape, batch) - _map_bytes(chain.shapes[-1], batch), budget // 8)
         x = chain(x, tile_budget)

@@ -148,3 +148,19 @@ def test_a_tiled_run_does_not_end_on_a_map_the_next_run_cannot_hold_beside_its_o
     assert chains == [(2, 8 * 16 * 16 * 4 + 4 * 32 * 32 * 4)]
     assert all(held <= budget - budget // 8 for _, held in chains)
     assert (tiled - whole).abs().max() <= 1e-4 * whole.abs().max()
+
+
+def test_the_allocator_releases_freed_memory_once_an_image_needs_tiling(monkeypatch):
+    """Whole-map runs leave the allocator as it is (retaining, under the CLI); the first tiled run
+    switches it to giving memory back (latentcodec/runtime.py)."""
+    from latentcodec.tokenizers.vqgan import ResBlock
+
+    calls = []
+    monkeypatch.setattr(tiling, "release_freed_memory", lambda: calls.append(1) or True)
+    blocks = [ResBlock(8, 8, 4)]
+    x = torch.randn(1, 8, 16, 16)
+    with torch.inference_mode():
+        run_blocks(blocks, x, 10**9)
+        assert calls == []
+        run_blocks(blocks, x, 20_000)
+    assert calls == [1]
