@@ -204,7 +204,7 @@ class DLF(LatentCodec):
             self.vqgan = VQGAN(config.vqgan, with_codebook=True, with_encoder=with_training_modules)
         self.token_prior = None if config.token_prior is None else MaskedTokenPrior(config.token_prior)
         self.memory_format = torch.contiguous_format
-        use_onednn_linears(self)  # float inference on CPU through oneDNN (training is unaffected)
+        use_onednn_linears(self)  # float products on CPU through oneDNN, in inference and training
 
     def set_memory_format(self, memory_format: torch.memory_format) -> "DLF":
         """The VQGAN decoder's layout: channels_last runs oneDNN's fastest convolutions on CPU."""

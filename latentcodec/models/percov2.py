@@ -250,7 +250,7 @@ class PerCoV2(LatentCodec):
         self.vae.memory_budget = None
         self.token_prior = None if config.token_prior is None else MaskedTokenPrior(config.token_prior)
         self.attach_prompt_encoder(None)
-        use_onednn_linears(self)  # float inference on CPU through oneDNN (training is unaffected)
+        use_onednn_linears(self)  # float products on CPU through oneDNN, in inference and training
 
     # -- construction --------------------------------------------------------------------------
     @classmethod

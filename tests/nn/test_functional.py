@@ -21,6 +21,30 @@ def test_onednn_linear_computes_linear(shape, bias):
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(300, 48), (3, 100, 48), (2, 5, 40, 48)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_onednn_linear_gradients_are_linears(shape, bias, threads):
+    """Training through oneDNN: the same output and the same gradients for x, weight and bias as
+    F.linear (within float summation order), on one thread and on two."""
+    torch.manual_seed(0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        layer = nn.Linear(48, 80, bias=bias)
+        x = torch.randn(*shape, requires_grad=True)
+        upstream = torch.randn(*shape[:-1], 80)
+        parameters = (x, layer.weight) + ((layer.bias,) if bias else ())
+        expected = torch.autograd.grad((layer(x) * upstream).sum(), parameters)
+        got_out = onednn_linear(x, layer.weight, layer.bias)
+        got = torch.autograd.grad((got_out * upstream).sum(), parameters)
+    finally:
+        torch.set_num_threads(before)
+    assert got_out.shape == (*shape[:-1], 80) and got_out.grad_fn is not None
+    for a, b in zip(got, expected):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_non_contiguous_input():
     layer = nn.Linear(32, 16)
     x = torch.randn(32, 200).t()  # rows are strided
@@ -36,7 +60,7 @@ def test_swapped_layers_keep_weights_and_train_through_autograd():
     assert model.state_dict().keys() == state.keys()
     model.load_state_dict(state, strict=True)
     x = torch.randn(ONEDNN_LINEAR_MIN_ROWS * 2, 8)
-    model(x).sum().backward()  # with grad: F.linear, so gradients are the usual ones
+    model(x).sum().backward()
     assert model[0].weight.grad is not None and model[0].weight.grad.abs().sum() > 0
     assert isinstance(integer_twin(model[0]), IntegerLinear)  # the exact twin still builds from it
     use_onednn_linears(model, False)
