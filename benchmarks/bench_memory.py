@@ -2,9 +2,9 @@
 
 Each run is a fresh process (its peak RSS is the figure), reading a PNG and writing the file, then
 reading the file and writing a PNG, as the CLI does. "tiled" runs under ``--max-memory`` with the
-CLI's allocator policy (``latentcodec/runtime.py``: freed memory retained until tiling starts, then
-released); "untiled" is the behaviour without a budget (every net on whole maps, the encoder too,
-glibc's default allocator), measured in the same
+CLI's allocator setting for it (``latentcodec/runtime.py``: freed memory released); "untiled" is
+the behaviour without a budget (every net on whole maps, the encoder too, glibc's default
+allocator), measured in the same
 invocation as the baseline. The images are Kodak's kodim23 upscaled to each size (4:3), written to
 a temporary folder outside the repository. Besides RSS and time, it reports whether the tiled and
 untiled files are identical and the largest 8-bit difference between the tiled and untiled
@@ -58,10 +58,10 @@ def child(args) -> int:
     torch.set_num_threads(args.threads)
     from latentcodec.data.images import load_rgb, pil_to_tensor, tensor_to_pil
     from latentcodec.nn import tiling
-    from latentcodec.runtime import retain_freed_memory
+    from latentcodec.runtime import release_freed_memory
 
     if args.mode == "tiled":
-        retain_freed_memory()  # as the CLI starts; tiling switches to releasing when it begins
+        release_freed_memory()  # as the CLI under --max-memory (runtime.allocator_for_image)
     if args.weights == "official-deterministic":
         sys.path.insert(0, str(REPO / "benchmarks"))
         from bench_codec import official_deterministic_model

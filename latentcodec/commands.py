@@ -15,6 +15,7 @@ from pathlib import Path
 
 from latentcodec.errors import InputError, LatentCodecError
 from latentcodec.cli_io import atomic_write, expand_inputs, output_path, read_bytes, run_files
+from latentcodec.runtime import allocator_for_image
 
 IMAGE_FILE_SUFFIX = ".lci"
 VIDEO_FILE_SUFFIX = ".lcv"
@@ -227,6 +228,7 @@ def cmd_compress(args) -> int:
             image = load_rgb(path)
         for warning in caught:
             print(f"latentcodec: warning: {path}: {warning.message}", file=sys.stderr)
+        allocator_for_image(image.width * image.height, args.max_memory is not None)
         if percov2_options:
             caption = captioner(image) if captioner is not None else args.caption
             # --passes chooses the hybrid point itself; otherwise the quality does (percov2 num_rates)
@@ -284,6 +286,7 @@ def cmd_decompress(args) -> int:
             raise InputError(f"{target} exists (use --force to overwrite)")
         data = read_bytes(path)
         header, _ = read_image_header(data)
+        allocator_for_image(header.width * header.height, getattr(args, "max_memory", None) is not None)
         entry, model = _model_for_file(header.model_id, args, models)
         image = tensor_to_pil(_decompress_image(model, entry.name, data, args, many))
         fmt = (target.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG")

@@ -15,6 +15,10 @@ SHARED_DIR = Path(os.environ.get("LATENTCODEC_SHARED", REPO_ROOT.parent / "share
 def pytest_configure(config):
     # Tests run two workers on two cores; more intra-op threads would only oversubscribe.
     torch.set_num_threads(1)
+    # The CLI's main() would make this process keep freed memory (latentcodec/runtime.py) for the
+    # rest of the suite, whose tests load multi-GB weights; tests/test_runtime.py checks the setting
+    # in child processes instead.
+    os.environ["LATENTCODEC_MALLOC"] = "default"
 
 
 @pytest.fixture(scope="session")

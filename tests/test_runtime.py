@@ -29,9 +29,14 @@ print(round(rss() - before), runtime.allocator_mode())
 """
 
 
+def child_env(**env: str) -> dict[str, str]:
+    """This environment without the suite's opt-out (tests/conftest.py), plus ``env``."""
+    return {**{k: v for k, v in os.environ.items() if k != "LATENTCODEC_MALLOC"}, **env}
+
+
 def probe(setting: str, **env: str) -> tuple[int, str]:
     result = subprocess.run([sys.executable, "-c", PROBE, setting], capture_output=True, text=True, check=True,
-                            env={**os.environ, **env})
+                            env=child_env(**env))
     kept, mode = result.stdout.split()
     return int(kept), mode
 
@@ -52,7 +57,7 @@ def test_release_returns_what_retain_kept():
     code = PROBE.replace('print(round(rss() - before), runtime.allocator_mode())',
                          'runtime.release_freed_memory()\nprint(round(rss() - before), runtime.allocator_mode())')
     result = subprocess.run([sys.executable, "-c", code, "retain_freed_memory"], capture_output=True, text=True,
-                            check=True)
+                            check=True, env=child_env())
     kept, mode = result.stdout.split()
     assert mode == "release" and int(kept) < 50
 
@@ -61,5 +66,14 @@ def test_cli_starts_in_retain(monkeypatch):
     code = ("import sys\nfrom latentcodec import cli, runtime\n"
             "cli.build_parser = lambda: (_ for _ in ()).throw(SystemExit(runtime.allocator_mode()))\n"
             "cli.main([])")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env())
     assert result.stderr.strip().endswith("retain")
+
+
+def test_the_cli_rule_retains_for_small_images_only_and_never_under_an_explicit_budget():
+    code = ("from latentcodec import runtime\n"
+            "print(runtime.allocator_for_image(768 * 512, False), runtime.allocator_for_image(3840 * 2160, False),"
+            " runtime.allocator_for_image(768 * 512, False), runtime.allocator_for_image(768 * 512, True))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env=child_env())
+    assert result.stdout.split() == ["retain", "release", "retain", "release"]
