@@ -5,7 +5,7 @@ file bpp against the model's estimated bpp, and the process's peak RSS. With --b
 run also times the way the official implementation runs, in a child process (``--as-official``):
 NCHW maps (its memory layout), upsampling as nearest x2 then a 3x3 conv, and glibc's default
 allocator; and prints our speed-up over it. Ours runs as the CLI does: channels_last, upsampling as
-one transposed conv, freed memory retained (``latentcodec/runtime.py``). Both run the same portable
+one transposed conv, the CLI's allocator setting per image (``latentcodec/runtime.py``). Both run the same portable
 integer entropy path and write the same file.
 
     python benchmarks/bench_codec.py --weights official-deterministic --limit 1 --threads 2
@@ -134,13 +134,22 @@ def run_phase(model, args) -> int:
     if args.file is None:
         sys.exit("bench_codec: --phase needs --file")
     start = time.perf_counter()
+    from latentcodec.bitstream import read_image_header
+    from latentcodec.runtime import allocator_for_image
+
     if args.phase == "encode":
         name, x = images_to_run(args)[0]
+        if not args.as_official:
+            allocator_for_image(x.shape[-1] * x.shape[-2], args.max_memory is not None)
         data = model.compress(x, int(args.qualities.split(",")[0]))
         args.file.write_bytes(data)
         what = f"{name}: {len(data)} bytes"
     else:
-        decoded = model.decompress(args.file.read_bytes())
+        data = args.file.read_bytes()
+        if not args.as_official:
+            header, _ = read_image_header(data)
+            allocator_for_image(header.width * header.height, args.max_memory is not None)
+        decoded = model.decompress(data)
         what = f"{args.file}: decoded {decoded.shape[-1]}x{decoded.shape[-2]}"
     seconds = time.perf_counter() - start
     print(f"{args.phase} {what} in {seconds:.1f} s; peak RSS {peak_rss_mib():.0f} MiB")
@@ -191,10 +200,6 @@ def main() -> int:
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     torch.set_num_threads(args.threads)
-    if not args.as_official:
-        from latentcodec.runtime import retain_freed_memory
-
-        retain_freed_memory()
     model, source = load_model(args.weights, args.shared)
     if args.as_official:
         from latentcodec.tokenizers.vqgan import Upsample
@@ -216,6 +221,10 @@ def main() -> int:
     header = f"{'image':<24}{'q':>2}{'encode s':>10}{'decode s':>10}{'bytes':>8}{'bpp':>9}{'est bpp':>9}{'PSNR':>7}{'peak MiB':>10}"
     print(header)
     for name, x in images_to_run(args):
+        if not args.as_official:  # the CLI's allocator setting for this image (latentcodec/runtime.py)
+            from latentcodec.runtime import allocator_for_image
+
+            allocator_for_image(x.shape[-1] * x.shape[-2], args.max_memory is not None)
         for quality in qualities:
             row = {"image": name, "quality": quality, "height": x.shape[-2], "width": x.shape[-1]}
             try:
