@@ -100,6 +100,7 @@ def cmd_compress_video(args) -> int:
             raise InputError(f"{target} exists (use --force to overwrite)")
         with open_video(path, frame_rate=args.frame_rate) as reader:
             info = reader.info
+        allocator_for_image(info.width * info.height, args.max_memory is not None)
         if args.target_bitrate is not None:
             return _compress_video_to_bitrate(codec, path, target, args)
         frames = 0
@@ -352,6 +353,7 @@ def _decompress_video(path: Path, root: Path, args, many: bool, models: dict) ->
         raise InputError(f"{target} exists (use --force to overwrite)")
     with open(path, "rb") as stream:
         header = SequenceReader(stream).header
+    allocator_for_image(header.width * header.height, getattr(args, "max_memory", None) is not None)
     entry, model = _model_for_file(header.model_id, args, models)
     codec = VideoCodec(model, entry, header.inter_rate, args.weights or "default")
     count = 0
