@@ -45,6 +45,7 @@ from latentcodec.models.percov2_networks import (
 from latentcodec.models import percov2_sd3 as sd3
 from latentcodec.models import percov2_streams as streams_format
 from latentcodec.models.percov2_sd3 import PromptEmbeddings
+from latentcodec.models.percov2_tiling import use_transposed_upsampling
 from latentcodec.nn.functional import use_onednn_linears
 from latentcodec.models.percov2_streams import (  # noqa: F401  (the caption coder is part of this module's API)
     MAX_CAPTION_BYTES,
@@ -121,6 +122,7 @@ class PerCoV2(LatentCodec):
         else:
             self.vae = components.vae
             self.transformer = sd3.widen_patch_embedding(components.transformer, config.hyper.adapter_channels)
+        use_transposed_upsampling(self.vae)
         self.vae.requires_grad_(False)  # frozen in both training stages (SYSTEMS.md 6.6.4)
         # Its decoder follows set_memory_budget (tiled when a map would not fit; percov2_tiling.py).
         self.vae.follows_memory_budget = True

@@ -165,7 +165,9 @@ def test_save_pretrained_of_a_diffusers_built_codec_round_trips(codec, tmp_path)
     assert loaded.config == codec.config
     data = codec.compress(image(32, 48, seed=3))
     assert loaded.compress(image(32, 48, seed=3)) == data
-    assert torch.allclose(loaded.decompress(data, steps=2), codec.decompress(data, steps=2), atol=1e-6)
+    # The same weights in other memory (diffusers' loader vs ours) may sum in another order inside oneDNN's
+    # float products (onednn_linear), so the pictures agree to float rounding, not bit for bit.
+    assert torch.allclose(loaded.decompress(data, steps=2), codec.decompress(data, steps=2), atol=1e-5)
 
 
 def test_api_and_cli_accept_a_diffusers_folder_as_weights(pipeline_folder, tmp_path, capsys):

@@ -27,6 +27,22 @@ def test_every_block_but_attention_is_tileable(model):
         assert whole == ["Attention"]
 
 
+def test_the_decoder_upsamples_with_transposed_convs_as_diffusers_does_literally(model, monkeypatch):
+    """Each Upsample2D runs as our transposed-conv Upsample, with the same conv (state-dict keys
+    unchanged), and decodes what nearest x2 then the conv decode."""
+    from latentcodec.tokenizers.vqgan import Upsample
+
+    samplers = [s for block in model.vae.decoder.up_blocks for s in (block.upsamplers or [])]
+    assert samplers and all(isinstance(s, percov2_tiling._Upsample) for s in samplers)
+    assert any(".upsamplers.0.conv.weight" in key for key in model.state_dict())
+    z = torch.randn(1, 16, 9, 13)
+    with torch.inference_mode():
+        transposed = model.vae.decode(z).sample
+        monkeypatch.setattr(Upsample, "transposed", False)
+        literal = model.vae.decode(z).sample
+    assert (transposed - literal).abs().max() <= 1e-4 * literal.abs().max()
+
+
 @pytest.mark.parametrize("latent_size", [(12, 16), (9, 13)])
 def test_tiled_decoder_matches_diffusers_decode(model, latent_size, count_tiled_runs):
     z = torch.randn(1, 16, *latent_size)
