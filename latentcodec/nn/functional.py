@@ -37,8 +37,11 @@ def round_straight_through(x: torch.Tensor) -> torch.Tensor:
 
 
 # -- linear layers through oneDNN ---------------------------------------------------------------------
-# Below this many rows a product is too small for the convolution's set-up to pay off.
+# Below this many rows, or this many multiply-adds, a product is too small for oneDNN's set-up (a
+# primitive built and JIT-compiled per new shape) to pay off: the tiny test models ran their DLF
+# tests 25 % slower through it.
 ONEDNN_LINEAR_MIN_ROWS = 64
+ONEDNN_LINEAR_MIN_MACS = 1 << 22
 
 
 def _onednn_matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -92,6 +95,7 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     rows = x.numel() // max(x.shape[-1], 1)
     if (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
             or (bias is not None and bias.dtype != torch.float32) or rows < ONEDNN_LINEAR_MIN_ROWS
+            or rows * x.shape[-1] * weight.shape[0] < ONEDNN_LINEAR_MIN_MACS
             or not torch.backends.mkldnn.is_available()):
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad

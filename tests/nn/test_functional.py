@@ -4,13 +4,25 @@ import pytest
 import torch
 from torch import nn
 
+from latentcodec.nn import functional
 from latentcodec.nn.functional import ONEDNN_LINEAR_MIN_ROWS, OneDNNLinear, onednn_linear, use_onednn_linears
 from latentcodec.nn.integer import IntegerLinear, integer_twin
 
 
+@pytest.fixture(autouse=True)
+def onednn_calls(monkeypatch):
+    """Small products take the oneDNN path here (the size floor would send them to F.linear); the
+    list counts its products, so that a test can tell the path was taken."""
+    monkeypatch.setattr(functional, "ONEDNN_LINEAR_MIN_MACS", 0)
+    calls = []
+    original = functional._onednn_matmul_t
+    monkeypatch.setattr(functional, "_onednn_matmul_t", lambda *args: calls.append(1) or original(*args))
+    return calls
+
+
 @pytest.mark.parametrize("shape", [(300, 48), (3, 100, 48), (2, 5, 40, 48)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_onednn_linear_computes_linear(shape, bias):
+def test_onednn_linear_computes_linear(shape, bias, onednn_calls):
     torch.manual_seed(0)
     layer = nn.Linear(48, 80, bias=bias)
     x = torch.randn(*shape)
@@ -19,12 +31,22 @@ def test_onednn_linear_computes_linear(shape, bias):
         got = onednn_linear(x, layer.weight, layer.bias)
     assert got.shape == expected.shape and got.is_contiguous()
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert onednn_calls == [1]
+
+
+def test_small_products_stay_with_linear(monkeypatch, onednn_calls):
+    monkeypatch.setattr(functional, "ONEDNN_LINEAR_MIN_MACS", 1 << 22)
+    layer = nn.Linear(48, 80)
+    x = torch.randn(300, 48)
+    with torch.no_grad():
+        assert torch.equal(onednn_linear(x, layer.weight, layer.bias), layer(x))
+    assert onednn_calls == []
 
 
 @pytest.mark.parametrize("shape", [(300, 48), (3, 100, 48), (2, 5, 40, 48)])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_onednn_linear_gradients_are_linears(shape, bias, threads):
+def test_onednn_linear_gradients_are_linears(shape, bias, threads, onednn_calls):
     """Training through oneDNN: the same output and the same gradients for x, weight and bias as
     F.linear (within float summation order), on one thread and on two."""
     torch.manual_seed(0)
@@ -41,6 +63,7 @@ def test_onednn_linear_gradients_are_linears(shape, bias, threads):
     finally:
         torch.set_num_threads(before)
     assert got_out.shape == (*shape[:-1], 80) and got_out.grad_fn is not None
+    assert len(onednn_calls) == 3  # forward, input gradient, weight gradient
     for a, b in zip(got, expected):
         assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4)
 
