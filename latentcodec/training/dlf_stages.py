@@ -96,8 +96,9 @@ class DLFObjective(StageObjective):
         if weights.latent_mse or weights.code_ce:
             with torch.no_grad():
                 quantizer = model.vqgan.quantize
-                target_indices = quantizer.indices(model.vqgan.encode(x))
-                target = quantizer.lookup(target_indices)
+                latent = model.vqgan.encode(x)
+                target_indices = quantizer.indices(latent)
+                target = latent if self.config.dlf.latent_target == "continuous" else quantizer.lookup(target_indices)
             latent_mse = per_sample_mean((synthesis.soft_latent - target) ** 2)
             code_ce = F.cross_entropy(synthesis.logits.float(), target_indices, reduction="none").flatten(1).mean(1)
             distortion = distortion + weights.latent_mse * latent_mse + weights.code_ce * code_ce

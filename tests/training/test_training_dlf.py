@@ -139,6 +139,27 @@ def test_dlf_config_checks(tmp_path, image_folder):
         load(**{"dlf.bpp_bounds": [[0.1, 0.05], [0.1, 0.2]]})
     with pytest.raises(ConfigError, match="target_bpp"):
         load(**{"rates.target_bpp": [0.1, 0.2]})
+    with pytest.raises(ConfigError, match="latent_target"):
+        load(**{"dlf.latent_target": "codewords"})
+
+
+@pytest.mark.parametrize("latent_target", ["quantized", "continuous"])
+def test_alignment_target_is_the_codewords_or_the_continuous_latent(tmp_path, image_folder, latent_target):
+    trainer, batch = dlf_trainer(tmp_path, image_folder, "dlf_align", **{"dlf.latent_target": latent_target})
+    rates = torch.tensor((0, 1))
+    losses = objective(trainer, batch, rates.tolist())
+    model = trainer.model
+    torch.manual_seed(0)
+    with torch.no_grad():
+        x = model.pad(batch)
+        analysis = model.analyse(x, rates, skip=False)
+        soft = model.synthesise(analysis.codes, analysis.steps.y_hat, rates, decode=False).soft_latent
+        latent = model.vqgan.encode(x)
+        target = latent if latent_target == "continuous" else model.vqgan.quantize.lookup(
+            model.vqgan.quantize.indices(latent))
+        assert not torch.equal(target, latent if latent_target == "quantized" else model.vqgan.quantize.lookup(
+            model.vqgan.quantize.indices(latent)))
+    assert torch.allclose(losses.latent_mse.detach(), ((soft - target) ** 2).mean(), rtol=1e-5)
 
 
 def vqgan_source(tmp_path, drop=()) -> str:
