@@ -1,0 +1,91 @@
+"""How well DLF's soft codebook latent can do against each alignment target, before any training.
+
+For one image, with the VQGAN of a DLF run (the GLC-image default's for the ``small`` preset): the
+PSNR of the generator decoding the encoder's continuous latent and its nearest codewords, and of
+soft mixtures of codewords fitted directly to a target (Adam on free per-position logits), with and
+without a code cross-entropy term beside the MSE, as the stage-1 loss has them.
+
+    python benchmarks/dlf_latent_targets.py ~/.cache/latentcodec/runs/dlf-small-align --image kodim23 \\
+        --json docs/results/dlf_latent_targets.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from latentcodec.data.images import load_rgb, pil_to_tensor
+from latentcodec.models.dlf import PRESETS, DLF
+from latentcodec.models.dlf_networks import soft_codebook_latent
+
+KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+
+
+def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
+    a, b = (x_hat.clamp(0, 1) * 255).round(), (x * 255).round()
+    return float(10 * torch.log10(255**2 / ((a - b) ** 2).mean()))
+
+
+def fitted_mixture(codebook, target, indices, ce_weight: float, steps: int) -> torch.Tensor:
+    logits = torch.zeros(1, codebook.shape[0], *target.shape[-2:], requires_grad=True)
+    optimiser = torch.optim.Adam([logits], lr=0.3)
+    for _ in range(steps):
+        loss = ((soft_codebook_latent(logits, codebook) - target) ** 2).mean()
+        if ce_weight:
+            loss = loss + ce_weight * F.cross_entropy(logits, indices)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return soft_codebook_latent(logits.detach(), codebook)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a DLF training run folder (its checkpoint.pt) or checkpoint file")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--image", default="kodim23")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    checkpoint = args.run / "checkpoint.pt" if args.run.is_dir() else args.run
+    if not checkpoint.is_file():
+        sys.exit(f"dlf_latent_targets: no checkpoint at {checkpoint}")
+    model = DLF(PRESETS[args.preset](), with_training_modules=True).eval()
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
+    x = pil_to_tensor(load_rgb(KODAK / f"{args.image}.png"))
+    codebook = model.vqgan.quantize.embedding.weight.detach()
+    rows = {}
+    with torch.no_grad():
+        latent = model.vqgan.encode(x)
+        indices = model.vqgan.quantize.indices(latent)
+        codewords = model.vqgan.quantize.lookup(indices)
+        rows["continuous latent"] = psnr(model.vqgan.decode(latent), x)
+        rows["nearest codewords"] = psnr(model.vqgan.decode(codewords), x)
+        per_channel = ((latent - codewords) ** 2).mean(dim=(0, 2, 3))
+    for name, target, ce in (("mixture fitted to codewords", codewords, 0.0),
+                             ("mixture fitted to continuous", latent, 0.0),
+                             ("mixture fitted to continuous + 0.05 CE", latent, 0.05),
+                             ("mixture fitted to continuous + 0.25 CE", latent, 0.25)):
+        mixture = fitted_mixture(codebook, target, indices, ce, args.steps)
+        with torch.no_grad():
+            rows[name] = psnr(model.vqgan.decode(mixture), x)
+    for name, value in rows.items():
+        print(f"{name:<42}{value:7.2f} dB")
+    print(f"codeword quantisation error per channel: channels 0-2 {per_channel[:3].tolist()}, "
+          f"the rest {float(per_channel[3:].mean()):.4f} on average")
+    if args.json:
+        args.json.write_text(json.dumps({"checkpoint": str(checkpoint), "image": args.image, "fit_steps": args.steps,
+                                         "psnr_db": rows, "codeword_error_per_channel": per_channel.tolist()},
+                                        indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
