@@ -19,7 +19,7 @@ def fixed_batch_trainer(tmp_path, image_folder, stage, **extra) -> tuple[Trainer
 def objective_value(trainer: Trainer, batch: torch.Tensor) -> float:
     rates = torch.tensor([0, 3])
     torch.manual_seed(0)
-    return float(trainer.objective(batch, rates, trainer.lambdas, trainer.discriminator).total)
+    return float(trainer.objective(batch, rates, trainer.lambdas, trainer.discriminator).total.detach())
 
 
 @pytest.mark.parametrize(
