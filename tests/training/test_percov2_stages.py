@@ -45,7 +45,7 @@ def objective_value(trainer: Trainer, batch: torch.Tensor) -> float:
         losses = trainer.objective(batch, torch.zeros(2, dtype=torch.long), trainer.lambdas, None,
                                    generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(losses.total)
-    return float(losses.total)
+    return float(losses.total.detach())
 
 
 def test_vae_stage_lowers_its_loss_and_trains_the_vae_only(tmp_path, image_folder, validation_folder):

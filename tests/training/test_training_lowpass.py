@@ -40,7 +40,7 @@ def test_lowpass_term_pulls_the_decoded_latent_towards_the_low_pass_image(tmp_pa
     error.sum().backward()
     assert moved.grad.abs().sum() > 0 and lowpass.weight.grad is None  # the map itself is not trained by it
     batch = trainer.stream.next_batch()
-    before = float(trainer.objective(batch, torch.tensor([0, 3]), trainer.lambdas, None).total)
+    before = float(trainer.objective(batch, torch.tensor([0, 3]), trainer.lambdas, None).total.detach())
     trainer.close()
     assert torch.isfinite(torch.tensor(before))
 

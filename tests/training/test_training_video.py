@@ -158,4 +158,4 @@ def test_low_pass_term_weighs_every_p_frame_and_leaves_the_latent_mse_pure(video
     assert torch.equal(unweighted["weighted"].total, unweighted["plain"].total)
     assert float(unweighted["floor"].total.detach()) > float(unweighted["plain"].total.detach())
     # Counted only above the I-frame's own low-pass error, the floor adds less (never below nothing).
-    assert float(unweighted["plain"].total) <= float(unweighted["over_intra"].total) < float(unweighted["floor"].total)
+    assert float(unweighted["plain"].total.detach()) <= float(unweighted["over_intra"].total.detach()) < float(unweighted["floor"].total.detach())
