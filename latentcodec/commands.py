@@ -66,6 +66,11 @@ def _is_video_job(args) -> bool:
     return any(is_video_path(name) for name in args.inputs)
 
 
+def _allocator_for(args, width: int, height: int) -> None:
+    """The allocator setting for a width x height image or frame (latentcodec/runtime.py)."""
+    allocator_for_image(width * height, getattr(args, "max_memory", None) is not None)
+
+
 def _progress_enabled(args) -> bool | None:
     # None lets tqdm show bars on a terminal only, so logs and captured stderr stay one line per error.
     return False if getattr(args, "quiet", False) else None
@@ -100,7 +105,7 @@ def cmd_compress_video(args) -> int:
             raise InputError(f"{target} exists (use --force to overwrite)")
         with open_video(path, frame_rate=args.frame_rate) as reader:
             info = reader.info
-        allocator_for_image(info.width * info.height, args.max_memory is not None)
+        _allocator_for(args, info.width, info.height)
         if args.target_bitrate is not None:
             return _compress_video_to_bitrate(codec, path, target, args)
         frames = 0
@@ -229,7 +234,7 @@ def cmd_compress(args) -> int:
             image = load_rgb(path)
         for warning in caught:
             print(f"latentcodec: warning: {path}: {warning.message}", file=sys.stderr)
-        allocator_for_image(image.width * image.height, args.max_memory is not None)
+        _allocator_for(args, image.width, image.height)
         if percov2_options:
             caption = captioner(image) if captioner is not None else args.caption
             # --passes chooses the hybrid point itself; otherwise the quality does (percov2 num_rates)
@@ -287,7 +292,7 @@ def cmd_decompress(args) -> int:
             raise InputError(f"{target} exists (use --force to overwrite)")
         data = read_bytes(path)
         header, _ = read_image_header(data)
-        allocator_for_image(header.width * header.height, getattr(args, "max_memory", None) is not None)
+        _allocator_for(args, header.width, header.height)
         entry, model = _model_for_file(header.model_id, args, models)
         image = tensor_to_pil(_decompress_image(model, entry.name, data, args, many))
         fmt = (target.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG")
@@ -353,7 +358,7 @@ def _decompress_video(path: Path, root: Path, args, many: bool, models: dict) ->
         raise InputError(f"{target} exists (use --force to overwrite)")
     with open(path, "rb") as stream:
         header = SequenceReader(stream).header
-    allocator_for_image(header.width * header.height, getattr(args, "max_memory", None) is not None)
+    _allocator_for(args, header.width, header.height)
     entry, model = _model_for_file(header.model_id, args, models)
     codec = VideoCodec(model, entry, header.inter_rate, args.weights or "default")
     count = 0
