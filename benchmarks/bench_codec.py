@@ -135,26 +135,32 @@ def run_phase(model, args) -> int:
         sys.exit("bench_codec: --phase needs --file")
     start = time.perf_counter()
     from latentcodec.bitstream import read_image_header
-    from latentcodec.runtime import allocator_for_image
 
     if args.phase == "encode":
         name, x = images_to_run(args)[0]
-        if not args.as_official:
-            allocator_for_image(x.shape[-1] * x.shape[-2], args.max_memory is not None)
+        set_allocator(args, x.shape[-1] * x.shape[-2])
         data = model.compress(x, int(args.qualities.split(",")[0]))
         args.file.write_bytes(data)
         what = f"{name}: {len(data)} bytes"
     else:
         data = args.file.read_bytes()
-        if not args.as_official:
-            header, _ = read_image_header(data)
-            allocator_for_image(header.width * header.height, args.max_memory is not None)
+        header, _ = read_image_header(data)
+        set_allocator(args, header.width * header.height)
         decoded = model.decompress(data)
         what = f"{args.file}: decoded {decoded.shape[-1]}x{decoded.shape[-2]}"
     seconds = time.perf_counter() - start
     print(f"{args.phase} {what} in {seconds:.1f} s; peak RSS {peak_rss_mib():.0f} MiB")
     args.json.write_text(json.dumps({"phase": args.phase, "seconds": seconds, "peak_rss_mib": peak_rss_mib()}, indent=2))
     return 0
+
+
+def set_allocator(args, pixels: int) -> None:
+    """The CLI's allocator setting for an image of ``pixels`` (latentcodec/runtime.py); the official
+    way keeps glibc's default."""
+    if not args.as_official:
+        from latentcodec.runtime import allocator_for_image
+
+        allocator_for_image(pixels, args.max_memory is not None)
 
 
 def baseline_row(args, image: str, quality: int) -> dict:
@@ -221,10 +227,7 @@ def main() -> int:
     header = f"{'image':<24}{'q':>2}{'encode s':>10}{'decode s':>10}{'bytes':>8}{'bpp':>9}{'est bpp':>9}{'PSNR':>7}{'peak MiB':>10}"
     print(header)
     for name, x in images_to_run(args):
-        if not args.as_official:  # the CLI's allocator setting for this image (latentcodec/runtime.py)
-            from latentcodec.runtime import allocator_for_image
-
-            allocator_for_image(x.shape[-1] * x.shape[-2], args.max_memory is not None)
+        set_allocator(args, x.shape[-1] * x.shape[-2])
         for quality in qualities:
             row = {"image": name, "quality": quality, "height": x.shape[-2], "width": x.shape[-1]}
             try:
