@@ -150,6 +150,34 @@ def test_a_tiled_run_does_not_end_on_a_map_the_next_run_cannot_hold_beside_its_o
     assert (tiled - whole).abs().max() <= 1e-4 * whole.abs().max()
 
 
+def test_a_tiled_run_goes_on_through_a_small_block_rather_than_end_on_a_map_it_cannot_hold(monkeypatch):
+    """Upsample (x2), a res block, then a conv to one channel: the conv could run whole, but the
+    res block's output (32 KB) does not fit beside the run's input (8 KB) with room for tiles in a
+    41 KB budget, so the run must take the conv in and end on its 4 KB output (the official preset
+    at 2304x1728 ended on a 2 GB map and overran a 4 GB budget by a quarter)."""
+    from latentcodec.tokenizers.vqgan import ResBlock, Upsample
+
+    torch.manual_seed(0)
+    blocks = [Upsample(8), ResBlock(8, 8, 4), torch.nn.Conv2d(8, 1, 3, padding=1)]
+    x = torch.randn(1, 8, 16, 16)
+    budget = 41_000  # the conv whole: 32 KiB in + 2 x 4 KiB out = 40,960 bytes
+    chains = []
+    original = tiling.TiledChain.__call__
+
+    def call(self, source, tile_budget):
+        held = tiling._map_bytes(self.shapes[0], 1) + tiling._map_bytes(self.shapes[-1], 1)
+        chains.append((len(self.blocks), held))
+        return original(self, source, tile_budget)
+
+    monkeypatch.setattr(tiling.TiledChain, "__call__", call)
+    with torch.inference_mode():
+        tiled = run_blocks(blocks, x, budget)
+        whole = run_blocks(blocks, x, None)
+    assert chains == [(3, 8 * 16 * 16 * 4 + 1 * 32 * 32 * 4)]
+    assert all(held <= budget - budget // 8 for _, held in chains)
+    assert (tiled - whole).abs().max() <= 1e-4 * whole.abs().max()
+
+
 def test_the_allocator_releases_freed_memory_once_an_image_needs_tiling(monkeypatch):
     """Whole-map runs leave the allocator as it is (retaining, under the CLI); the first tiled run
     switches it to giving memory back (latentcodec/runtime.py)."""
