@@ -124,6 +124,26 @@ def test_lowpass_upsampling_in_bands_matches_whole(rows, factor, monkeypatch):
     assert (banded - expected).abs().max() < 1e-5
 
 
+def _planned_runs(monkeypatch, blocks, x, budget):
+    """Run ``blocks`` under ``budget`` and whole; returns (blocks, bytes held) of every tiled run
+    (its input map plus its output map) after checking that tiling kept the values."""
+    runs = []
+    original = tiling.TiledChain.__call__
+
+    def call(self, source, tile_budget):
+        held = tiling._map_bytes(self.shapes[0], 1) + tiling._map_bytes(self.shapes[-1], 1)
+        runs.append((len(self.blocks), held))
+        return original(self, source, tile_budget)
+
+    monkeypatch.setattr(tiling.TiledChain, "__call__", call)
+    with torch.inference_mode():
+        tiled = run_blocks(blocks, x, budget)
+        whole = run_blocks(blocks, x, None)
+    assert (tiled - whole).abs().max() <= 1e-4 * whole.abs().max()
+    assert all(held <= budget - budget // 8 for _, held in runs)
+    return runs
+
+
 def test_a_tiled_run_does_not_end_on_a_map_the_next_run_cannot_hold_beside_its_output(monkeypatch):
     """Upsample (8 -> 8 channels, x2) then a res block (8 -> 4): the upsampled map fits beside the
     run's input, but not beside the next block's output; the run must go on through the res block."""
@@ -131,23 +151,9 @@ def test_a_tiled_run_does_not_end_on_a_map_the_next_run_cannot_hold_beside_its_o
 
     torch.manual_seed(0)
     blocks = [Upsample(8), ResBlock(8, 4, 4)]
-    x = torch.randn(1, 8, 16, 16)
     budget = 50_000  # bytes: upsampled map 32 KB, res block output 16 KB, input 8 KB
-    chains = []
-    original = tiling.TiledChain.__call__
-
-    def call(self, source, tile_budget):
-        held = tiling._map_bytes(self.shapes[0], 1) + tiling._map_bytes(self.shapes[-1], 1)
-        chains.append((len(self.blocks), held))
-        return original(self, source, tile_budget)
-
-    monkeypatch.setattr(tiling.TiledChain, "__call__", call)
-    with torch.inference_mode():
-        tiled = run_blocks(blocks, x, budget)
-        whole = run_blocks(blocks, x, None)
-    assert chains == [(2, 8 * 16 * 16 * 4 + 4 * 32 * 32 * 4)]
-    assert all(held <= budget - budget // 8 for _, held in chains)
-    assert (tiled - whole).abs().max() <= 1e-4 * whole.abs().max()
+    runs = _planned_runs(monkeypatch, blocks, torch.randn(1, 8, 16, 16), budget)
+    assert runs == [(2, 8 * 16 * 16 * 4 + 4 * 32 * 32 * 4)]
 
 
 def test_a_tiled_run_goes_on_through_a_small_block_rather_than_end_on_a_map_it_cannot_hold(monkeypatch):
@@ -159,23 +165,9 @@ def test_a_tiled_run_goes_on_through_a_small_block_rather_than_end_on_a_map_it_c
 
     torch.manual_seed(0)
     blocks = [Upsample(8), ResBlock(8, 8, 4), torch.nn.Conv2d(8, 1, 3, padding=1)]
-    x = torch.randn(1, 8, 16, 16)
     budget = 41_000  # the conv whole: 32 KiB in + 2 x 4 KiB out = 40,960 bytes
-    chains = []
-    original = tiling.TiledChain.__call__
-
-    def call(self, source, tile_budget):
-        held = tiling._map_bytes(self.shapes[0], 1) + tiling._map_bytes(self.shapes[-1], 1)
-        chains.append((len(self.blocks), held))
-        return original(self, source, tile_budget)
-
-    monkeypatch.setattr(tiling.TiledChain, "__call__", call)
-    with torch.inference_mode():
-        tiled = run_blocks(blocks, x, budget)
-        whole = run_blocks(blocks, x, None)
-    assert chains == [(3, 8 * 16 * 16 * 4 + 1 * 32 * 32 * 4)]
-    assert all(held <= budget - budget // 8 for _, held in chains)
-    assert (tiled - whole).abs().max() <= 1e-4 * whole.abs().max()
+    runs = _planned_runs(monkeypatch, blocks, torch.randn(1, 8, 16, 16), budget)
+    assert runs == [(3, 8 * 16 * 16 * 4 + 1 * 32 * 32 * 4)]
 
 
 def test_the_allocator_releases_freed_memory_once_an_image_needs_tiling(monkeypatch):
