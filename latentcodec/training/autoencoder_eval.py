@@ -1,4 +1,5 @@
-"""Stage-I progress: the VQGAN autoencoder alone (E then G, no coding) on Kodak.
+"""Autoencoder progress on Kodak, no coding: a GLC run's VQGAN (E then G; stage I) or a PerCoV2 VAE
+run's AutoencoderKL (posterior mode, then the decoder: the ceiling of what PerCoV2 can reconstruct).
 
     python -m latentcodec.training.autoencoder_eval RUN_DIR_OR_CHECKPOINT [--images 6] [--json out.json]
 
@@ -14,7 +15,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -34,14 +35,41 @@ class AutoencoderQuality(NamedTuple):
     mean_colour_error: float  # mean over images of |mean RGB of x_hat - mean RGB of x|, 8-bit units
 
 
-def load_checkpoint(path: Path) -> tuple[GLCImage, int, dict]:
+Reconstruct = Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) in [0, 1] -> same, inference mode
+
+
+def load_checkpoint(path: Path) -> tuple[Reconstruct, int, dict]:
+    """The autoencoder of a GLC or ``percov2_vae`` run as a reconstruct function, its step and payload."""
     if path.is_dir():
         path = path / "checkpoint.pt"
     payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("stage") == "percov2_vae":
+        from latentcodec.models.percov2_config import PRESETS as PERCOV2_PRESETS
+        from latentcodec.training.percov2_stages import PerCoV2VAE
+
+        vae_model = PerCoV2VAE(PERCOV2_PRESETS[payload["preset"]]())
+        vae_model.load_state_dict(payload["model"], strict=True)
+        return _vae_reconstruction(vae_model.vae.eval(), vae_model.config.vae_factor), int(payload["step"]), payload
     model = GLCImage(PRESETS[payload["preset"]](), with_training_modules=False)
     own = model.state_dict()
     model.load_state_dict({k: v for k, v in payload["model"].items() if k in own}, strict=True)
-    return model.eval(), int(payload["step"]), payload
+    model.eval()
+
+    def reconstruct(x: torch.Tensor) -> torch.Tensor:
+        x_hat = model.vqgan.generator(model.vqgan.encoder(model.pad(x)))[..., : x.shape[-2], : x.shape[-1]]
+        return (x_hat.clamp(-1, 1) + 1) / 2
+
+    return reconstruct, int(payload["step"]), payload
+
+
+def _vae_reconstruction(vae: torch.nn.Module, factor: int) -> Reconstruct:
+    def reconstruct(x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        padded = torch.nn.functional.pad(x, (0, -width % factor, 0, -height % factor), mode="replicate")
+        decoded = vae.decode(vae.encode(padded * 2 - 1).latent_dist.mode()).sample
+        return ((decoded + 1) / 2).clamp(0, 1)[..., :height, :width]
+
+    return reconstruct
 
 
 def run_hours(run_dir: Path, step: int) -> float:
@@ -56,7 +84,7 @@ def run_hours(run_dir: Path, step: int) -> float:
     return float(gaps[gaps < 1800].sum()) / 3600
 
 
-def evaluate(model: GLCImage, kodak: Path, images: int) -> tuple[float, float, float, float]:
+def evaluate(reconstruct: Reconstruct, kodak: Path, images: int) -> tuple[float, float, float, float]:
     from PIL import Image
 
     from latentcodec.data.images import pil_to_tensor
@@ -68,8 +96,7 @@ def evaluate(model: GLCImage, kodak: Path, images: int) -> tuple[float, float, f
         with Image.open(path) as image:
             x = pil_to_tensor(image)
         with torch.inference_mode():
-            x_hat = model.vqgan.generator(model.vqgan.encoder(model.pad(x)))[..., : x.shape[-2], : x.shape[-1]]
-            x_hat = torch.round((x_hat.clamp(-1, 1) + 1) / 2 * 255) / 255
+            x_hat = torch.round(reconstruct(x) * 255) / 255
         colour = float((x_hat.mean(dim=(2, 3)) - x.mean(dim=(2, 3))).abs().mean() * 255)
         rows.append((psnr(x, x_hat), msssim(x[0], x_hat[0]), thumbnail_psnr(x[0], x_hat[0]), colour))
     return tuple(float(np.mean(column)) for column in zip(*rows))
@@ -84,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="append the result as one JSON line")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, step, _ = load_checkpoint(args.checkpoint)
+    reconstruct, step, _ = load_checkpoint(args.checkpoint)
     run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
-    quality = AutoencoderQuality(step, run_hours(run_dir, step), args.images, *evaluate(model, args.kodak, args.images))
+    quality = AutoencoderQuality(step, run_hours(run_dir, step), args.images, *evaluate(reconstruct, args.kodak, args.images))
     record = {"run": run_dir.name, **quality._asdict()}
     print(json.dumps(record))
     if args.json is not None:

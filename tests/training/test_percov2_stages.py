@@ -129,6 +129,27 @@ def test_flow_run_from_a_vae_run_measures_the_latent_normalisation(tmp_path, ima
     assert abs(float(latent.mean())) < 1e-3 and float(latent.std()) == pytest.approx(1.0, abs=1e-3)
 
 
+def test_autoencoder_eval_reads_a_vae_run_and_reconstructs_with_its_decoder(tmp_path, image_folder):
+    """python -m latentcodec.training.autoencoder_eval RUN reads a percov2_vae run too: its reconstruct
+    function is the run's VAE (posterior mode, decoder), padded to the VAE's factor and cropped back."""
+    from latentcodec.training.autoencoder_eval import evaluate, load_checkpoint
+
+    vae_run = percov2_trainer(tmp_path, image_folder, "percov2_vae", name="vae-run")
+    vae_run.train_step()
+    vae_run.save_checkpoint()
+    reconstruct, step, payload = load_checkpoint(vae_run.run_dir)
+    assert step == 1 and payload["stage"] == "percov2_vae"
+    x = torch.rand(1, 3, 21, 35)
+    with torch.inference_mode():
+        x_hat = reconstruct(x)
+        vae = vae_run.model.vae.eval()
+        padded = torch.nn.functional.pad(x, (0, 5, 0, 3), mode="replicate")
+        expected = ((vae.decode(vae.encode(padded * 2 - 1).latent_dist.mode()).sample + 1) / 2).clamp(0, 1)
+    assert x_hat.shape == x.shape and torch.allclose(x_hat, expected[..., :21, :35], atol=1e-6)
+    psnr, ms_ssim, thumbnail_psnr, colour = evaluate(reconstruct, image_folder, 2)
+    assert 0 < psnr < 100 and 0 < thumbnail_psnr < 100 and colour >= 0
+
+
 def _first_keys(trainer: Trainer, count: int):
     """The samples of the measuring batch: the stream the trainer probes (seed + 1, rank 0 of 1)."""
     from latentcodec.data.crops import ResumableDistributedSampler
