@@ -161,7 +161,10 @@ class PerCoV2(LatentCodec):
         preset holds ~2 B parameters; a random initialisation first would double load time and memory)."""
         path = Path(path)
         config = cls.read_config(path)
-        state = cls.read_weights(path / "model.safetensors")
+        # Narrower storage (save_pretrained(dtype=torch.float16)) loads into float32 parameters, as in
+        # LatentCodec.from_pretrained: assign=True would otherwise adopt the stored dtype.
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in cls.read_weights(path / "model.safetensors").items()}
         with torch.device("meta"):
             model = cls(config, **kwargs)
         model.load_state_dict_strict(state, source=str(path / "model.safetensors"), assign=True)

@@ -126,15 +126,11 @@ def export_inference_model(checkpoint: str | os.PathLike, out_dir: str | os.Path
     if payload["stage"] in DLF_STAGES:
         from latentcodec.training.dlf_stages import export_dlf_model
 
-        if dtype is not None:
-            raise ConfigError("narrower weight storage is offered for GLC models only")
-        return export_dlf_model(payload, out_dir, source=str(path), metadata=metadata)
+        return export_dlf_model(payload, out_dir, source=str(path), metadata=metadata, dtype=dtype)
     if payload["stage"] in PERCOV2_STAGES:
         from latentcodec.training.percov2_stages import export_percov2_model
 
-        if dtype is not None:
-            raise ConfigError("narrower weight storage is offered for GLC models only")
-        return export_percov2_model(payload, out_dir, source=str(path), metadata=metadata)
+        return export_percov2_model(payload, out_dir, source=str(path), metadata=metadata, dtype=dtype)
     if payload["stage"] == "video":
         config = config_from_dict(TrainConfig, payload["config"])
         model, _ = build_video_model(dataclasses.replace(config, init_from=str(path)))

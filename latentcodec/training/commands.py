@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("checkpoint", help="a run folder or its checkpoint.pt")
     export.add_argument("output", help="folder to write")
     export.add_argument("--dtype", choices=("float32", "float16"), default="float32",
-                        help="storage type of the weights (float16 halves the file; GLC models)")
+                        help="storage type of the weights (float16 halves the file)")
     export.set_defaults(func=run_export)
 
 

@@ -277,9 +277,9 @@ def build_dlf_model(config: TrainConfig, load_weights: bool = True) -> tuple[DLF
 
 
 def export_dlf_model(payload: dict[str, Any], out_dir: str | os.PathLike, source: str,
-                     metadata: dict[str, Any] | None = None) -> Path:
+                     metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
     """A DLF trainer checkpoint -> save_pretrained folder without the VQGAN encoder."""
     model = DLF(PRESETS[payload["preset"]](), with_training_modules=False)
     state = {k: v for k, v in payload["model"].items() if not k.startswith(DLF.optional_prefixes)}
     model.load_state_dict_strict(state, source=source)
-    return model.save_pretrained(out_dir, metadata=metadata)
+    return model.save_pretrained(out_dir, metadata=metadata, dtype=dtype)

@@ -175,14 +175,14 @@ def set_percov2_trainable(model: nn.Module, config: TrainConfig) -> list[nn.Para
 
 
 def export_percov2_model(payload: dict[str, Any], out_dir: str | os.PathLike, source: str,
-                         metadata: dict[str, Any] | None = None) -> Path:
+                         metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
     """A flow-stage checkpoint -> a save_pretrained folder (no token prior: stage B fits one)."""
     if payload["stage"] != "percov2_flow":
         raise ConfigError(f"{source} is a {payload['stage']} run: its VAE is the init_from of a percov2_flow run, "
                           f"which exports the codec")
     model = PerCoV2(config_from_dict(PerCoV2Config, payload["model_config"], where=source))
     model.load_state_dict_strict(payload["model"], source=source)
-    return model.save_pretrained(out_dir, metadata=metadata)
+    return model.save_pretrained(out_dir, metadata=metadata, dtype=dtype)
 
 
 def model_config_payload(model: nn.Module) -> dict[str, Any]:

@@ -35,8 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--layers", type=int, default=3, help="transformer layers (default 3)")
     fit.add_argument("--passes", type=int, default=4, help="dlf: masked-token passes per window (default 4)")
     fit.add_argument("--save-model", default=None, metavar="DIR",
-                     help="also write the DLF model with the fitted prior inside it (a save_pretrained folder that "
+                     help="also write the model with the fitted prior inside it (a save_pretrained folder that "
                           "codes its tokens under the prior with no --token-prior; how a default ships)")
+    fit.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                     help="storage type of --save-model's weights (float16 halves the file)")
     fit.add_argument("--force", action="store_true", help="overwrite existing output folders")
     fit.set_defaults(func=run_fit)
 
@@ -88,6 +90,7 @@ def run_fit(args: argparse.Namespace) -> int:
     print(f"{output}: {len(cache)} {unit.replace('_', ' ')}s, {bits / tokens:.2f} bits/token on training data "
           f"(fixed length {fixed / tokens:.0f})")
     if args.save_model:
-        model.attach_token_prior(prior).save_pretrained(args.save_model, metadata={"token_prior": str(output)})
+        model.attach_token_prior(prior).save_pretrained(args.save_model, metadata={"token_prior": str(output)},
+                                                        dtype=getattr(torch, args.dtype))
         print(f"{args.save_model}: the model with its token prior")
     return 0

@@ -97,5 +97,13 @@ def test_fit_token_prior_command_for_percov2(frozen, image_folder, tmp_path, cap
     assert main([*argv, "--force", "--save-model", str(tmp_path / "with_prior")]) == 0
     inside = latentcodec.load("percov2", weights=str(tmp_path / "with_prior"), quality=3)
     assert inside.compress(image) == data
+    # --dtype float16: stored narrow, loaded into float32 parameters (from_pretrained assigns tensors).
+    assert main([*argv, "--force", "--save-model", str(tmp_path / "half"), "--dtype", "float16"]) == 0
+    half = latentcodec.load("percov2", weights=str(tmp_path / "half"), quality=3)
+    assert all(p.dtype == torch.float32 for p in half.model.parameters())
+    assert next(iter(half.model.state_dict().values())).dtype == torch.float32
+    data_half = half.compress(image)
+    assert half.model.decode_streams(data_half).token_indices.shape == inside.model.decode_streams(data).token_indices.shape
+    assert half.decompress(data_half).size == image.size
     assert main([*argv[:-2], "--schedule", "zigzag", "--force"]) == 1  # a one-line error
     assert main([*argv, "--force", "--crop-size", "4096"]) == 1

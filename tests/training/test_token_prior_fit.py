@@ -71,6 +71,15 @@ def test_fit_token_prior_command_writes_a_prior_that_codes_files(frozen_dlf, ima
     inside = latentcodec.load("dlf", weights=str(tmp_path / "with_prior"))
     refit = latentcodec.load("dlf", weights=str(weights), token_prior=str(out))
     assert inside.compress(image) == refit.compress(image)
+    # --dtype float16: half the file; the weights load back into float32 as stored, and the model codes.
+    assert main([*argv, "--force", "--save-model", str(tmp_path / "half"), "--dtype", "float16"]) == 0
+    full_bytes = (tmp_path / "with_prior" / "model.safetensors").stat().st_size
+    assert (tmp_path / "half" / "model.safetensors").stat().st_size < 0.6 * full_bytes
+    half = latentcodec.load("dlf", weights=str(tmp_path / "half"))
+    assert all(p.dtype == torch.float32 for p in half.model.parameters())
+    some = next(iter(inside.model.state_dict()))
+    assert torch.equal(half.model.state_dict()[some], inside.model.state_dict()[some].half().float())
+    assert half.decompress(half.compress(image)).size == image.size
 
 
 def test_a_prior_of_another_shape_is_refused(frozen_dlf, tmp_path):

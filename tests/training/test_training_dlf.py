@@ -226,6 +226,11 @@ def test_dlf_export_loads_as_inference_model(tmp_path, image_folder):
     x = torch.rand(1, 3, 64, 64)
     data = model.compress(x, 1)
     assert model.decompress(data).shape == x.shape
+    # float16 storage (export-weights --dtype float16): float32 parameters holding the rounded values.
+    half = DLF.from_pretrained(export_inference_model(trainer.run_dir, tmp_path / "half", dtype=torch.float16))
+    for key, value in half.state_dict().items():
+        expected = trained[key].half().float() if trained[key].is_floating_point() else trained[key]
+        assert value.dtype == trained[key].dtype and torch.equal(value, expected), key
     # The export lacks the VQGAN encoder: fine for a pixel stage without latent targets, an
     # error (naming the way out) for a stage that needs them.
     pixel, _ = dlf_trainer(tmp_path, image_folder, "dlf_pixel", **{
