@@ -38,6 +38,9 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", help=f"codec to evaluate: a registered model (glc-image, glc-video), a baseline ({', '.join([*BASELINES, *VIDEO_BASELINES])}) or module:factory")
     parser.add_argument("--weights", help="weights folder (save_pretrained) or official checkpoint of --model")
+    parser.add_argument("--compare", action="append", default=[], type=_model_and_weights, metavar="MODEL[=WEIGHTS]",
+                        help="another learned codec to score at all its qualities on the same images in the same run "
+                             "(repeatable; its shipped default unless =WEIGHTS), e.g. --model dlf --compare glc-image")
     parser.add_argument("--qualities", type=_floats, help="model quality indices (e.g. 0,1,2,3; continuous-rate models take any number in range, e.g. 1.5), or a baseline's parameter values; default: all (videos: 4 spread levels, 0,21,42,63 of 64) / the baseline's grid")
     parser.add_argument("--data", required=True, help="folder of images (not recursive) or one image file; videos: a .y4m/.mp4/... file, a folder of PNG frames, or a folder of those")
     parser.add_argument("--out", required=True, help="output folder (reused to resume)")
@@ -74,6 +77,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
         return _run_video_eval(args)
     if args.frames is not None or args.intra_period is not None:
         raise InputError("--frames and --intra-period apply to video evaluations only")
+    for _, weights in args.compare:
+        if weights is not None and not Path(weights).exists():
+            raise InputError(f"--compare weights {weights}: no such file or directory")
     if args.captions is not None and args.captioner is not None:
         raise InputError("--captions and --captioner exclude each other")
     if (args.captions is not None or args.captioner is not None) and args.target_bpp:
@@ -93,6 +99,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         keep_reconstructions=args.keep_reconstructions,
         captions=args.captions,
         captioner=args.captioner,
+        compare=tuple(args.compare),
     )
     summary = run_evaluation(config)
     if not summary.curves:  # a torchrun rank other than 0
@@ -125,6 +132,8 @@ def _run_video_eval(args: argparse.Namespace) -> int:
 
     if args.captions is not None or args.captioner is not None:
         raise InputError("--captions and --captioner apply to percov2 image evaluations only")
+    if args.compare:
+        raise InputError("--compare applies to image evaluations only")
 
     config = VideoEvalConfig(
         **_common_config(args),
@@ -281,6 +290,14 @@ def run_gallery_command(args: argparse.Namespace) -> int:
 
 
 # -- argument types ------------------------------------------------------------------------
+
+
+def _model_and_weights(text: str) -> tuple[str, str | None]:
+    """'dlf' -> ('dlf', None); 'dlf=path/to/weights' -> ('dlf', 'path/to/weights')."""
+    model, separator, weights = text.partition("=")
+    if not model.strip() or (separator and not weights.strip()):
+        raise argparse.ArgumentTypeError(f"expected MODEL or MODEL=WEIGHTS, got {text!r}")
+    return model.strip(), weights.strip() if separator else None
 
 
 def _names(text: str) -> tuple[str, ...]:

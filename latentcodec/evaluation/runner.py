@@ -14,7 +14,9 @@ Curves (one ``results/<curve>.json`` each):
 * ``<baseline>-target``: per image and target bpp, the largest file not above the target, searched
   over the parameter and all scales;
 * ``<baseline>-matched``: per image and model quality, the largest baseline file not above the
-  model's file (the comparison the report shows side by side).
+  model's file (the comparison the report shows side by side);
+* ``<other model>``: each ``--compare`` model at every quality, on the same images in the same run
+  (no matched baselines of their own: those follow ``--model``).
 
 Parallelism: a process pool sharded by image (``--workers``), and under ``torchrun`` the images
 are further sharded by ``torch.distributed`` rank; rank 0 gathers the records and writes the
@@ -33,9 +35,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from PIL import Image
 
@@ -49,7 +50,6 @@ from latentcodec.evaluation.results import (
     RUN_JSON,
     STATUS_OK,
     STATUS_UNREACHABLE,
-    Curve,
     ItemRecord,
     ProgressLog,
     aggregate,
@@ -68,142 +68,19 @@ from latentcodec.evaluation.run_state import (
 )
 from latentcodec.evaluation.scoring import MetricSuite, build_suite, score_dataset_point
 
-MODE_QUALITY = "quality"
-MODE_TARGET = "target-bpp"
-MODE_MATCHED = "matched"
-KEEP_CHOICES = ("none", "model", "all")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Everything ``latentcodec eval`` needs; ``model=None`` evaluates the baselines only."""
-
-    data: str
-    out: str
-    model: str | None = None
-    weights: str | None = None
-    qualities: tuple[float, ...] | None = None
-    baselines: tuple[str, ...] = ()
-    scales: tuple[int, ...] = (1, 2, 4, 8)
-    baseline_values: dict[str, tuple[float, ...]] | None = None
-    target_bpp: tuple[float, ...] = ()
-    matched: bool = True
-    metrics: tuple[str, ...] | None = None
-    patch_size: int = 256
-    workers: int = 0
-    device: str = "cpu"
-    keep_reconstructions: str = "model"
-    progress: bool = True
-    captions: str | None = None  # percov2: JSON file {image: caption}
-    captioner: str | None = None  # percov2: local captioning model folder
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """One point of one curve: a codec at a parameter and scale, or a size-limited search."""
-
-    curve: str
-    point: str
-    codec: str
-    mode: str
-    learned: bool = False
-    value: float | None = None
-    scale: int = 1
-    target_bpp: float | None = None
-    matched_point: str | None = None
-
-
-class ImageTask(NamedTuple):
-    image: ImageRef
-    points: tuple[OperatingPoint, ...]
-    model_bytes: dict[str, int]  # model point -> file bytes, for matched points finished earlier
-
-
-class EvalSummary(NamedTuple):
-    out_dir: Path
-    curves: list[Curve]
-    records: list[ItemRecord]
-    result_files: list[Path]
-    skipped: dict[str, str]  # baseline or metric -> one-line reason
-    new_items: int
-    resumed_items: int
-
-
-# -- planning ------------------------------------------------------------------------------
-
-
-def plan_points(
-    config: EvalConfig,
-    learned: LearnedCodec | None,
-    baseline_names: Sequence[str],
-    get_codec: Callable[[str], Any] = classical.get_baseline,
-) -> list[OperatingPoint]:
-    """All operating points in curve order: model first, then each baseline's modes.
-
-    ``get_codec`` looks a baseline up by name (the video runner passes its x264/x265 table).
-    """
-    points: list[OperatingPoint] = []
-    model_points: list[OperatingPoint] = []
-    if learned is not None:
-        qualities = config.qualities if config.qualities is not None else tuple(range(learned.num_qualities))
-        for quality in qualities:
-            q = learned.check_quality(quality)
-            model_points.append(
-                OperatingPoint(learned.name, f"q{q}", learned.name, MODE_QUALITY, learned=True, value=q)
-            )
-        points += model_points
-        if learned.supports_targets:  # the model at the same byte budgets as the baselines' -target curves
-            points += [OperatingPoint(f"{learned.name}-target", f"bpp-{t:g}", learned.name, MODE_TARGET, learned=True,
-                                      target_bpp=t) for t in config.target_bpp]
-    for name in baseline_names:
-        codec = get_codec(name)
-        values = (config.baseline_values or {}).get(name) or codec.default_values
-        values = tuple(codec.check_value(v) for v in values)
-        for scale in config.scales:
-            curve = name if scale == 1 else f"{name}-down{scale}"
-            for value in values:
-                label = codec.format_value(value)
-                points.append(OperatingPoint(curve, label, name, MODE_QUALITY, value=value, scale=scale))
-        for target in config.target_bpp:
-            points.append(OperatingPoint(f"{name}-target", f"bpp-{target:g}", name, MODE_TARGET, target_bpp=target))
-        if config.matched:
-            for model_point in model_points:
-                points.append(
-                    OperatingPoint(
-                        f"{name}-matched", model_point.point, name, MODE_MATCHED, matched_point=model_point.point
-                    )
-                )
-    return points
-
-
-def describe_curves(
-    points: Sequence[OperatingPoint],
-    learned: LearnedCodec | None,
-    data: str,
-    get_codec: Callable[[str], Any] = classical.get_baseline,
-    unit: str = "image",
-    rate: str = "bpp = 8 x whole-file bytes / original H x W",
-) -> dict[str, str]:
-    """Curve name -> description; ``unit`` names what the data set holds (the video runner: sequence)."""
-    descriptions: dict[str, str] = {}
-    for point in points:
-        if point.curve in descriptions:
-            continue
-        if point.learned:
-            text = f"{point.codec} (weights: see run.json)"
-            if point.mode == MODE_TARGET:
-                text += f", per {unit} the largest file not above the target bpp (rate control, downscaling allowed)"
-        else:
-            text = get_codec(point.codec).description
-            if point.mode == MODE_QUALITY and point.scale != 1:
-                text += f", downscaled x{point.scale} (bicubic) and upscaled back (bicubic)"
-            elif point.mode == MODE_TARGET:
-                text += f", per {unit} the largest file not above the target bpp (any parameter and scale)"
-            elif point.mode == MODE_MATCHED:
-                text += f", per {unit} the largest file not above {learned.name if learned else 'the model'}'s file"
-        descriptions[point.curve] = f"{text}; {rate}; {unit}s: {data}"
-    return descriptions
-
+from latentcodec.evaluation.planning import (  # noqa: F401  (MODE_* and the types are re-exported)
+    KEEP_CHOICES,
+    MODE_MATCHED,
+    MODE_QUALITY,
+    MODE_TARGET,
+    EvalConfig,
+    EvalSummary,
+    ImageTask,
+    OperatingPoint,
+    describe_curves,
+    load_compared,
+    plan_points,
+)
 
 # -- evaluating one image ------------------------------------------------------------------
 
@@ -211,12 +88,14 @@ def describe_curves(
 class _Worker:
     """Per-process state: the loaded codec, the metrics and this process's progress log."""
 
-    def __init__(self, config: EvalConfig, learned: LearnedCodec | None = None, suite: MetricSuite | None = None):
+    def __init__(self, config: EvalConfig, learned: LearnedCodec | None = None, suite: MetricSuite | None = None,
+                 compared: Sequence[LearnedCodec] | None = None):
         self.config = config
         self.out_dir = Path(config.out)
         self.learned = learned
         if learned is None and config.model is not None and config.model not in classical.BASELINES:
             self.learned = load_learned(config.model, config.weights, config.device, config.captions, config.captioner)
+        self.codecs = _by_name(self.learned, compared if compared is not None else load_compared(config, self.learned))
         self.suite = suite if suite is not None else build_suite(config.metrics, config.device, config.patch_size)
         self.log = ProgressLog(self.out_dir)
 
@@ -227,7 +106,7 @@ class _Worker:
         for point in task.points:
             record = self._evaluate(point, task.image, original, model_bytes)
             self.log.append(record)
-            if point.learned and point.mode == MODE_QUALITY and record.bytes is not None:
+            if _is_primary(point, self.learned) and point.mode == MODE_QUALITY and record.bytes is not None:
                 model_bytes[point.point] = record.bytes
             records.append(record)
             if on_item is not None:
@@ -244,27 +123,28 @@ class _Worker:
             matched_point=point.matched_point,
         )  # fmt: skip
         search_s = 0.0
+        learned = self.codecs.get(point.codec) if point.learned else None
         if point.learned and point.mode == MODE_TARGET:
             max_bytes = math.floor(point.target_bpp * width * height / 8)
             start = time.perf_counter()
-            found = self.learned.encode_at_most(original, max_bytes)
+            found = learned.encode_at_most(original, max_bytes)
             compress_s = search_s = time.perf_counter() - start
             note = f"limit {max_bytes} B; {found.encodes} encodes"
             if found.data is None:
                 return replace(base, status=STATUS_UNREACHABLE, parameter="quality", search_s=search_s,
                                note=f"{note}; smallest {point.codec} file is {found.smallest_bytes} B")
-            data, extension = found.data, self.learned.extension
+            data, extension = found.data, learned.extension
             base = replace(base, parameter="quality", value=found.rate,
                            note=f"{note}; rate {found.rate:g}" + (f", coded at {found.scale}/64" if found.scale else ""))
         elif point.learned:
-            assert self.learned is not None
+            assert learned is not None
             start = time.perf_counter()
             quality = int(point.value) if point.value == int(point.value) else point.value  # continuous rates
-            caption = self.learned.caption_for(ref.image_id, original)
-            data = self.learned.encode(original, quality, caption)
+            caption = learned.caption_for(ref.image_id, original)
+            data = learned.encode(original, quality, caption)
             compress_s = time.perf_counter() - start
-            extension = self.learned.extension
-            estimated = self.learned.estimated_bpp(original, quality)
+            extension = learned.extension
+            estimated = learned.estimated_bpp(original, quality)
             base = replace(base, parameter="quality", estimated_bpp=estimated)
             if caption is not None:
                 base = replace(base, note=f"caption {caption!r}")
@@ -298,7 +178,7 @@ class _Worker:
         start = time.perf_counter()
         stored = (self.out_dir / relative).read_bytes()
         if point.learned:
-            reconstruction = self.learned.decode(stored, original.size)
+            reconstruction = learned.decode(stored, original.size)
         else:
             codec = classical.get_baseline(point.codec)
             reconstruction = classical.decode_scaled(codec, stored, base.scale, original.size)
@@ -382,7 +262,8 @@ def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> E
 
     if learned is None and config.model is not None and config.model not in classical.BASELINES:
         learned = load_learned(config.model, config.weights, config.device, config.captions, config.captioner)
-    points = plan_points(config, learned, baseline_names)
+    compared = load_compared(config, learned)
+    points = plan_points(config, learned, baseline_names, others=compared)
     if not points:
         raise InputError("nothing to evaluate: give --model and/or --baselines (with at least one available)")
     suite = build_suite(config.metrics, config.device, config.patch_size)  # fails early on a bad --metrics
@@ -393,7 +274,8 @@ def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> E
     config = replace(config, metrics=suite.image_metric_names + suite.dataset_metric_names)
 
     out_dir = Path(config.out)
-    _check_or_write_run_file(out_dir, config, images, dist.rank, learned.name if learned else config.model)
+    _check_or_write_run_file(out_dir, config, images, dist.rank, learned.name if learned else config.model,
+                             [codec.name for codec in compared])
     finished = load_finished(out_dir)
     required = set(suite.image_metric_names)
 
@@ -415,12 +297,12 @@ def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> E
                 pending.append(point)
             else:
                 kept.append(record)
-                if point.learned and record.bytes is not None:
+                if _is_primary(point, learned) and point.mode == MODE_QUALITY and record.bytes is not None:
                     model_bytes[point.point] = record.bytes
         if pending:
             tasks.append(ImageTask(image, tuple(pending), model_bytes))
 
-    new_records = _execute(config, tasks, learned, suite, dist)
+    new_records = _execute(config, tasks, learned, suite, dist, compared)
     my_records = kept + new_records
     parts = gather_to_rank0((my_records, len(new_records), len(kept)), dist)
     if started_group:
@@ -434,7 +316,7 @@ def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> E
 
     point_order = [(p.curve, p.point) for p in points]
     descriptions = describe_curves(points, learned, config.data)
-    dataset_scores = _dataset_pass(config, suite, images, all_records, point_order, learned)
+    dataset_scores = _dataset_pass(config, suite, images, all_records, point_order, _by_name(learned, compared))
     curves = aggregate(all_records, [i.image_id for i in images], point_order, descriptions, dataset_scores)
     wanted = {(p.curve, p.point) for p in points}
     current = [r for r in all_records if (r.curve, r.point) in wanted]
@@ -443,7 +325,8 @@ def run_evaluation(config: EvalConfig, learned: LearnedCodec | None = None) -> E
 
 
 def _execute(
-    config: EvalConfig, tasks: list[ImageTask], learned: LearnedCodec | None, suite: MetricSuite, dist: Distributed
+    config: EvalConfig, tasks: list[ImageTask], learned: LearnedCodec | None, suite: MetricSuite, dist: Distributed,
+    compared: Sequence[LearnedCodec] = (),
 ) -> list[ItemRecord]:
     from tqdm import tqdm
 
@@ -453,7 +336,7 @@ def _execute(
     bar = tqdm(total=total, desc="eval", unit="item", disable=not config.progress or dist.rank != 0, file=sys.stderr)
     try:
         if workers <= 1 or len(tasks) <= 1:
-            worker = _Worker(config, learned, suite)
+            worker = _Worker(config, learned, suite, compared)
             try:
                 for task in tasks:
                     records += worker.run(task, on_item=lambda _record: bar.update(1))
@@ -491,7 +374,7 @@ def _dataset_pass(
     images: list[ImageRef],
     records: list[ItemRecord],
     point_order: list[tuple[str, str]],
-    learned: LearnedCodec | None,
+    codecs: dict[str, LearnedCodec],
 ) -> dict[tuple[str, str], dict[str, float]]:
     """Set-level metrics (patch FID/KID) of every complete point, cached per point in the logs."""
     if not suite.dataset_metrics:
@@ -521,7 +404,7 @@ def _dataset_pass(
             items = [by_key.get((curve, point, ref.image_id)) for ref in images]
             if any(item is None for item in items):
                 continue
-            loaders = [lambda item=item: _reconstruction(out_dir, item, learned) for item in items]
+            loaders = [lambda item=item: _reconstruction(out_dir, item, codecs) for item in items]
             scores = score_dataset_point(suite, originals, loaders, reference_ready)
             reference_ready = True
             results[(curve, point)] = scores
@@ -532,7 +415,16 @@ def _dataset_pass(
     return results
 
 
-def _reconstruction(out_dir: Path, record: ItemRecord, learned: LearnedCodec | None) -> Image.Image:
+def _by_name(primary: LearnedCodec | None, compared: Sequence[LearnedCodec]) -> dict[str, LearnedCodec]:
+    return {codec.name: codec for codec in ([primary] if primary is not None else []) + list(compared)}
+
+
+def _is_primary(point: OperatingPoint, primary: LearnedCodec | None) -> bool:
+    """A point of ``--model`` (whose file sizes the matched baselines follow), not of a ``--compare`` codec."""
+    return point.learned and primary is not None and point.codec == primary.name
+
+
+def _reconstruction(out_dir: Path, record: ItemRecord, codecs: dict[str, LearnedCodec]) -> Image.Image:
     """An item's 8-bit reconstruction: the kept PNG, else decoded again from its file."""
     if record.reconstruction and (out_dir / record.reconstruction).is_file():
         return load_rgb(out_dir / record.reconstruction)
@@ -540,9 +432,9 @@ def _reconstruction(out_dir: Path, record: ItemRecord, learned: LearnedCodec | N
     size = (record.width, record.height)
     if record.codec in classical.BASELINES:
         return classical.decode_scaled(classical.get_baseline(record.codec), data, record.scale, size)
-    if learned is None:
+    if record.codec not in codecs:
         raise InputError(f"{record.bitstream}: decoding it needs --model {record.codec}")
-    return learned.decode(data, size)
+    return codecs[record.codec].decode(data, size)
 
 
 def _worker_count(config: EvalConfig, num_tasks: int) -> int:
@@ -561,10 +453,20 @@ def _available_cores() -> int:
 
 
 def _check_or_write_run_file(
-    out_dir: Path, config: EvalConfig, images: list[ImageRef], rank: int, model_curve: str | None
+    out_dir: Path, config: EvalConfig, images: list[ImageRef], rank: int, model_curve: str | None,
+    compared_curves: Sequence[str] = (),
 ) -> None:
     """Refuse to mix two models, weights or data sets in one ``OUT`` (items are keyed by name only)."""
     payload = run_identity(out_dir, config.model, config.weights, config.data, model_curve)
+    compared = [{"model": model, "weights": str(Path(weights).resolve()) if weights else None, "curve": curve}
+                for (model, weights), curve in zip(config.compare, compared_curves)]
+    previous = _previous_compared(out_dir)
+    for entry in compared:
+        old = previous.get(entry["curve"])
+        if old is not None and old != entry:
+            raise InputError(f"{out_dir} holds {entry['curve']!r} items of {old['model']} with weights "
+                             f"{old['weights']!r}, not {entry['weights']!r}; use another --out")
+    payload["compare"] = list({**previous, **{e["curve"]: e for e in compared}}.values())
     if rank == 0:
         payload.update(
             images=[i.image_id for i in images],
@@ -576,3 +478,12 @@ def _check_or_write_run_file(
             device=config.device,
         )
         atomic_write_text(out_dir / RUN_JSON, json.dumps(payload, indent=2) + "\n")
+
+
+def _previous_compared(out_dir: Path) -> dict[str, dict]:
+    """Curve -> identity of the ``--compare`` codecs an earlier run into ``out_dir`` scored."""
+    try:
+        entries = json.loads((out_dir / RUN_JSON).read_text()).get("compare") or []
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {e["curve"]: e for e in entries if isinstance(e, dict) and "curve" in e}

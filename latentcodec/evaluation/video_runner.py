@@ -47,16 +47,16 @@ from latentcodec.evaluation.results import (
     write_outputs,
     write_records,
 )
-from latentcodec.evaluation.runner import (
+from latentcodec.evaluation.planning import (
     MODE_QUALITY,
     MODE_TARGET,
-    EvalSummary,
     EvalConfig,
+    EvalSummary,
     OperatingPoint,
     describe_curves,
     plan_points,
-    run_identity,
 )
+from latentcodec.evaluation.run_state import run_identity
 from latentcodec.evaluation.scoring import MetricSuite, build_suite
 from latentcodec.evaluation.video_baselines import (
     VIDEO_BASELINES,

@@ -65,3 +65,16 @@ class FakeCodec:
 
 def make(quality: int = 0, weights: str | None = None, device: str = "cpu") -> FakeCodec:
     return FakeCodec(quality)
+
+
+class OtherFakeCodec(FakeCodec):
+    """A second learned codec for ``--compare``: the same coding under another curve name."""
+
+    name = "fake-other"
+
+    def at_quality(self, quality: int) -> "OtherFakeCodec":
+        return OtherFakeCodec(quality)
+
+
+def make_other(quality: int = 0, weights: str | None = None, device: str = "cpu") -> OtherFakeCodec:
+    return OtherFakeCodec(quality)

@@ -48,6 +48,24 @@ def test_eval_cli_runs_and_prints_the_curves(data_dir, tmp_path, capsys):
     assert (out / "bitstreams" / "webp" / "quality-20" / "noise.webp").is_file()
 
 
+def test_eval_cli_compares_models_in_one_run_with_a_process_pool(data_dir, tmp_path, capsys):
+    Image.fromarray(np.full((32, 40, 3), 90, np.uint8), "RGB").save(data_dir / "flat.png")
+    out = tmp_path / "out"
+    code = main([
+        "eval", "--model", "fake_codec_for_eval:make", "--compare", "fake_codec_for_eval:make_other",
+        "--qualities", "1", "--data", str(data_dir), "--out", str(out), "--baselines", "webp", "--scales", "1",
+        "--baseline-values", "webp=20", "--metrics", "psnr", "--workers", "2", "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "fake-glc:" in stdout and "fake-other:" in stdout
+    other = json.loads((out / "results" / "fake-other.json").read_text())
+    assert other["results"]["point"] == ["q0", "q1", "q2", "q3"] and other["num_images"] == 2
+    with pytest.raises(SystemExit) as usage_error:  # a malformed value is a usage error, as for every flag
+        main(["eval", "--data", str(data_dir), "--out", str(out), "--compare", "glc-image="])
+    assert usage_error.value.code == 2 and "MODEL=WEIGHTS" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
@@ -63,6 +81,10 @@ def test_eval_cli_runs_and_prints_the_curves(data_dir, tmp_path, capsys):
         (["--data", "{data}", "--model", "fake_codec_for_eval:make", "--weights", "{tmp}/nothing"], "--weights"),
         (["--data", "{data}"], "nothing to evaluate"),
         (["--data", "{data}", "--baselines", "jpeg", "--target-bpp", "-1"], "positive"),
+        (["--data", "{data}", "--model", "fake_codec_for_eval:make", "--compare", "jpeg"], "--baselines"),
+        (["--data", "{data}", "--model", "fake_codec_for_eval:make", "--compare", "fake_codec_for_eval:make"],
+         "already in this run"),
+        (["--data", "{data}", "--compare", "fake_codec_for_eval:make_other={tmp}/nothing"], "--compare weights"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(arguments, message, data_dir, tmp_path, capsys):

@@ -279,6 +279,34 @@ def test_another_model_into_the_same_out_is_refused(tmp_path):
         run_evaluation(EvalConfig(**{**config.__dict__, "model": "jpeg", "qualities": (50,)}))
 
 
+def test_compared_models_are_scored_in_the_same_run_at_every_quality(tmp_path):
+    """--compare: another learned codec on the same images, every quality, its own files and curve;
+    the matched baselines follow --model's file sizes only."""
+    from latentcodec.errors import InputError
+
+    config = _config(tmp_path, baselines=("jpeg",), scales=(1,), compare=(("fake_codec_for_eval:make_other", None),))
+    summary = run_evaluation(config)
+    curves = {c.name: c for c in summary.curves}
+    assert set(curves) == {"fake-glc", "fake-other", "jpeg", "jpeg-matched"}
+    other = [r for r in summary.records if r.curve == "fake-other"]
+    assert sorted({r.point for r in other}) == ["q0", "q1", "q2", "q3"] and len(other) == 8
+    for record in other:  # a real file per item, decoded by the compared codec
+        assert record.status == "ok" and record.bitstream.startswith("bitstreams/fake-other/")
+        assert (Path(config.out) / record.bitstream).stat().st_size == record.bytes
+    model_bytes = {(r.image, r.point): r.bytes for r in summary.records if r.curve == "fake-glc"}
+    for record in (r for r in summary.records if r.curve == "jpeg-matched" and r.status == "ok"):
+        assert record.bytes <= model_bytes[(record.image, record.matched_point)]
+    assert {r.matched_point for r in summary.records if r.curve == "jpeg-matched"} == {"q0", "q2"}
+    run = json.loads((Path(config.out) / "run.json").read_text())
+    assert [e["curve"] for e in run["compare"]] == ["fake-other"]
+    again = run_evaluation(config)  # resumes: nothing new
+    assert again.new_items == 0
+    with pytest.raises(InputError, match="already in this run"):
+        run_evaluation(EvalConfig(**{**config.__dict__, "compare": (("fake_codec_for_eval:make", None),)}))
+    with pytest.raises(InputError, match="another --out"):
+        run_evaluation(EvalConfig(**{**config.__dict__, "compare": (("fake_codec_for_eval:make_other", str(tmp_path)),)}))
+
+
 def test_torchrun_shards_images_by_rank_and_rank_0_gathers(tmp_path):
     config = _config(tmp_path, baselines=("jpeg",), scales=(1,))
     command = [
