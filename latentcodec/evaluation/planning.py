@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from latentcodec.errors import InputError
+from latentcodec.errors import InputError, WeightsError
 from latentcodec.evaluation import baselines as classical
 from latentcodec.evaluation.images import ImageRef
 from latentcodec.evaluation.learned import LearnedCodec, load_learned
@@ -139,8 +139,11 @@ def load_compared(config: EvalConfig, primary: LearnedCodec | None) -> list[Lear
         if ":" not in model and model in classical.BASELINES:
             raise InputError(f"--compare {model}: a classical codec; give it with --baselines")
         percov2 = model == "percov2"
-        codec = load_learned(model, weights, config.device, config.captions if percov2 else None,
-                             config.captioner if percov2 else None)
+        try:
+            codec = load_learned(model, weights, config.device, config.captions if percov2 else None,
+                                 config.captioner if percov2 else None)
+        except WeightsError as error:
+            raise InputError(f"--compare {model}: {error} (here: --compare {model}=WEIGHTS)") from None
         if codec.name in names:
             raise InputError(f"--compare {model}: the curve {codec.name!r} is already in this run")
         names.add(codec.name)
