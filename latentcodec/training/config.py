@@ -165,10 +165,18 @@ class DLFTrainConfig:
     # What the soft latent is aligned to: "quantized", the VQGAN latent's nearest codewords (the
     # official recipe, whose taming VQGAN decodes codewords), or "continuous", the encoder's latent
     # itself, for a generator trained on continuous latents (GLC's): with GLC's default VQGAN,
-    # kodim23's codewords decode at 19.2 dB against 26.0 dB for its continuous latent, and a soft
-    # mixture fitted to the continuous latent decodes at 24.1 dB (fitted to the codewords, or with
-    # any code CE beside it, 19.2-19.8 dB), so the continuous target goes with losses.code_ce 0.
+    # kodim23's codewords decode at 22.5 dB against 27.3 dB for its continuous latent, and a soft
+    # mixture fitted to the continuous latent decodes at 24.6 dB (fitted to the codewords 22.5 dB,
+    # with a code CE of 0.05 / 0.25 beside it 23.4 / 22.5 dB), so the continuous target goes with
+    # losses.code_ce 0.
     latent_target: str = "quantized"
+    # How the latent MSE weighs the channels: "none" (the plain mean) or "channel_variance", each
+    # channel divided by the variance of the VQGAN codebook along it. GLC's low-pass VQGAN keeps
+    # colour in channels 0-2 (variance ~2.9) and texture in the other 61 (~0.018); under the plain
+    # mean the stage-1 codec at step 3400 conveyed colour partly (error 1.07 of 2.89 at q3) and no
+    # texture at all (error 0.0189 against variance 0.0185; benchmarks/dlf_latent_targets.py
+    # --codec-rates), which decodes as a smeared, desaturated blob.
+    latent_weighting: str = "none"
 
 
 @dataclass(frozen=True)
@@ -327,6 +335,8 @@ def check_dlf_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"dlf.control_crop must be a multiple of {window} (or 0)")
     if dlf.latent_target not in ("quantized", "continuous"):
         raise ConfigError(f"dlf.latent_target must be 'quantized' or 'continuous', got {dlf.latent_target!r}")
+    if dlf.latent_weighting not in ("none", "channel_variance"):
+        raise ConfigError(f"dlf.latent_weighting must be 'none' or 'channel_variance', got {dlf.latent_weighting!r}")
     return config
 
 

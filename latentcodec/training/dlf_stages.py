@@ -99,7 +99,10 @@ class DLFObjective(StageObjective):
                 latent = model.vqgan.encode(x)
                 target_indices = quantizer.indices(latent)
                 target = latent if self.config.dlf.latent_target == "continuous" else quantizer.lookup(target_indices)
-            latent_mse = per_sample_mean((synthesis.soft_latent - target) ** 2)
+            squared_error = (synthesis.soft_latent - target) ** 2
+            if self.config.dlf.latent_weighting == "channel_variance":
+                squared_error = squared_error / codebook_channel_variance(model).view(1, -1, 1, 1)
+            latent_mse = per_sample_mean(squared_error)
             code_ce = F.cross_entropy(synthesis.logits.float(), target_indices, reduction="none").flatten(1).mean(1)
             distortion = distortion + weights.latent_mse * latent_mse + weights.code_ce * code_ce
         gan_term = gan = gan_weight = zero
@@ -114,6 +117,14 @@ class DLFObjective(StageObjective):
         return StageLosses(total, synthesis.x_hat, x, rates, bpp.detach(), l1.mean().detach(),
                            perceptual.mean().detach(), ms_ssim.mean().detach(), gan, gan_weight,
                            analysis.vq_loss.detach(), latent_mse.mean().detach(), code_ce.mean().detach(), zero)
+
+
+def codebook_channel_variance(model: DLF) -> torch.Tensor:
+    """Per-channel variance of the VQGAN codebook (the soft latent's range along each channel), floored
+    so that a channel the codebook barely uses cannot blow the weighted error up."""
+    codebook = model.vqgan.quantize.embedding.weight.detach()
+    variance = codebook.float().var(dim=0)
+    return variance.clamp_min(1e-3 * float(variance.max())).to(codebook.dtype)
 
 
 # -- lambda control ------------------------------------------------------------------------------

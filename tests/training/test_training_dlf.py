@@ -162,6 +162,29 @@ def test_alignment_target_is_the_codewords_or_the_continuous_latent(tmp_path, im
     assert torch.allclose(losses.latent_mse.detach(), ((soft - target) ** 2).mean(), rtol=1e-5)
 
 
+def test_channel_variance_weighting_divides_each_channels_error_by_the_codebooks_variance(tmp_path, image_folder):
+    from latentcodec.training.dlf_stages import codebook_channel_variance
+
+    trainer, batch = dlf_trainer(tmp_path, image_folder, "dlf_align", **{
+        "dlf.latent_target": "continuous", "dlf.latent_weighting": "channel_variance"})
+    model = trainer.model
+    with torch.no_grad():  # a codebook whose channels differ in spread, as GLC's low-pass VQGAN's do
+        model.vqgan.quantize.embedding.weight[:, 0] *= 30.0
+    rates = torch.tensor((0, 1))
+    losses = objective(trainer, batch, rates.tolist())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        x = model.pad(batch)
+        analysis = model.analyse(x, rates, skip=False)
+        soft = model.synthesise(analysis.codes, analysis.steps.y_hat, rates, decode=False).soft_latent
+        variance = model.vqgan.quantize.embedding.weight.var(dim=0)
+        expected = (((soft - model.vqgan.encode(x)) ** 2) / variance.view(1, -1, 1, 1)).mean()
+    assert torch.allclose(codebook_channel_variance(model), variance)
+    assert torch.allclose(losses.latent_mse.detach(), expected, rtol=1e-5)
+    with pytest.raises(ConfigError, match="latent_weighting"):
+        dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "bad", "dlf.latent_weighting": "whiten"})
+
+
 def vqgan_source(tmp_path, drop=()) -> str:
     source = DLF(DLFConfig.tiny(), with_training_modules=True)
     state = {k: v for k, v in source.state_dict().items() if not k.startswith(tuple(drop))}
