@@ -349,10 +349,12 @@ def test_shipped_pixel_configs_inherit_from_an_alignment_run_with_their_ladder()
     from pathlib import Path
 
     folder = Path(__file__).resolve().parents[2] / "latentcodec" / "training" / "configs"
-    pixel_configs = sorted(folder.glob("dlf_*_pixel.yaml"))
+    configs = [load_config(path) for path in sorted(folder.glob("dlf_*.yaml"))]
+    runs = {config.name: config for config in configs if config.stage == "dlf_align"}
+    pixel_configs = [config for config in configs if config.stage == "dlf_pixel"]
     assert pixel_configs
-    for pixel_path in pixel_configs:
-        pixel = load_config(pixel_path)
-        align = load_config(pixel_path.with_name(pixel_path.name.replace("_pixel", "_align")))
-        assert pixel.dlf.inherit_lambdas and pixel.init_from.rstrip("/").endswith(align.name)
-        assert pixel.dlf.lambda_ladder == align.dlf.lambda_ladder and pixel.dlf.bpp_bounds == align.dlf.bpp_bounds
+    # Every config that inherits lambdas (stage 2, or a continued alignment) starts from an alignment run.
+    for config in (c for c in configs if c.dlf.inherit_lambdas):
+        source = runs[config.init_from.rstrip("/").split("/")[-1]]
+        assert config.dlf.lambda_ladder == source.dlf.lambda_ladder and config.dlf.bpp_bounds == source.dlf.bpp_bounds
+    assert all(pixel.dlf.inherit_lambdas for pixel in pixel_configs)
