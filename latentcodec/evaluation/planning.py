@@ -97,13 +97,9 @@ def plan_points(
     model_points: list[OperatingPoint] = []
     if learned is not None:
         model_points = _quality_points(learned, config.qualities)
-        points += model_points
-    for codec in ([learned] if learned is not None else []) + list(others):
-        if codec is not learned:
-            points += _quality_points(codec, None)
-        if codec.supports_targets:  # the model at the same byte budgets as the baselines' -target curves
-            points += [OperatingPoint(f"{codec.name}-target", f"bpp-{t:g}", codec.name, MODE_TARGET, learned=True,
-                                      target_bpp=t) for t in config.target_bpp]
+        points += model_points + _target_points(learned, config.target_bpp)
+    for codec in others:
+        points += _quality_points(codec, None) + _target_points(codec, config.target_bpp)
     for name in baseline_names:
         codec = get_codec(name)
         values = (config.baseline_values or {}).get(name) or codec.default_values
@@ -129,6 +125,14 @@ def _quality_points(codec: LearnedCodec, qualities: Sequence[float] | None) -> l
     qualities = qualities if qualities is not None else tuple(range(codec.num_qualities))
     return [OperatingPoint(codec.name, f"q{q}", codec.name, MODE_QUALITY, learned=True, value=q)
             for q in (codec.check_quality(quality) for quality in qualities)]
+
+
+def _target_points(codec: LearnedCodec, targets: Sequence[float]) -> list[OperatingPoint]:
+    """The codec at the same byte budgets as the baselines' -target curves, if it has rate control."""
+    if not codec.supports_targets:
+        return []
+    return [OperatingPoint(f"{codec.name}-target", f"bpp-{t:g}", codec.name, MODE_TARGET, learned=True, target_bpp=t)
+            for t in targets]
 
 
 def load_compared(config: EvalConfig, primary: LearnedCodec | None) -> list[LearnedCodec]:
