@@ -45,11 +45,12 @@ def load_checkpoint(path: Path) -> tuple[Reconstruct, int, dict]:
     payload = torch.load(path, map_location="cpu", weights_only=False)
     if payload.get("stage") == "percov2_vae":
         from latentcodec.models.percov2_config import PRESETS as PERCOV2_PRESETS
-        from latentcodec.training.percov2_stages import PerCoV2VAE
+        from latentcodec.training.percov2_stages import PerCoV2VAE, reconstruct_with_vae
 
         vae_model = PerCoV2VAE(PERCOV2_PRESETS[payload["preset"]]())
         vae_model.load_state_dict(payload["model"], strict=True)
-        return _vae_reconstruction(vae_model.vae.eval(), vae_model.config.vae_factor), int(payload["step"]), payload
+        vae, factor = vae_model.vae.eval(), vae_model.config.vae_factor
+        return (lambda x: reconstruct_with_vae(vae, x, factor)[0]), int(payload["step"]), payload
     model = GLCImage(PRESETS[payload["preset"]](), with_training_modules=False)
     own = model.state_dict()
     model.load_state_dict({k: v for k, v in payload["model"].items() if k in own}, strict=True)
@@ -60,16 +61,6 @@ def load_checkpoint(path: Path) -> tuple[Reconstruct, int, dict]:
         return (x_hat.clamp(-1, 1) + 1) / 2
 
     return reconstruct, int(payload["step"]), payload
-
-
-def _vae_reconstruction(vae: torch.nn.Module, factor: int) -> Reconstruct:
-    def reconstruct(x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        padded = torch.nn.functional.pad(x, (0, -width % factor, 0, -height % factor), mode="replicate")
-        decoded = vae.decode(vae.encode(padded * 2 - 1).latent_dist.mode()).sample
-        return ((decoded + 1) / 2).clamp(0, 1)[..., :height, :width]
-
-    return reconstruct
 
 
 def run_hours(run_dir: Path, step: int) -> float:

@@ -301,6 +301,15 @@ class PerCoV2VAEObjective(StageObjective):
 
 
 # -- validation -------------------------------------------------------------------------------------
+def reconstruct_with_vae(vae: nn.Module, x: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A [0, 1] image through the VAE without coding: (reconstruction in [0, 1], the posterior mode);
+    replicate-padded to the VAE's factor and cropped back."""
+    height, width = x.shape[-2:]
+    padded = torch.nn.functional.pad(x, (0, -width % factor, 0, -height % factor), mode="replicate")
+    mode = vae.encode(padded * 2.0 - 1.0).latent_dist.mode()
+    return ((vae.decode(mode).sample + 1.0) / 2.0).clamp(0, 1)[..., :height, :width], mode
+
+
 @torch.no_grad()
 def validate_vae(model: PerCoV2VAE, config: ValidationConfig, files: list[Path], device: torch.device,
                  log: Callable[[str], None]) -> dict[str, Any] | None:
@@ -317,12 +326,8 @@ def validate_vae(model: PerCoV2VAE, config: ValidationConfig, files: list[Path],
     psnrs, ssims, l1s, means, stds = [], [], [], [], []
     factor = model.config.vae_factor
     for x in load_images(files, config.crop):
-        height, width = x.shape[-2:]
-        pad = (0, -width % factor, 0, -height % factor)
-        padded = torch.nn.functional.pad(x.to(device), pad, mode="replicate")
-        mode = model.vae.encode(padded * 2.0 - 1.0).latent_dist.mode()
-        decoded = ((model.vae.decode(mode).sample + 1.0) / 2.0).clamp(0, 1)[..., :height, :width].cpu()
-        x_hat = torch.round(decoded * 255) / 255
+        decoded, mode = reconstruct_with_vae(model.vae, x.to(device), factor)
+        x_hat = torch.round(decoded.cpu() * 255) / 255
         psnrs.append(psnr(x[0], x_hat[0]))
         ssims.append(msssim(x[0], x_hat[0]))
         l1s.append(float(2 * (x_hat - x).abs().mean()))
