@@ -177,6 +177,11 @@ class DLFTrainConfig:
     # texture at all (error 0.0189 against variance 0.0185; benchmarks/dlf_latent_targets.py
     # --codec-rates), which decodes as a smeared, desaturated blob.
     latent_weighting: str = "none"
+    # The FeatMerge head at the start of a stage (not on resume): "keep" (init_from's or random), or
+    # "codebook_distance" (FeatMerge.init_head_from_codebook: logits from the distance of a predicted
+    # latent point to each codeword). Stage 1 on a random head ended with a near-flat mixture
+    # (entropy 4.7 of ln 1024 = 6.9 nats, top weight 0.08) after 3400 steps.
+    merge_head_init: str = "keep"
 
 
 @dataclass(frozen=True)
@@ -335,6 +340,8 @@ def check_dlf_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"dlf.control_crop must be a multiple of {window} (or 0)")
     if dlf.latent_target not in ("quantized", "continuous"):
         raise ConfigError(f"dlf.latent_target must be 'quantized' or 'continuous', got {dlf.latent_target!r}")
+    if dlf.merge_head_init not in ("keep", "codebook_distance"):
+        raise ConfigError(f"dlf.merge_head_init must be 'keep' or 'codebook_distance', got {dlf.merge_head_init!r}")
     if dlf.latent_weighting not in ("none", "channel_variance"):
         raise ConfigError(f"dlf.latent_weighting must be 'none' or 'channel_variance', got {dlf.latent_weighting!r}")
     return config

@@ -169,3 +169,24 @@ def test_continuous_rates_and_target_sizes(tiny_dlf, tmp_path):
     result = codec.compress_to_target(photo, target_bytes=budget)
     assert result.size <= budget and result.encodes >= 1
     assert codec.decompress(result.data).size == photo.size
+
+
+def test_codebook_distance_head_weights_the_codewords_near_the_predicted_point():
+    from latentcodec.models.dlf_networks import soft_codebook_latent
+
+    torch.manual_seed(3)
+    merge = DLF(DLFConfig.tiny()).prior_fusion
+    codebook = torch.randn(16, 8) * torch.tensor([3.0] + [0.2] * 7)  # one wide channel, as GLC's colour ones
+    tau = merge.init_head_from_codebook(codebook)
+    head = merge.ffn[-1]
+    scale = 1.2 * codebook.abs().amax(dim=0)
+    hidden = torch.zeros(16, head.in_features)
+    hidden[:, :8] = codebook / scale  # tanh units that place u exactly on each codeword
+    logits = head(hidden)
+    assert torch.equal(logits.argmax(dim=1), torch.arange(16))  # the nearest codeword leads
+    soft = soft_codebook_latent(logits.T[None, :, :, None], codebook)[0, :, :, 0].T
+    flat = codebook.mean(dim=0, keepdim=True)
+    assert ((soft - codebook) ** 2).mean() < 0.5 * ((flat - codebook) ** 2).mean()
+    assert tau > 0
+    with pytest.raises(ValueError, match="cannot hold"):
+        merge.init_head_from_codebook(torch.randn(32, 8))  # a head of 16 logits for 32 codewords

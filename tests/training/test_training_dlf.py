@@ -185,6 +185,21 @@ def test_channel_variance_weighting_divides_each_channels_error_by_the_codebooks
         dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "bad", "dlf.latent_weighting": "whiten"})
 
 
+def test_merge_head_init_replaces_the_init_from_head(tmp_path, image_folder):
+    source, _ = dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "source"})
+    source.save_checkpoint()
+    fresh, _ = dlf_trainer(tmp_path, image_folder, "dlf_align", **{
+        "name": "distance", "init_from": str(source.run_dir), "dlf.merge_head_init": "codebook_distance"})
+    head, old_head = fresh.model.prior_fusion.ffn[-1], source.model.prior_fusion.ffn[-1]
+    codebook = fresh.model.vqgan.quantize.embedding.weight
+    assert not torch.equal(head.weight, old_head.weight)
+    assert head.weight[:, codebook.shape[1]:].abs().sum() == 0  # logits read only the first C hidden units
+    inverse_tau = head.bias / -codebook.pow(2).sum(dim=1)  # the bias is -||e_k||^2 / tau
+    assert inverse_tau.min() > 0 and torch.allclose(inverse_tau, inverse_tau[0].expand_as(inverse_tau), rtol=1e-4)
+    with pytest.raises(ConfigError, match="merge_head_init"):
+        dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "bad", "dlf.merge_head_init": "zeros"})
+
+
 def vqgan_source(tmp_path, drop=()) -> str:
     source = DLF(DLFConfig.tiny(), with_training_modules=True)
     state = {k: v for k, v in source.state_dict().items() if not k.startswith(tuple(drop))}
