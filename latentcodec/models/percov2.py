@@ -88,6 +88,8 @@ class PerCoV2Output(NamedTuple):
     token_bits: torch.Tensor  # (B,) fixed-length bits of each token map
     token_indices: torch.Tensor  # (B, gh, gw)
     num_pixels: int
+    latent: torch.Tensor | None = None  # (B, 16, h, w) the normalised latent z
+    hyper_latent: torch.Tensor | None = None  # (B, hyper_channels, gh, gw) z_l (straight-through)
 
 
 class PerCoV2EncodeResult(NamedTuple):
@@ -303,7 +305,7 @@ class PerCoV2(LatentCodec):
         predicted = self.velocity(noisy, self.condition(tokens.hyper_latent, latent.shape), t * 1000.0, prompt)
         bits = torch.full((b,), float(self.token_bits(*x.shape[-2:])), device=device)
         return PerCoV2Output(predicted, target, F.mse_loss(predicted, target), tokens.loss, bits, tokens.indices,
-                             x.shape[-2] * x.shape[-1])
+                             x.shape[-2] * x.shape[-1], latent, tokens.hyper_latent)
 
     # -- sampling ----------------------------------------------------------------------------------
     @torch.no_grad()

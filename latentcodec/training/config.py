@@ -108,6 +108,9 @@ class LossWeights:
     lowpass_floor_over_intra: bool = False
     # PerCoV2 stage "percov2_flow": the rectified-flow velocity MSE (``codebook`` weights the VQ loss).
     flow: float = 1.0
+    # PerCoV2 stage "percov2_flow": MSE between the latent and a training-only probe's reading of the tokens
+    # (percov2_networks.LatentProbe); 0 builds no probe.
+    latent_probe: float = 0.0
     # PerCoV2 stage "percov2_vae": KL(posterior || N(0, I)), mean per latent element (nats); small, it only
     # keeps the latent's scale and variance bounded (``l1``, ``mse`` and ``perceptual`` do the work).
     kl: float = 1e-6

@@ -35,6 +35,7 @@ from latentcodec.data.crops import BatchStream, RandomCropDataset
 from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models import percov2_sd3 as sd3
 from latentcodec.models.percov2 import EMPTY_CAPTION, PRESETS, PerCoV2, PerCoV2Config
+from latentcodec.models.percov2_networks import LatentProbe
 from latentcodec.nn.patchgan import PatchGANDiscriminator
 from latentcodec.training.checkpoints import CHECKPOINT_FILE, read_run_state
 from latentcodec.training.config import TrainConfig, ValidationConfig
@@ -42,6 +43,7 @@ from latentcodec.training.losses import PerceptualLoss
 from latentcodec.training.stages import StageLosses, StageObjective
 
 VAE_PREFIX = "vae."
+PROBE_PREFIX = "latent_probe."  # the training-only LatentProbe: checkpointed, never exported
 
 
 class PerCoV2VAE(nn.Module):
@@ -136,19 +138,20 @@ def build_percov2_model(config: TrainConfig, checkpoint: Path | None = None) -> 
         return PerCoV2Build(model, "weights from the checkpoint" if checkpoint else "fresh VAE", False)
     source = _expand(config.init_from) if config.init_from else None
     if checkpoint is not None:
-        model = PerCoV2(model_config)
+        model = with_probe(PerCoV2(model_config), config)
         if source is not None and is_diffusers_folder(source) and sd3.has_text_encoders(source):
             model.attach_prompt_encoder(sd3.DiffusersPromptEncoder(source, model.vae, model.transformer))
         return PerCoV2Build(model, "weights from the checkpoint", False)
     if source is None:
         # Only tests want this: the frozen VAE stays random (a real run names a percov2_vae run).
-        return PerCoV2Build(PerCoV2(model_config), "fresh initialisation, the frozen VAE too", True)
+        return PerCoV2Build(with_probe(PerCoV2(model_config), config), "fresh initialisation, the frozen VAE too", True)
     if is_diffusers_folder(source):
-        model = PerCoV2.from_diffusers(source, hyper=model_config.hyper, sampling=model_config.sampling)
+        model = with_probe(PerCoV2.from_diffusers(source, hyper=model_config.hyper, sampling=model_config.sampling),
+                           config)
         return PerCoV2Build(model.train(), f"SD3 components from {source}", False)
     state, path = read_run_state(source, "init_from")
     if all(k.startswith(VAE_PREFIX) for k in state):  # a percov2_vae run: its VAE, everything else fresh
-        model = PerCoV2(model_config)
+        model = with_probe(PerCoV2(model_config), config)
         _load_vae_run(model, state, path)
         return PerCoV2Build(model, f"VAE from {path}, the rest fresh", True)
     stored = stored_model_config(source)
@@ -157,10 +160,24 @@ def build_percov2_model(config: TrainConfig, checkpoint: Path | None = None) -> 
                            f"folder is needed)")
     if stored.hyper != model_config.hyper:
         raise WeightsError(f"init_from {path}: its hyper-encoder is not preset {config.preset!r}'s")
-    model = PerCoV2(dataclasses.replace(stored, token_prior=None))
+    model = with_probe(PerCoV2(dataclasses.replace(stored, token_prior=None)), config)
     state = {k: v for k, v in state.items() if not k.startswith("token_prior.")}
+    note = f"initialised from {path}"
+    if hasattr(model, "latent_probe"):
+        if not any(k.startswith(PROBE_PREFIX) for k in state):
+            state.update({PROBE_PREFIX + k: v for k, v in model.latent_probe.state_dict().items()})
+            note += " (latent probe fresh)"
+    else:
+        state = {k: v for k, v in state.items() if not k.startswith(PROBE_PREFIX)}
     model.load_state_dict_strict(state, source=str(path))
-    return PerCoV2Build(model, f"initialised from {path}", False)
+    return PerCoV2Build(model, note, False)
+
+
+def with_probe(model: PerCoV2, config: TrainConfig) -> PerCoV2:
+    """Attach the training-only LatentProbe when ``losses.latent_probe`` weighs it (flow stage)."""
+    if config.stage == "percov2_flow" and config.losses.latent_probe:
+        model.latent_probe = LatentProbe(model.config.hyper)
+    return model
 
 
 def set_percov2_trainable(model: nn.Module, config: TrainConfig) -> list[nn.Parameter]:
@@ -181,7 +198,8 @@ def export_percov2_model(payload: dict[str, Any], out_dir: str | os.PathLike, so
         raise ConfigError(f"{source} is a {payload['stage']} run: its VAE is the init_from of a percov2_flow run, "
                           f"which exports the codec")
     model = PerCoV2(config_from_dict(PerCoV2Config, payload["model_config"], where=source))
-    model.load_state_dict_strict(payload["model"], source=source)
+    state = {k: v for k, v in payload["model"].items() if not k.startswith(PROBE_PREFIX)}
+    model.load_state_dict_strict(state, source=source)
     return model.save_pretrained(out_dir, metadata=metadata, dtype=dtype)
 
 
@@ -197,9 +215,9 @@ def drop_captions(captions: list[str], generator: torch.Generator | None, rate: 
 
 
 class PerCoV2FlowObjective(nn.Module):
-    """Stage A as one module for DDP: ``total = flow * MSE(v, eps - z) + codebook * VQ loss``.
-    StageLosses fields: ``latent_mse`` and ``flow`` the velocity MSE, ``codebook`` the VQ loss, ``bpp``
-    the fixed-length token rate."""
+    """Stage A as one module for DDP: ``total = flow * MSE(v, eps - z) + codebook * VQ loss
+    + latent_probe * MSE(probe(z_l), z)``. StageLosses fields: ``flow`` the velocity MSE, ``latent_mse``
+    the probe's MSE (0 without a probe), ``codebook`` the VQ loss, ``bpp`` the fixed-length token rate."""
 
     def __init__(self, model: PerCoV2, config: TrainConfig, perceptual: PerceptualLoss | None = None):
         super().__init__()
@@ -239,11 +257,15 @@ class PerCoV2FlowObjective(nn.Module):
             self.usage = counts if self.usage is None else self.usage + counts
             self.last_batch = x01.detach()
         total = weights.flow * output.flow_loss + weights.codebook * output.vq_loss
-        bpp = output.token_bits / output.num_pixels
         zero = total.new_zeros(())
+        probe_loss = zero
+        if weights.latent_probe:
+            probe_loss = F.mse_loss(self.model.latent_probe(output.hyper_latent), output.latent)
+            total = total + weights.latent_probe * probe_loss
+        bpp = output.token_bits / output.num_pixels
         flow = output.flow_loss.detach()
         return StageLosses(total, None, x01, rates, bpp, zero, zero, zero, zero, zero, output.vq_loss.detach(),
-                           flow, zero, zero, flow=flow)
+                           probe_loss.detach(), zero, zero, flow=flow)
 
     def restart_due(self, step: int) -> bool:
         every = self.config.percov2.dead_code_every

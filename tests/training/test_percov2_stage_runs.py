@@ -35,7 +35,8 @@ def straight_and_killed(tmp_path: Path, image_folder: Path, stage: str, **extra)
 
 
 def test_flow_sigkill_then_resume_matches_uninterrupted_run(tmp_path, image_folder):
-    configs = straight_and_killed(tmp_path, image_folder, "percov2_flow", **{"percov2.dead_code_every": 3})
+    configs = straight_and_killed(tmp_path, image_folder, "percov2_flow", **{"percov2.dead_code_every": 3,
+                                                                            "losses.latent_probe": 1.0})
     a, b, run_dir = kill_and_resume(configs, "test-percov2_flow", tmp_path, STEPS, straight_in_process=True)
     # The measured latent normalisation travels in the checkpoint: the resumed run rebuilt the same codec.
     assert a["model_config"] == b["model_config"] and a["model_config"]["vae"]["scaling_factor"] != \

@@ -81,6 +81,40 @@ def test_flow_stage_lowers_its_loss_with_the_vae_frozen(tmp_path, image_folder):
     assert model.transformer.pos_embed.proj.weight[:, 16:].abs().sum() > 0
 
 
+def test_latent_probe_trains_the_tokens_towards_the_latent_and_never_ships(tmp_path, image_folder):
+    trainer = percov2_trainer(tmp_path, image_folder, "percov2_flow", **{"losses.latent_probe": 1.0})
+    model = trainer.model
+    batch = fix_batch(trainer)
+    trainer.model.zero_grad(set_to_none=True)
+    losses = trainer.objective(batch, torch.zeros(2, dtype=torch.long), trainer.lambdas, None,
+                               generator=torch.Generator().manual_seed(0))
+    losses.total.backward()
+    # The probe's loss reaches the hyper-encoder (through the straight-through tokens), not only the probe.
+    for module in (model.latent_probe, model.hyper_encoder):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    probe_before = float(losses.latent_mse)
+    assert probe_before > 0 and float(losses.total.detach()) > float(losses.flow) + float(losses.codebook) * 0.999
+    for _ in range(8):
+        trainer.train_step()
+    with torch.no_grad():
+        after = trainer.objective(batch, torch.zeros(2, dtype=torch.long), trainer.lambdas, None,
+                                  generator=torch.Generator().manual_seed(0))
+    assert float(after.latent_mse) < probe_before
+    trainer.save_checkpoint()
+    out = export_inference_model(trainer.run_dir, tmp_path / "exported")
+    shipped = PerCoV2.from_pretrained(out)
+    assert not hasattr(shipped, "latent_probe") and not any(k.startswith("latent_probe.") for k in shipped.state_dict())
+    # Continuing with the probe keeps it; a run without it drops it; one from a probe-less model starts it fresh.
+    again = percov2_trainer(tmp_path, image_folder, "percov2_flow", name="again", init_from=str(trainer.run_dir),
+                            **{"losses.latent_probe": 1.0})
+    assert torch.equal(again.model.latent_probe.layers[0].weight, model.latent_probe.layers[0].weight)
+    plain = percov2_trainer(tmp_path, image_folder, "percov2_flow", name="plain", init_from=str(trainer.run_dir))
+    assert not hasattr(plain.model, "latent_probe")
+    fresh = percov2_trainer(tmp_path, image_folder, "percov2_flow", name="fresh", init_from=str(out),
+                            **{"losses.latent_probe": 1.0})
+    assert hasattr(fresh.model, "latent_probe")
+
+
 def test_dead_code_restart(tmp_path, image_folder):
     trainer = percov2_trainer(tmp_path, image_folder, "percov2_flow", **{"percov2.dead_code_every": 2})
     batch = fix_batch(trainer)
