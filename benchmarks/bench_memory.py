@@ -10,6 +10,10 @@ a temporary folder outside the repository. Besides RSS and time, it reports whet
 untiled files are identical and the largest 8-bit difference between the tiled and untiled
 decodings of the same file.
 
+``--work-dir DIR`` keeps the images, files and each phase's figures there instead of in a temporary
+folder, and a rerun with the same DIR skips the phases already measured: a 16 MP official run takes
+hours here, longer than a session's processes live.
+
     python benchmarks/bench_memory.py --sizes 1,4,8,12,16 --max-memory 1.5GB --json docs/results/memory_default.json
     python benchmarks/bench_memory.py --weights official-deterministic --sizes 3840x2160 --max-memory 4GB \\
         --modes tiled --json docs/results/memory_official.json
@@ -117,6 +121,7 @@ def main() -> int:
     parser.add_argument("--source", type=Path, default=DEFAULT_SHARED / "data" / "kodak" / "kodim23.png")
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     parser.add_argument("--json", type=Path, default=Path("bench_memory.json"))
+    parser.add_argument("--work-dir", type=Path, help="keep images, files and per-phase figures here; resume from them")
     parser.add_argument("--child", choices=("compress", "decompress"), help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("tiled", "untiled"), help=argparse.SUPPRESS)
     parser.add_argument("--image", type=Path, help=argparse.SUPPRESS)
@@ -130,27 +135,41 @@ def main() -> int:
     sizes = [size_of(text) for text in args.sizes.split(",")]
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
-        folder = Path(tmp)
+        folder = Path(tmp) if args.work_dir is None else args.work_dir
+        folder.mkdir(parents=True, exist_ok=True)
         progress = tqdm(total=len(sizes) * len(modes) * 2, desc="runs")
+
+        def measured(phase: str, mode: str, image: Path, file: Path, stem: str) -> dict:
+            """One phase in a fresh process, or its figures from an earlier invocation's work dir."""
+            done = folder / f"{stem}_{mode}_{phase}.json"
+            progress.set_postfix_str(f"{stem} {mode} {phase}")
+            if done.is_file():
+                figures = json.loads(done.read_text())
+            else:
+                figures = run_child(args, phase, mode, image, file)
+                done.write_text(json.dumps(figures) + "\n")
+            progress.update()
+            return figures
+
         for width, height in sizes:
-            source = folder / f"{width}x{height}.png"
-            make_image(args.source, width, height, source)
+            stem = f"{width}x{height}"
+            source = folder / f"{stem}.png"
+            if not source.is_file():
+                make_image(args.source, width, height, source)
             record = {"width": width, "height": height, "megapixels": width * height / 1e6}
             for mode in modes:
-                file = folder / f"{width}x{height}_{mode}.lci"
-                progress.set_postfix_str(f"{width}x{height} {mode} compress")
-                record[f"compress_{mode}"] = run_child(args, "compress", mode, source, file)
-                record[f"compress_{mode}"]["file_bytes"] = file.stat().st_size
-                progress.update()
+                file = folder / f"{stem}_{mode}.lci"
+                record[f"compress_{mode}"] = dict(measured("compress", mode, source, file, stem),
+                                                  file_bytes=file.stat().st_size)
                 # Both modes decode the tiled file (or the only one), so their outputs compare.
-                decoded_from = folder / f"{width}x{height}_{modes[0]}.lci"
-                progress.set_postfix_str(f"{width}x{height} {mode} decompress")
-                record[f"decompress_{mode}"] = run_child(args, "decompress", mode, folder / f"{mode}.png", decoded_from)
-                progress.update()
+                decoded_from = folder / f"{stem}_{modes[0]}.lci"
+                record[f"decompress_{mode}"] = measured("decompress", mode, folder / f"{stem}_{mode}.png",
+                                                        decoded_from, stem)
             if set(modes) >= {"tiled", "untiled"}:
-                record["same_file"] = (folder / f"{width}x{height}_tiled.lci").read_bytes() == (
-                    folder / f"{width}x{height}_untiled.lci").read_bytes()
-                record["max_pixel_difference"] = max_difference(folder / "tiled.png", folder / "untiled.png")
+                record["same_file"] = (folder / f"{stem}_tiled.lci").read_bytes() == (
+                    folder / f"{stem}_untiled.lci").read_bytes()
+                record["max_pixel_difference"] = max_difference(folder / f"{stem}_tiled.png",
+                                                                folder / f"{stem}_untiled.png")
             runs.append(record)
             line = f"{width}x{height} ({record['megapixels']:.1f} MP):"
             for phase in ("compress", "decompress"):
