@@ -209,6 +209,11 @@ class PerCoV2TrainConfig:
     # against a collapsing codebook. 0: off. runtime.checkpoint_every must be a multiple, so that a
     # checkpoint never holds usage counts and a resumed run repeats every restart.
     dead_code_every: int = 0
+    # Where restarted codewords go: 0, the token vectors of rank 0's latest batch (batch x tokens per crop
+    # vectors, drawn with replacement); N, those of N training crops drawn for the restart (by seed and
+    # step), without replacement while they last. With 64 vectors for ~220 dead codes, the small run's
+    # restarted codes sat 3-4 to a vector, competed, and ~220 were dead again 250 steps later.
+    restart_crops: int = 0
 
 
 @dataclass(frozen=True)
@@ -362,8 +367,8 @@ def check_percov2_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"data.crop_size must be a multiple of {multiple} for stage {config.stage}")
     if not 0.0 <= config.percov2.caption_dropout <= 1.0:
         raise ConfigError("percov2.caption_dropout must lie in [0, 1]")
-    if config.percov2.scaling_crops < 0:
-        raise ConfigError("percov2.scaling_crops must be >= 0")
+    if config.percov2.scaling_crops < 0 or config.percov2.restart_crops < 0:
+        raise ConfigError("percov2.scaling_crops and percov2.restart_crops must be >= 0")
     every = config.percov2.dead_code_every
     if every < 0 or (every and config.runtime.checkpoint_every % every):
         raise ConfigError("percov2.dead_code_every must be 0 or divide runtime.checkpoint_every")

@@ -272,10 +272,12 @@ class PerCoV2FlowObjective(nn.Module):
         return bool(every) and step % every == 0 and self.usage is not None
 
     @torch.no_grad()
-    def restart_dead_codes(self, step: int, distributed: bool) -> str:
-        """Move every code unused since the last restart (counted over all ranks) onto a token vector of
-        rank 0's latest batch, drawn by (seed, step), plus noise of 10 % of a unit vector; rank 0's
-        codebook is then broadcast, so the ranks stay identical. Returns a line for the log."""
+    def restart_dead_codes(self, step: int, distributed: bool, dataset: RandomCropDataset | None = None) -> str:
+        """Move every code unused since the last restart (counted over all ranks) onto a token vector,
+        drawn by (seed, step), plus noise of 10 % of a unit vector; rank 0's codebook is then broadcast, so
+        the ranks stay identical. The vectors are those of rank 0's latest batch, or with
+        ``percov2.restart_crops`` and a ``dataset`` those of that many fresh training crops. Returns a line
+        for the log."""
         model, every = self.model, self.config.percov2.dead_code_every
         vq = model.quantizer.vq
         usage, self.usage = self.usage, None
@@ -283,16 +285,33 @@ class PerCoV2FlowObjective(nn.Module):
             dist.all_reduce(usage)
         dead = (usage == 0).nonzero().flatten()
         if len(dead):
-            codes = model.quantizer.down(model.hyper_encoder(sd3.encode_latent(model.vae, model.pad(self.last_batch))))
-            vectors = F.normalize(codes.permute(0, 2, 3, 1).reshape(-1, codes.shape[1]).float(), dim=1)
             generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
-            picks = torch.randint(0, len(vectors), (len(dead),), generator=generator).to(vectors.device)
+            vectors = self._token_vectors(self._restart_images(step, dataset))
+            if len(vectors) >= len(dead) and self.config.percov2.restart_crops:
+                picks = torch.randperm(len(vectors), generator=generator)[: len(dead)].to(vectors.device)
+            else:
+                picks = torch.randint(0, len(vectors), (len(dead),), generator=generator).to(vectors.device)
             noise = torch.randn(len(dead), vectors.shape[1], generator=generator).to(vectors.device)
             vq.embedding.weight[dead] = vectors[picks] + 0.1 * noise / vectors.shape[1] ** 0.5
             if distributed:
                 dist.broadcast(vq.embedding.weight.data, 0)
         return (f"step {step}: {len(dead)} of {vq.codebook_size} codes unused in the last {every} steps, "
                 f"restarted on training token vectors")
+
+    def _restart_images(self, step: int, dataset: RandomCropDataset | None) -> torch.Tensor:
+        crops = self.config.percov2.restart_crops
+        if not crops or dataset is None:
+            return self.last_batch
+        stream = BatchStream(dataset, min(crops, len(dataset)), self.config.seed * 1_000_003 + step, 0, 1, 0)
+        return stream.next_batch().to(self.last_batch.device)
+
+    def _token_vectors(self, images: torch.Tensor) -> torch.Tensor:
+        """The normalised pre-quantisation code vectors of ``images`` ([0, 1]), a few crops at a time."""
+        model, codes = self.model, []
+        for chunk in images.split(self.config.data.batch_size):
+            code = model.quantizer.down(model.hyper_encoder(sd3.encode_latent(model.vae, model.pad(chunk))))
+            codes.append(code.permute(0, 2, 3, 1).reshape(-1, code.shape[1]).float())
+        return F.normalize(torch.cat(codes), dim=1)
 
 
 class PerCoV2VAEObjective(StageObjective):

@@ -122,9 +122,9 @@ def test_dead_code_restart(tmp_path, image_folder):
     seen = {}
     restart = trainer.objective.restart_dead_codes
 
-    def spy(step: int, distributed: bool) -> str:
+    def spy(step: int, distributed: bool, dataset=None) -> str:
         seen["usage"], seen["weight"] = trainer.objective.usage.clone(), weight.detach().clone()
-        return restart(step, distributed)
+        return restart(step, distributed, dataset)
 
     trainer.objective.restart_dead_codes = spy
     trainer.train_step()
@@ -144,6 +144,27 @@ def test_dead_code_restart(tmp_path, image_folder):
     # ... and the codes the tokens chose are untouched.
     alive = (used > 0).nonzero().flatten()
     assert torch.equal(weight.detach()[alive], before[alive])
+
+
+def test_dead_code_restart_on_fresh_crops_spreads_codes_over_distinct_vectors(tmp_path, image_folder):
+    trainer = percov2_trainer(tmp_path, image_folder, "percov2_flow", **{"percov2.dead_code_every": 2,
+                                                                         "percov2.restart_crops": 8})
+    fix_batch(trainer)
+    trainer.train_step()
+    objective, weight = trainer.objective, trainer.model.quantizer.vq.embedding.weight
+    objective.usage = torch.ones_like(objective.usage)
+    objective.usage[:50] = 0  # 50 dead codes, fewer than the 8 crops' 128 token vectors
+    with torch.no_grad():
+        images = objective._restart_images(2, trainer.stream.dataset)
+        assert images.shape[0] == 8 and not torch.equal(images[:2], objective.last_batch)
+        vectors = objective._token_vectors(images)
+    objective.restart_dead_codes(2, False, trainer.stream.dataset)
+    generator = torch.Generator().manual_seed(trainer.config.seed * 1_000_003 + 2)
+    picks = torch.randperm(len(vectors), generator=generator)[:50]  # without replacement: no two codes share one
+    noise = torch.randn(50, vectors.shape[1], generator=generator)
+    assert torch.allclose(weight.detach()[:50], vectors[picks] + 0.1 * noise / vectors.shape[1] ** 0.5, atol=1e-5)
+    with pytest.raises(ConfigError, match="restart_crops"):
+        percov2_trainer(tmp_path, image_folder, "percov2_flow", name="bad", **{"percov2.restart_crops": -1})
 
 
 def test_flow_run_from_a_vae_run_measures_the_latent_normalisation(tmp_path, image_folder):
