@@ -156,6 +156,33 @@ def widen_patch_embedding(base: nn.Module, extra_channels: int) -> nn.Module:
     return wide
 
 
+@contextlib.contextmanager
+def shifted_positions(transformer: nn.Module, rows: int, cols: int):
+    """Within the block, the MMDiT reads its positional table ``rows``/``cols`` patches away from the
+    centred window diffusers' PatchEmbed takes (clamped into the table). Training crops shifted this way
+    teach the positions that larger images decode at: trained on centred 256 crops only, the small
+    model's one-step latent error at t = 0.7 in kodim23's corners was 0.41-0.54 inside the whole image
+    against 0.09-0.11 for the same regions coded alone."""
+    embed = transformer.pos_embed
+    if not (rows or cols) or embed.pos_embed_max_size is None:
+        yield
+        return
+    size, patch = embed.pos_embed_max_size, embed.patch_size
+
+    def cropped(height: int, width: int) -> torch.Tensor:
+        height, width = height // patch, width // patch
+        top = min(max((size - height) // 2 + rows, 0), size - height)
+        left = min(max((size - width) // 2 + cols, 0), size - width)
+        table = embed.pos_embed.reshape(1, size, size, -1)[:, top: top + height, left: left + width, :]
+        return table.reshape(1, height * width, -1)
+
+    embed.cropped_pos_embed = cropped  # an instance attribute shadows the method for this block only
+    try:
+        yield
+    finally:
+        del embed.cropped_pos_embed
+
+
 class LatentScaling(NamedTuple):
     """SD3's latent normalisation (SYSTEMS.md 6.6.1): z = (latent - shift) * scale. Applying it on one
     side only is the known "washed-out" failure."""

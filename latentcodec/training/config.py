@@ -214,6 +214,10 @@ class PerCoV2TrainConfig:
     # step), without replacement while they last. With 64 vectors for ~220 dead codes, the small run's
     # restarted codes sat 3-4 to a vector, competed, and ~220 were dead again 250 steps later.
     restart_crops: int = 0
+    # Each training batch reads the MMDiT's positional table shifted by a random offset (one per batch,
+    # up to this many patches either way in each direction; percov2_sd3.shifted_positions), so that the
+    # positions a whole image decodes at are trained too; 0: the centred window only (diffusers').
+    position_shift: int = 0
 
 
 @dataclass(frozen=True)
@@ -367,8 +371,8 @@ def check_percov2_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"data.crop_size must be a multiple of {multiple} for stage {config.stage}")
     if not 0.0 <= config.percov2.caption_dropout <= 1.0:
         raise ConfigError("percov2.caption_dropout must lie in [0, 1]")
-    if config.percov2.scaling_crops < 0 or config.percov2.restart_crops < 0:
-        raise ConfigError("percov2.scaling_crops and percov2.restart_crops must be >= 0")
+    if min(config.percov2.scaling_crops, config.percov2.restart_crops, config.percov2.position_shift) < 0:
+        raise ConfigError("percov2.scaling_crops, percov2.restart_crops and percov2.position_shift must be >= 0")
     every = config.percov2.dead_code_every
     if every < 0 or (every and config.runtime.checkpoint_every % every):
         raise ConfigError("percov2.dead_code_every must be 0 or divide runtime.checkpoint_every")

@@ -251,7 +251,11 @@ class PerCoV2FlowObjective(nn.Module):
                 captions: list[str] | None = None) -> StageLosses:
         weights = self.config.losses
         prompt = self.prompts(captions, x01.shape[0], generator)
-        output = self.model(x01, prompt=prompt, generator=generator)
+        shift = self.config.percov2.position_shift
+        rows, cols = (torch.randint(-shift, shift + 1, (2,), generator=generator).tolist() if shift and self.training
+                      else (0, 0))
+        with sd3.shifted_positions(self.model.transformer, rows, cols):
+            output = self.model(x01, prompt=prompt, generator=generator)
         if self.config.percov2.dead_code_every and self.training and torch.is_grad_enabled():
             counts = torch.bincount(output.token_indices.flatten(), minlength=self.model.config.hyper.codebook_size)
             self.usage = counts if self.usage is None else self.usage + counts

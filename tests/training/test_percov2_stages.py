@@ -4,6 +4,8 @@ latent normalisation measured on data; caption dropout; export -> load -> compre
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from PIL import Image
@@ -165,6 +167,46 @@ def test_dead_code_restart_on_fresh_crops_spreads_codes_over_distinct_vectors(tm
     assert torch.allclose(weight.detach()[:50], vectors[picks] + 0.1 * noise / vectors.shape[1] ** 0.5, atol=1e-5)
     with pytest.raises(ConfigError, match="restart_crops"):
         percov2_trainer(tmp_path, image_folder, "percov2_flow", name="bad", **{"percov2.restart_crops": -1})
+
+
+def test_position_shift_reads_a_shifted_window_of_the_positional_table_in_training_only(tmp_path, image_folder):
+    from latentcodec.models.percov2_sd3 import shifted_positions
+
+    trainer = percov2_trainer(tmp_path, image_folder, "percov2_flow", **{"percov2.position_shift": 3})
+    embed = trainer.model.transformer.pos_embed
+    size, patch = embed.pos_embed_max_size, embed.patch_size
+    table = embed.pos_embed.reshape(size, size, -1)
+    centred = embed.cropped_pos_embed(4 * patch, 4 * patch)
+    top = (size - 4) // 2
+    assert torch.equal(centred[0], table[top:top + 4, top:top + 4].reshape(16, -1))
+    with shifted_positions(trainer.model.transformer, 2, -100):  # clamped to the table's left edge
+        shifted = embed.cropped_pos_embed(4 * patch, 4 * patch)
+    assert torch.equal(shifted[0], table[top + 2:top + 6, 0:4].reshape(16, -1))
+    assert torch.equal(embed.cropped_pos_embed(4 * patch, 4 * patch), centred)  # restored after the block
+    # The objective draws one shift per batch from the step's generator: the loss at fixed draws depends on it.
+    batch = fix_batch(trainer)
+    seen = []
+    original = shifted_positions.__wrapped__ if hasattr(shifted_positions, "__wrapped__") else None
+    assert original is not None
+
+    def spy(transformer, rows, cols):
+        seen.append((rows, cols))
+        return original(transformer, rows, cols)
+
+    import latentcodec.models.percov2_sd3 as sd3_module
+    sd3_module.shifted_positions, saved = contextlib.contextmanager(spy), sd3_module.shifted_positions
+    try:
+        for seed in range(4):
+            trainer.objective(batch, torch.zeros(2, dtype=torch.long), trainer.lambdas, None,
+                              generator=torch.Generator().manual_seed(seed))
+        trainer.objective.eval()
+        trainer.objective(batch, torch.zeros(2, dtype=torch.long), trainer.lambdas, None,
+                          generator=torch.Generator().manual_seed(0))
+    finally:
+        sd3_module.shifted_positions = saved
+        trainer.objective.train()
+    assert all(-3 <= r <= 3 and -3 <= c <= 3 for r, c in seen[:4]) and len(set(seen[:4])) > 1
+    assert seen[4] == (0, 0)  # evaluation reads the centred window, as inference does
 
 
 def test_flow_run_from_a_vae_run_measures_the_latent_normalisation(tmp_path, image_folder):
