@@ -102,3 +102,25 @@ class CosineVectorQuantizer(VectorQuantizer):
         z = F.normalize(z, dim=1)
         loss = self.beta * F.mse_loss(z, codewords.detach()) + F.mse_loss(codewords, z.detach())
         return VQOutput(z + (codewords - z).detach(), indices, loss)
+
+
+@torch.no_grad()
+def restart_codes(weight: torch.Tensor, dead: torch.Tensor, vectors: torch.Tensor, generator: torch.Generator,
+                  one_per_vector: bool) -> int:
+    """The dead-code restart of a codebook ``weight`` (K, D): codewords ``dead`` move onto rows of
+    ``vectors`` (normalised encoder outputs, (N, D)), plus noise of 10 % of a unit vector, all drawn
+    from ``generator``. ``one_per_vector``: no two codes land on one vector, so at most N codes move
+    (those drawn among ``dead``); otherwise every dead code moves, vectors drawn with replacement
+    (several codes on one vector compete and most die again). Returns how many moved."""
+    if one_per_vector:
+        moved = dead
+        if len(dead) > len(vectors):
+            moved = dead[torch.randperm(len(dead), generator=generator)[: len(vectors)].to(dead.device)]
+        picks = torch.randperm(len(vectors), generator=generator)[: len(moved)]
+    else:
+        moved = dead
+        picks = torch.randint(0, len(vectors), (len(dead),), generator=generator)
+    noise = torch.randn(len(moved), vectors.shape[1], generator=generator).to(vectors.device)
+    weight[moved] = (vectors[picks.to(vectors.device)] + 0.1 * noise / vectors.shape[1] ** 0.5).to(weight.dtype)
+    return len(moved)
+

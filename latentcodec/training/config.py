@@ -185,6 +185,13 @@ class DLFTrainConfig:
     # latent point to each codeword). Stage 1 on a random head ended with a near-flat mixture
     # (entropy 4.7 of ln 1024 = 6.9 nats, top weight 0.08) after 3400 steps.
     merge_head_init: str = "keep"
+    # Every this many steps, the semantic (TiTok) codewords no training token chose since the last time
+    # move onto the token vectors of ``semantic_restart_crops`` fresh training crops, one code per vector
+    # (nn.vq.restart_codes). 0: off. runtime.checkpoint_every must be a multiple (resume repeats it).
+    # Without it the small model's quantiser settled on one code per token position: every Kodak window
+    # got the same 32 tokens (docs/results/dlf_semantic_bits_small_collapsed.json).
+    semantic_restart_every: int = 0
+    semantic_restart_crops: int = 16
 
 
 @dataclass(frozen=True)
@@ -346,6 +353,10 @@ def check_dlf_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"rates.initial_gains needs {rates} positive values")
     if any(not 0 <= q < rates for q in config.validation.rate_indices):
         raise ConfigError("validation.rate_indices out of range")
+    every = dlf.semantic_restart_every
+    if every < 0 or (every and config.runtime.checkpoint_every % every) or dlf.semantic_restart_crops < 1:
+        raise ConfigError("dlf.semantic_restart_every must be 0 or divide runtime.checkpoint_every, "
+                          "and dlf.semantic_restart_crops be >= 1")
     if dlf.inherit_lambdas and not config.init_from:
         raise ConfigError("dlf.inherit_lambdas needs init_from (a DLF run folder or checkpoint)")
     if dlf.control_crop % window:

@@ -34,6 +34,7 @@ from latentcodec.data.crops import BatchStream
 from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models.dlf import DLF, PRESETS
 from latentcodec.nn.patchgan import PatchGANDiscriminator
+from latentcodec.nn.vq import restart_codes
 from latentcodec.training.checkpoints import CHECKPOINT_FILE, read_run_state
 from latentcodec.training.config import TrainConfig
 from latentcodec.training.losses import per_sample_mean, trainable_residual_bits
@@ -109,6 +110,9 @@ class DLFObjective(StageObjective):
         if pixels:
             pixel_distortion, l1, perceptual, ms_ssim = self._pixel_terms(synthesis.x_hat, x, discriminator)
             distortion = distortion + pixel_distortion
+        if self.config.dlf.semantic_restart_every and self.training and torch.is_grad_enabled():
+            counts = torch.bincount(analysis.token_indices.flatten(), minlength=model.hybrid_codec.quantize.codebook_size)
+            self.usage = counts if getattr(self, "usage", None) is None else self.usage + counts
         reconstruction = distortion.mean()
         if pixels:
             gan_term, gan, gan_weight = self._gan_terms(reconstruction, synthesis.x_hat, discriminator)
@@ -117,6 +121,39 @@ class DLFObjective(StageObjective):
         return StageLosses(total, synthesis.x_hat, x, rates, bpp.detach(), l1.mean().detach(),
                            perceptual.mean().detach(), ms_ssim.mean().detach(), gan, gan_weight,
                            analysis.vq_loss.detach(), latent_mse.mean().detach(), code_ce.mean().detach(), zero)
+
+
+    # -- semantic dead-code restart (dlf.semantic_restart_every) --------------------------------------
+    def restart_due(self, step: int) -> bool:
+        every = self.config.dlf.semantic_restart_every
+        return bool(every) and step % every == 0 and getattr(self, "usage", None) is not None
+
+    @torch.no_grad()
+    def restart_dead_codes(self, step: int, distributed: bool, dataset=None) -> str:
+        """Semantic codewords unused since the last restart (over all ranks) move onto the token vectors
+        of fresh training crops drawn by (seed, step), one code per vector; rank 0's codebook is then
+        broadcast. Returns a line for the log."""
+        model, dlf_config = self.model, self.config.dlf
+        quantizer = model.hybrid_codec.quantize
+        usage, self.usage = self.usage, None
+        if distributed:
+            dist.all_reduce(usage)
+        dead = (usage == 0).nonzero().flatten()
+        moved = 0
+        if len(dead) and dataset is not None:
+            count = min(dlf_config.semantic_restart_crops, len(dataset))
+            images = BatchStream(dataset, count, self.config.seed * 1_000_003 + step, 0, 1, 0).next_batch()
+            vectors = []
+            for chunk in images.to(quantizer.embedding.weight.device).split(self.config.data.batch_size):
+                tokens = model.front_end(model.pad(chunk), None).tokens  # (N, D, 1, T)
+                vectors.append(tokens.permute(0, 2, 3, 1).reshape(-1, tokens.shape[1]).float())
+            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+            moved = restart_codes(quantizer.embedding.weight, dead, F.normalize(torch.cat(vectors), dim=1), generator,
+                                  one_per_vector=True)
+            if distributed:
+                dist.broadcast(quantizer.embedding.weight.data, 0)
+        return (f"step {step}: {len(dead)} of {quantizer.codebook_size} semantic codes unused in the last "
+                f"{dlf_config.semantic_restart_every} steps; {moved} restarted on fresh crops' token vectors")
 
 
 def codebook_channel_variance(model: DLF) -> torch.Tensor:

@@ -36,6 +36,7 @@ from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models import percov2_sd3 as sd3
 from latentcodec.models.percov2 import EMPTY_CAPTION, PRESETS, PerCoV2, PerCoV2Config
 from latentcodec.models.percov2_networks import LatentProbe
+from latentcodec.nn.vq import restart_codes
 from latentcodec.nn.patchgan import PatchGANDiscriminator
 from latentcodec.training.checkpoints import CHECKPOINT_FILE, read_run_state
 from latentcodec.training.config import TrainConfig, ValidationConfig
@@ -291,12 +292,8 @@ class PerCoV2FlowObjective(nn.Module):
         if len(dead):
             generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
             vectors = self._token_vectors(self._restart_images(step, dataset))
-            if len(vectors) >= len(dead) and self.config.percov2.restart_crops:
-                picks = torch.randperm(len(vectors), generator=generator)[: len(dead)].to(vectors.device)
-            else:
-                picks = torch.randint(0, len(vectors), (len(dead),), generator=generator).to(vectors.device)
-            noise = torch.randn(len(dead), vectors.shape[1], generator=generator).to(vectors.device)
-            vq.embedding.weight[dead] = vectors[picks] + 0.1 * noise / vectors.shape[1] ** 0.5
+            restart_codes(vq.embedding.weight, dead, vectors, generator,
+                          one_per_vector=bool(self.config.percov2.restart_crops) and len(vectors) >= len(dead))
             if distributed:
                 dist.broadcast(vq.embedding.weight.data, 0)
         return (f"step {step}: {len(dead)} of {vq.codebook_size} codes unused in the last {every} steps, "

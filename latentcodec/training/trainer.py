@@ -454,7 +454,7 @@ class Trainer:
             self._optimizer_step(self.disc_optimizer, self.disc_scheduler, self.discriminator)
         self._adapt_lambdas(rate_sums, rate_counts)
         self.step += 1
-        if self.config.stage == "percov2_flow" and self.objective.restart_due(self.step):
+        if hasattr(self.objective, "restart_due") and self.objective.restart_due(self.step):  # VQ dead codes
             self.log(self.objective.restart_dead_codes(self.step, self.dist.active, self.stream.dataset))
         if (self.lambda_control is not None and self.lambda_control.due(self.step)
                 and self.step > self.config.dlf.rate_free_steps):

@@ -200,6 +200,34 @@ def test_merge_head_init_replaces_the_init_from_head(tmp_path, image_folder):
         dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "bad", "dlf.merge_head_init": "zeros"})
 
 
+def test_semantic_dead_codes_restart_on_fresh_crops_one_code_per_vector(tmp_path, image_folder):
+    trainer, _ = dlf_trainer(tmp_path, image_folder, "dlf_align", **{
+        "dlf.semantic_restart_every": 2, "dlf.semantic_restart_crops": 4, "runtime.checkpoint_every": 4})
+    weight = trainer.model.hybrid_codec.quantize.embedding.weight
+    logged, restart = [], trainer.objective.restart_dead_codes
+
+    def spy(step, distributed, dataset=None):
+        logged.append((trainer.objective.usage.clone(), weight.detach().clone()))
+        return restart(step, distributed, dataset)
+
+    trainer.objective.restart_dead_codes = spy
+    trainer.train_step()
+    trainer.train_step()  # step 2: the restart
+    (usage, before), = logged
+    assert trainer.objective.usage is None and int(usage.sum()) == 2 * 2 * trainer.model.config.network.titok.num_tokens
+    dead, alive = (usage == 0).nonzero().flatten(), (usage > 0).nonzero().flatten()
+    moved = (weight.detach() != before).any(dim=1).nonzero().flatten()
+    tokens_per_crop = trainer.model.config.network.titok.num_tokens  # one 64-pixel window per crop
+    assert len(moved) == min(len(dead), 4 * tokens_per_crop) and set(moved.tolist()) <= set(dead.tolist())
+    assert torch.equal(weight.detach()[alive], before[alive])
+    # Each moved code sits near its own normalised vector: unit length up to the 10 % noise.
+    norms = weight.detach()[moved].norm(dim=1)
+    assert float((norms - 1).abs().max()) < 0.5
+    with pytest.raises(ConfigError, match="semantic_restart_every"):
+        dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "bad", "dlf.semantic_restart_every": 3,
+                                                             "runtime.checkpoint_every": 4})
+
+
 def vqgan_source(tmp_path, drop=()) -> str:
     source = DLF(DLFConfig.tiny(), with_training_modules=True)
     state = {k: v for k, v in source.state_dict().items() if not k.startswith(tuple(drop))}
