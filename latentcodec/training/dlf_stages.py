@@ -122,7 +122,6 @@ class DLFObjective(StageObjective):
                            perceptual.mean().detach(), ms_ssim.mean().detach(), gan, gan_weight,
                            analysis.vq_loss.detach(), latent_mse.mean().detach(), code_ce.mean().detach(), zero)
 
-
     # -- semantic dead-code restart (dlf.semantic_restart_every) --------------------------------------
     def restart_due(self, step: int) -> bool:
         every = self.config.dlf.semantic_restart_every

@@ -36,8 +36,8 @@ from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models import percov2_sd3 as sd3
 from latentcodec.models.percov2 import EMPTY_CAPTION, PRESETS, PerCoV2, PerCoV2Config
 from latentcodec.models.percov2_networks import LatentProbe
-from latentcodec.nn.vq import restart_codes
 from latentcodec.nn.patchgan import PatchGANDiscriminator
+from latentcodec.nn.vq import restart_codes
 from latentcodec.training.checkpoints import CHECKPOINT_FILE, read_run_state
 from latentcodec.training.config import TrainConfig, ValidationConfig
 from latentcodec.training.losses import PerceptualLoss
