@@ -34,10 +34,10 @@ from latentcodec.data.crops import BatchStream
 from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models.dlf import DLF, PRESETS
 from latentcodec.nn.patchgan import PatchGANDiscriminator
-from latentcodec.nn.vq import restart_codes
 from latentcodec.training.checkpoints import CHECKPOINT_FILE, read_run_state
 from latentcodec.training.config import TrainConfig
-from latentcodec.training.losses import per_sample_mean, trainable_residual_bits
+from latentcodec.training.dead_codes import DeadCodeRestart
+from latentcodec.training.losses import PerceptualLoss, per_sample_mean, trainable_residual_bits
 from latentcodec.training.stages import StageLosses, StageObjective
 
 # Children of the hybrid encoder/decoder that belong to the detail branch; everything else in
@@ -78,6 +78,12 @@ class DLFObjective(StageObjective):
 
     model: DLF
 
+    def __init__(self, model: DLF, config: TrainConfig, perceptual: PerceptualLoss | None):
+        super().__init__(model, config, perceptual)
+        dlf_config = config.dlf
+        self.dead_codes = DeadCodeRestart(model.hybrid_codec.quantize.codebook_size, dlf_config.semantic_restart_every,
+                                          dlf_config.semantic_restart_crops, config.seed, config.data.batch_size)
+
     def generator_last_layer(self) -> nn.Module:
         vqgan = self.model.vqgan
         return vqgan.decoder.last_layer if self.model.config.vqgan_layout == "taming" else vqgan.generator.last_layer
@@ -110,9 +116,8 @@ class DLFObjective(StageObjective):
         if pixels:
             pixel_distortion, l1, perceptual, ms_ssim = self._pixel_terms(synthesis.x_hat, x, discriminator)
             distortion = distortion + pixel_distortion
-        if self.config.dlf.semantic_restart_every and self.training and torch.is_grad_enabled():
-            counts = torch.bincount(analysis.token_indices.flatten(), minlength=model.hybrid_codec.quantize.codebook_size)
-            self.usage = counts if getattr(self, "usage", None) is None else self.usage + counts
+        if self.dead_codes.every and self.training and torch.is_grad_enabled():
+            self.dead_codes.observe(analysis.token_indices, x01)
         reconstruction = distortion.mean()
         if pixels:
             gan_term, gan, gan_weight = self._gan_terms(reconstruction, synthesis.x_hat, discriminator)
@@ -124,35 +129,21 @@ class DLFObjective(StageObjective):
 
     # -- semantic dead-code restart (dlf.semantic_restart_every) --------------------------------------
     def restart_due(self, step: int) -> bool:
-        every = self.config.dlf.semantic_restart_every
-        return bool(every) and step % every == 0 and getattr(self, "usage", None) is not None
+        return self.dead_codes.due(step)
 
-    @torch.no_grad()
     def restart_dead_codes(self, step: int, distributed: bool, dataset=None) -> str:
-        """Semantic codewords unused since the last restart (over all ranks) move onto the token vectors
-        of fresh training crops drawn by (seed, step), one code per vector; rank 0's codebook is then
-        broadcast. Returns a line for the log."""
-        model, dlf_config = self.model, self.config.dlf
-        quantizer = model.hybrid_codec.quantize
-        usage, self.usage = self.usage, None
-        if distributed:
-            dist.all_reduce(usage)
-        dead = (usage == 0).nonzero().flatten()
-        moved = 0
-        if len(dead) and dataset is not None:
-            count = min(dlf_config.semantic_restart_crops, len(dataset))
-            images = BatchStream(dataset, count, self.config.seed * 1_000_003 + step, 0, 1, 0).next_batch()
-            vectors = []
-            for chunk in images.to(quantizer.embedding.weight.device).split(self.config.data.batch_size):
-                tokens = model.front_end(model.pad(chunk), None).tokens  # (N, D, 1, T)
-                vectors.append(tokens.permute(0, 2, 3, 1).reshape(-1, tokens.shape[1]).float())
-            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
-            moved = restart_codes(quantizer.embedding.weight, dead, F.normalize(torch.cat(vectors), dim=1), generator,
-                                  one_per_vector=True)
-            if distributed:
-                dist.broadcast(quantizer.embedding.weight.data, 0)
-        return (f"step {step}: {len(dead)} of {quantizer.codebook_size} semantic codes unused in the last "
-                f"{dlf_config.semantic_restart_every} steps; {moved} restarted on fresh crops' token vectors")
+        """Semantic codewords unused since the last restart move onto fresh crops' token vectors."""
+        model = self.model
+
+        def token_vectors(images: torch.Tensor) -> torch.Tensor:
+            tokens = model.front_end(model.pad(images), None).tokens  # (N, D, 1, T)
+            return tokens.permute(0, 2, 3, 1).reshape(-1, tokens.shape[1])
+
+        report = self.dead_codes.restart(model.hybrid_codec.quantize.embedding.weight, token_vectors, step,
+                                         distributed, dataset)
+        return (f"step {step}: {report.dead} of {self.dead_codes.codebook_size} semantic codes unused in the last "
+                f"{self.dead_codes.every} steps; {report.moved} restarted on "
+                f"{'fresh crops' if report.fresh_crops else 'the latest batch'}' token vectors")
 
 
 def codebook_channel_variance(model: DLF) -> torch.Tensor:

@@ -26,7 +26,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -37,9 +36,9 @@ from latentcodec.models import percov2_sd3 as sd3
 from latentcodec.models.percov2 import EMPTY_CAPTION, PRESETS, PerCoV2, PerCoV2Config
 from latentcodec.models.percov2_networks import LatentProbe
 from latentcodec.nn.patchgan import PatchGANDiscriminator
-from latentcodec.nn.vq import restart_codes
 from latentcodec.training.checkpoints import CHECKPOINT_FILE, read_run_state
 from latentcodec.training.config import TrainConfig, ValidationConfig
+from latentcodec.training.dead_codes import DeadCodeRestart
 from latentcodec.training.losses import PerceptualLoss
 from latentcodec.training.stages import StageLosses, StageObjective
 
@@ -226,9 +225,8 @@ class PerCoV2FlowObjective(nn.Module):
         self.config = config
         self.gan_enabled = False
         self._empty_prompt: sd3.PromptEmbeddings | None = None  # text encoders are slow: encode "" once
-        # Dead-code restart: each code's training uses since the last restart, and the latest batch.
-        self.usage: torch.Tensor | None = None
-        self.last_batch: torch.Tensor | None = None
+        self.dead_codes = DeadCodeRestart(model.config.hyper.codebook_size, config.percov2.dead_code_every,
+                                          config.percov2.restart_crops, config.seed, config.data.batch_size)
 
     def prompts(self, captions: list[str] | None, batch: int, generator: torch.Generator | None
                 ) -> sd3.PromptEmbeddings | None:
@@ -257,10 +255,8 @@ class PerCoV2FlowObjective(nn.Module):
                       else (0, 0))
         with sd3.shifted_positions(self.model.transformer, rows, cols):
             output = self.model(x01, prompt=prompt, generator=generator)
-        if self.config.percov2.dead_code_every and self.training and torch.is_grad_enabled():
-            counts = torch.bincount(output.token_indices.flatten(), minlength=self.model.config.hyper.codebook_size)
-            self.usage = counts if self.usage is None else self.usage + counts
-            self.last_batch = x01.detach()
+        if self.dead_codes.every and self.training and torch.is_grad_enabled():
+            self.dead_codes.observe(output.token_indices, x01)
         total = weights.flow * output.flow_loss + weights.codebook * output.vq_loss
         zero = total.new_zeros(())
         probe_loss = zero
@@ -273,46 +269,21 @@ class PerCoV2FlowObjective(nn.Module):
                            probe_loss.detach(), zero, zero, flow=flow)
 
     def restart_due(self, step: int) -> bool:
-        every = self.config.percov2.dead_code_every
-        return bool(every) and step % every == 0 and self.usage is not None
+        return self.dead_codes.due(step)
 
-    @torch.no_grad()
     def restart_dead_codes(self, step: int, distributed: bool, dataset: RandomCropDataset | None = None) -> str:
-        """Move every code unused since the last restart (counted over all ranks) onto a token vector,
-        drawn by (seed, step), plus noise of 10 % of a unit vector; rank 0's codebook is then broadcast, so
-        the ranks stay identical. The vectors are those of rank 0's latest batch, or with
-        ``percov2.restart_crops`` and a ``dataset`` those of that many fresh training crops. Returns a line
-        for the log."""
-        model, every = self.model, self.config.percov2.dead_code_every
-        vq = model.quantizer.vq
-        usage, self.usage = self.usage, None
-        if distributed:
-            dist.all_reduce(usage)
-        dead = (usage == 0).nonzero().flatten()
-        if len(dead):
-            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
-            vectors = self._token_vectors(self._restart_images(step, dataset))
-            restart_codes(vq.embedding.weight, dead, vectors, generator,
-                          one_per_vector=bool(self.config.percov2.restart_crops) and len(vectors) >= len(dead))
-            if distributed:
-                dist.broadcast(vq.embedding.weight.data, 0)
-        return (f"step {step}: {len(dead)} of {vq.codebook_size} codes unused in the last {every} steps, "
-                f"restarted on training token vectors")
+        """Codes unused since the last restart move onto token vectors: those of ``percov2.restart_crops``
+        fresh training crops, one code per vector, or without crops those of the latest batch."""
+        model = self.model
 
-    def _restart_images(self, step: int, dataset: RandomCropDataset | None) -> torch.Tensor:
-        crops = self.config.percov2.restart_crops
-        if not crops or dataset is None:
-            return self.last_batch
-        stream = BatchStream(dataset, min(crops, len(dataset)), self.config.seed * 1_000_003 + step, 0, 1, 0)
-        return stream.next_batch().to(self.last_batch.device)
+        def token_vectors(images: torch.Tensor) -> torch.Tensor:
+            code = model.quantizer.down(model.hyper_encoder(sd3.encode_latent(model.vae, model.pad(images))))
+            return code.permute(0, 2, 3, 1).reshape(-1, code.shape[1])
 
-    def _token_vectors(self, images: torch.Tensor) -> torch.Tensor:
-        """The normalised pre-quantisation code vectors of ``images`` ([0, 1]), a few crops at a time."""
-        model, codes = self.model, []
-        for chunk in images.split(self.config.data.batch_size):
-            code = model.quantizer.down(model.hyper_encoder(sd3.encode_latent(model.vae, model.pad(chunk))))
-            codes.append(code.permute(0, 2, 3, 1).reshape(-1, code.shape[1]).float())
-        return F.normalize(torch.cat(codes), dim=1)
+        report = self.dead_codes.restart(model.quantizer.vq.embedding.weight, token_vectors, step, distributed, dataset)
+        return (f"step {step}: {report.dead} of {self.dead_codes.codebook_size} codes unused in the last "
+                f"{self.dead_codes.every} steps, {report.moved} restarted on "
+                f"{'fresh crops' if report.fresh_crops else 'the latest batch'}' token vectors")
 
 
 class PerCoV2VAEObjective(StageObjective):

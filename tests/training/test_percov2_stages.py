@@ -13,6 +13,7 @@ from torch import nn
 from training_helpers import tiny_config, write_config
 
 import latentcodec
+from latentcodec.data.crops import BatchStream
 from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models.percov2 import PerCoV2, PerCoV2Config, small_vae_config
 from latentcodec.models.percov2_sd3 import PromptEmbeddings
@@ -125,17 +126,17 @@ def test_dead_code_restart(tmp_path, image_folder):
     restart = trainer.objective.restart_dead_codes
 
     def spy(step: int, distributed: bool, dataset=None) -> str:
-        seen["usage"], seen["weight"] = trainer.objective.usage.clone(), weight.detach().clone()
+        seen["usage"], seen["weight"] = trainer.objective.dead_codes.usage.clone(), weight.detach().clone()
         return restart(step, distributed, dataset)
 
     trainer.objective.restart_dead_codes = spy
     trainer.train_step()
-    assert int(trainer.objective.usage.sum()) == 2 * 4 * 4  # two 64-pixel crops of 4 x 4 tokens
+    assert int(trainer.objective.dead_codes.usage.sum()) == 2 * 4 * 4  # two 64-pixel crops of 4 x 4 tokens
     trainer.train_step()  # step 2: the restart
     used, before = seen["usage"], seen["weight"]
     assert int(used.sum()) == 2 * 2 * 4 * 4
     dead = (used == 0).nonzero().flatten()
-    assert 200 < len(dead) < 256 and trainer.objective.usage is None
+    assert 200 < len(dead) < 256 and trainer.objective.dead_codes.usage is None
     # Each restarted code sits (up to the noise) on one of the batch's normalised token vectors ...
     with torch.no_grad():
         model = trainer.model
@@ -154,14 +155,18 @@ def test_dead_code_restart_on_fresh_crops_spreads_codes_over_distinct_vectors(tm
     fix_batch(trainer)
     trainer.train_step()
     objective, weight = trainer.objective, trainer.model.quantizer.vq.embedding.weight
-    objective.usage = torch.ones_like(objective.usage)
-    objective.usage[:50] = 0  # 50 dead codes, fewer than the 8 crops' 128 token vectors
+    counts = objective.dead_codes
+    counts.usage = torch.ones_like(counts.usage)
+    counts.usage[:50] = 0  # 50 dead codes, fewer than the 8 crops' 128 token vectors
+    seed = trainer.config.seed * 1_000_003 + 2
     with torch.no_grad():
-        images = objective._restart_images(2, trainer.stream.dataset)
-        assert images.shape[0] == 8 and not torch.equal(images[:2], objective.last_batch)
-        vectors = objective._token_vectors(images)
+        images = BatchStream(trainer.stream.dataset, 8, seed, 0, 1, 0).next_batch()
+        assert not torch.equal(images[:2], counts.last_batch)
+        model = trainer.model
+        codes = model.quantizer.down(model.hyper_encoder(model.tokens(images)[0]))
+        vectors = torch.nn.functional.normalize(codes.permute(0, 2, 3, 1).reshape(-1, codes.shape[1]), dim=1)
     objective.restart_dead_codes(2, False, trainer.stream.dataset)
-    generator = torch.Generator().manual_seed(trainer.config.seed * 1_000_003 + 2)
+    generator = torch.Generator().manual_seed(seed)
     picks = torch.randperm(len(vectors), generator=generator)[:50]  # without replacement: no two codes share one
     noise = torch.randn(50, vectors.shape[1], generator=generator)
     assert torch.allclose(weight.detach()[:50], vectors[picks] + 0.1 * noise / vectors.shape[1] ** 0.5, atol=1e-5)

@@ -207,14 +207,14 @@ def test_semantic_dead_codes_restart_on_fresh_crops_one_code_per_vector(tmp_path
     logged, restart = [], trainer.objective.restart_dead_codes
 
     def spy(step, distributed, dataset=None):
-        logged.append((trainer.objective.usage.clone(), weight.detach().clone()))
+        logged.append((trainer.objective.dead_codes.usage.clone(), weight.detach().clone()))
         return restart(step, distributed, dataset)
 
     trainer.objective.restart_dead_codes = spy
     trainer.train_step()
     trainer.train_step()  # step 2: the restart
     (usage, before), = logged
-    assert trainer.objective.usage is None and int(usage.sum()) == 2 * 2 * trainer.model.config.network.titok.num_tokens
+    assert trainer.objective.dead_codes.usage is None and int(usage.sum()) == 2 * 2 * trainer.model.config.network.titok.num_tokens
     dead, alive = (usage == 0).nonzero().flatten(), (usage > 0).nonzero().flatten()
     moved = (weight.detach() != before).any(dim=1).nonzero().flatten()
     tokens_per_crop = trainer.model.config.network.titok.num_tokens  # one 64-pixel window per crop
