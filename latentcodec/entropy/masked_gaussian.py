@@ -230,14 +230,19 @@ def run_masked_steps_fixed(prior: FixedPrior, masks: torch.Tensor, context: Fixe
     ``skip_below`` as in :func:`run_masked_steps`, decided by an integer comparison."""
     skip_fixed = fixed_skip_threshold(skip_below)
     batch = prior.scales.shape[0]
+    # The per-element records are kept in the float32 they are returned in (each element converted as
+    # it is filled, the same conversion as a whole-map one at the end), so that no full-size fixed-point
+    # copy and its conversion temporaries are alive at the end: at 16 MP the official preset's latent
+    # maps are 128 MB apiece in float64, and this loop set the peak of compression.
     y_norm = torch.zeros_like(prior.means)
-    symbols = torch.zeros(prior.means.shape, dtype=torch.int64, device=prior.means.device)
-    scales_used = torch.zeros_like(prior.scales)
-    means_used = torch.zeros_like(prior.means)
+    symbols = torch.zeros(prior.means.shape, dtype=torch.float32, device=prior.means.device)
+    scales_used = torch.zeros(prior.scales.shape, dtype=torch.float32, device=prior.scales.device)
+    means_used = torch.zeros_like(scales_used)
     for k in range(masks.shape[0]):
         mask = masks[k].unsqueeze(0).expand(batch, -1, -1, -1)
         scales, means = (prior.scales, prior.means) if k == 0 else context(k, y_norm)
         scales_k, means_k = scales[mask], means[mask]
+        del scales, means  # the step's full-size parameter maps: only the masked elements are used
         if skip_fixed is None:
             symbols_k = symbol_source(k, mask, table.index_fixed(scales_k, integer.FRACTION_BITS), means_k)
         else:
@@ -250,12 +255,11 @@ def run_masked_steps_fixed(prior: FixedPrior, masks: torch.Tensor, context: Fixe
             scales_k = torch.where(keep, scales_k, torch.zeros_like(scales_k))
         clipped = symbols_k.clamp(-SYMBOL_CONTEXT_LIMIT, SYMBOL_CONTEXT_LIMIT)
         y_norm[mask] = integer.saturate(clipped.to(integer.FIXED_DTYPE) * integer.ONE + means_k)
-        symbols[mask] = symbols_k
-        scales_used[mask] = scales_k
-        means_used[mask] = means_k
-    y_hat_fixed = integer.fixed_multiply(y_norm, prior.quant_step)
-    return FixedStepsResult(y_hat_fixed, symbols.to(torch.float32), integer.from_fixed(scales_used),
-                            integer.from_fixed(means_used), integer.from_fixed(prior.quant_step))
+        symbols[mask] = symbols_k.to(torch.float32)
+        scales_used[mask] = integer.from_fixed(scales_k)
+        means_used[mask] = integer.from_fixed(means_k)
+    y_hat_fixed = integer.fixed_multiply(y_norm, prior.quant_step, inplace=True)
+    return FixedStepsResult(y_hat_fixed, symbols, scales_used, means_used, integer.from_fixed(prior.quant_step))
 
 
 def encode_masked_fixed(y: torch.Tensor, prior: FixedPrior, masks: torch.Tensor, context: FixedContextFn,

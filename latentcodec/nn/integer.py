@@ -62,6 +62,8 @@ EXP_RANGE = 16  # exp(-16) < 2**-12: below it the table is 0
 CDF_RANGE = 8
 # fixed_matmul operands: |x| <= 128 in real units, so 2**38 per product and up to 2**14 terms.
 MATMUL_OPERAND_LIMIT = 1 << 19
+# Float64 values an integer conv's row band holds per temporary (8 MB each).
+BAND_ELEMENTS = 1 << 20
 
 
 # -- fixed-point conversion and requantisation ------------------------------------------------------
@@ -74,6 +76,10 @@ def to_fixed(x: torch.Tensor, fraction_bits: int = FRACTION_BITS) -> torch.Tenso
 
 def from_fixed(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Fixed point -> float (exact in float64; float32 rounds once, the same everywhere)."""
+    if dtype == torch.float32:
+        # Scaling by 2**-FRACTION_BITS commutes with rounding to float32 (no overflow or subnormals
+        # at these magnitudes), so converting first gives the same bits without a float64 temporary.
+        return x.to(torch.float32).mul_(1.0 / ONE)
     return (x.to(torch.float64) * (1.0 / ONE)).to(dtype)
 
 
@@ -85,7 +91,14 @@ def rounding_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
     """round(x / 2**shift), halves rounded up, for integer-valued x below 2**53 (shift >= 0)."""
     if shift == 0:
         return x
-    return (x + float(1 << (shift - 1))).mul_(1.0 / (1 << shift)).floor_()
+    return rounding_shift_(x.clone(), shift)
+
+
+def rounding_shift_(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """:func:`rounding_shift` in place."""
+    if shift == 0:
+        return x
+    return x.add_(float(1 << (shift - 1))).mul_(1.0 / (1 << shift)).floor_()
 
 
 def rounding_divide(x: torch.Tensor, divisor: int) -> torch.Tensor:
@@ -94,10 +107,12 @@ def rounding_divide(x: torch.Tensor, divisor: int) -> torch.Tensor:
     return torch.floor((x + float(divisor // 2)) / float(divisor))
 
 
-def fixed_multiply(a: torch.Tensor, b: torch.Tensor, fraction_bits: int = FRACTION_BITS) -> torch.Tensor:
+def fixed_multiply(a: torch.Tensor, b: torch.Tensor, fraction_bits: int = FRACTION_BITS,
+                   inplace: bool = False) -> torch.Tensor:
     """Product of two fixed-point tensors (b may carry ``fraction_bits`` of its own), saturated.
-    Both operands are at most 2**26, so the product (< 2**52) is exact."""
-    return saturate(rounding_shift(a * b, fraction_bits))
+    Both operands are at most 2**26, so the product (< 2**52) is exact. ``inplace``: into ``a``."""
+    product = a.mul_(b) if inplace else a * b
+    return saturate(rounding_shift_(product, fraction_bits))
 
 
 def scale_by_gain(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
@@ -253,30 +268,54 @@ class IntegerConv2d(nn.Module):
         # acc * 2**-e + offset (exact: both are multiples of 2**-e below 2**53 of them) requantises.
         self.register_buffer("output_offset", self.bias * self.inverse_scale)
 
-    def _accumulate(self, x: torch.Tensor) -> torch.Tensor:
-        """Integer-valued float64 accumulator (B, O, H, W), exact by the bound of _channel_exponents."""
-        b, c, h, w = x.shape
-        xf = x.to(torch.float64)
+    def _accumulate(self, padded: torch.Tensor, rows: int) -> torch.Tensor:
+        """Integer-valued float64 accumulator (B, O, rows, W) of a float64 input already padded for the
+        kernel ((B, C, rows + 2, W + 2) for 3x3), exact by the bound of _channel_exponents."""
+        b, c = padded.shape[:2]
+        w = padded.shape[-1] - (self.kernel - 1)
         if self.kernel == 1:
             if self.depthwise:
-                return xf * self.weight[0, 0].view(1, -1, 1, 1)
-            return torch.matmul(self.weight[0, 0], xf.reshape(b, c, h * w)).view(b, -1, h, w)
-        padded = F.pad(xf, (1, 1, 1, 1))
+                return padded * self.weight[0, 0].view(1, -1, 1, 1)
+            return torch.matmul(self.weight[0, 0], padded.reshape(b, c, rows * w)).view(b, -1, rows, w)
         acc = None
         for dy in range(3):
             for dx in range(3):
-                window = padded[:, :, dy : dy + h, dx : dx + w]
+                window = padded[:, :, dy : dy + rows, dx : dx + w]
                 if self.depthwise:
                     tap = self.weight[dy, dx].view(1, -1, 1, 1)
                     acc = window * tap if acc is None else acc.addcmul_(window, tap)
                     continue
-                term = torch.matmul(self.weight[dy, dx], window.reshape(b, c, h * w)).view(b, -1, h, w)
+                term = torch.matmul(self.weight[dy, dx], window.reshape(b, c, rows * w)).view(b, -1, rows, w)
                 acc = term if acc is None else acc.add_(term)
         return acc
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        acc = self._accumulate(x.contiguous())
+    def _requantise(self, acc: torch.Tensor) -> torch.Tensor:
         return saturate(torch.addcmul(self.output_offset, acc, self.inverse_scale).floor_())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        b, c, h, w = x.shape
+        out_channels = self.weight.shape[2]
+        # Row bands bound the temporaries (padded input, window copies, per-tap products, accumulator)
+        # to about BAND_ELEMENTS float64 values each, where whole maps would hold several full-size
+        # copies (at 16 MP the official preset's 256-channel latent maps are 128 MB apiece). The sums
+        # are exact integers, so the bands give the same bits as one pass.
+        rows = max(1, BAND_ELEMENTS // max(1, b * max(c, out_channels) * (w + 2)))
+        margin = self.kernel // 2
+        if rows >= h:
+            padded = x.to(torch.float64)
+            if margin:
+                padded = F.pad(padded, (margin,) * 4)
+            return self._requantise(self._accumulate(padded, h))
+        out = torch.empty(b, out_channels, h, w, dtype=torch.float64, device=x.device)
+        for top in range(0, h, rows):
+            bottom = min(h, top + rows)
+            band = x[:, :, max(0, top - margin) : min(h, bottom + margin)].to(torch.float64)
+            if margin:  # zero rows only at the map's own edges; inside, the neighbours' rows
+                band = F.pad(band, (margin, margin, margin - (top - max(0, top - margin)),
+                                    margin - (min(h, bottom + margin) - bottom)))
+            out[:, :, top:bottom] = self._requantise(self._accumulate(band, bottom - top))
+        return out
 
 
 class IntegerLeakyReLU(nn.Module):

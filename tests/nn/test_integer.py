@@ -63,10 +63,29 @@ def test_accumulators_stay_below_2_53_even_at_saturated_inputs():
     bound = twin.weight.abs().sum(dim=(0, 1, 3)) * integer.ACTIVATION_LIMIT + twin.bias.view(-1).abs()
     assert int(bound.max()) < 2**53
     x = torch.full((1, 512, 3, 3), integer.ACTIVATION_LIMIT, dtype=integer.FIXED_DTYPE)
-    accumulator = twin._accumulate(x)
+    accumulator = twin._accumulate(torch.nn.functional.pad(x, (1, 1, 1, 1)), 3)
     # The centre sees all 9 taps of all 512 channels: an exact integer in float64.
     assert accumulator[0, 0, 1, 1] == float(twin.weight[..., 0, :].sum()) * integer.ACTIVATION_LIMIT
     assert twin(x).abs().max() <= integer.ACTIVATION_LIMIT
+
+
+@pytest.mark.parametrize("groups,kernel", [(1, 3), (1, 1), (16, 3), (16, 1)])
+def test_row_bands_give_the_bits_of_one_pass(monkeypatch, groups, kernel):
+    torch.manual_seed(0)
+    twin = integer_twin(nn.Conv2d(16, 16 if groups > 1 else 24, kernel, padding=kernel // 2, groups=groups))
+    x = to_fixed(torch.randn(2, 16, 37, 23) * 3)
+    whole = twin(x)
+    for band_elements in (1, 2 * 24 * 25, 5 * 24 * 25):  # one row, two rows, five rows a band
+        monkeypatch.setattr(integer, "BAND_ELEMENTS", band_elements)
+        assert torch.equal(twin(x), whole)
+
+
+def test_from_fixed_to_float32_rounds_once_like_the_float64_route():
+    x = torch.round(torch.randn(20000, dtype=torch.float64) * 2**26).clamp_(-integer.ACTIVATION_LIMIT,
+                                                                           integer.ACTIVATION_LIMIT)
+    x = torch.cat([x, torch.tensor([0.0, 1.0, -1.0, 4097.0, 2.0**25 + 1, integer.ACTIVATION_LIMIT])])
+    expected = (x * (1.0 / integer.ONE)).to(torch.float32)
+    assert torch.equal(integer.from_fixed(x).view(torch.int32), expected.view(torch.int32))
 
 
 def test_rounding_is_half_up_and_saturation_is_defined():
