@@ -192,6 +192,12 @@ class DLFTrainConfig:
     # got the same 32 tokens (docs/results/dlf_semantic_bits_small_collapsed.json).
     semantic_restart_every: int = 0
     semantic_restart_crops: int = 16
+    # The share of training samples whose decoded detail latent is zeroed, so that the decoder must
+    # predict their latent from the semantic tokens alone. The official recipe freezes a pretrained
+    # TiTok whose tokens already describe the image; ours trains from scratch, and with the detail
+    # branch carrying everything from step 0 its tokens never became image-specific (the collapse
+    # above). The rate term still prices the dropped samples' detail. 0: off.
+    detail_dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -357,6 +363,8 @@ def check_dlf_config(config: TrainConfig) -> TrainConfig:
     if every < 0 or (every and config.runtime.checkpoint_every % every) or dlf.semantic_restart_crops < 1:
         raise ConfigError("dlf.semantic_restart_every must be 0 or divide runtime.checkpoint_every, "
                           "and dlf.semantic_restart_crops be >= 1")
+    if not 0.0 <= dlf.detail_dropout < 1.0:
+        raise ConfigError("dlf.detail_dropout must be in [0, 1)")
     if dlf.inherit_lambdas and not config.init_from:
         raise ConfigError("dlf.inherit_lambdas needs init_from (a DLF run folder or checkpoint)")
     if dlf.control_crop % window:

@@ -89,12 +89,18 @@ class DLFObjective(StageObjective):
         return vqgan.decoder.last_layer if self.model.config.vqgan_layout == "taming" else vqgan.generator.last_layer
 
     def forward(self, x01: torch.Tensor, rates: torch.Tensor, lambdas: torch.Tensor,
-                discriminator: PatchGANDiscriminator | None = None) -> StageLosses:
+                discriminator: PatchGANDiscriminator | None = None,
+                generator: torch.Generator | None = None) -> StageLosses:
         model, weights = self.model, self.config.losses
         pixels = self.config.stage == "dlf_pixel"
         x = model.pad(x01)
         analysis = model.analyse(x, rates, skip=False)
-        synthesis = model.synthesise(analysis.codes, analysis.steps.y_hat, rates, decode=pixels)
+        y_hat = analysis.steps.y_hat
+        dropout = self.config.dlf.detail_dropout
+        if dropout and self.training and generator is not None:  # drawn after the rates: same rates as without
+            kept = (torch.rand(y_hat.shape[0], generator=generator) >= dropout).to(y_hat.device, y_hat.dtype)
+            y_hat = y_hat * kept.view(-1, 1, 1, 1)
+        synthesis = model.synthesise(analysis.codes, y_hat, rates, decode=pixels)
         bits = trainable_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum(dim=(1, 2, 3))
         bpp = bits / (x01.shape[-2] * x01.shape[-1])
         zero = bpp.new_zeros(())

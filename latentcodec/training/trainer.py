@@ -427,7 +427,7 @@ class Trainer:
             batch = self.stream.next_batch().to(self.device, non_blocking=True)
             generator = self._sample_generator(micro)
             rates = self._rates(batch.shape[0], generator)
-            extra = {"generator": generator} if self.is_video or self.is_percov2 else {}
+            extra = {"generator": generator} if self.is_video or self.is_percov2 or self.is_dlf else {}
             sync = micro == accumulation - 1
             no_sync = self.objective_ddp.no_sync() if (self.dist.active and not sync) else contextlib.nullcontext()
             with no_sync, self.autocast:

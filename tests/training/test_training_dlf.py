@@ -401,3 +401,32 @@ def test_shipped_pixel_configs_inherit_from_an_alignment_run_with_their_ladder()
         source = runs[config.init_from.rstrip("/").split("/")[-1]]
         assert config.dlf.lambda_ladder == source.dlf.lambda_ladder and config.dlf.bpp_bounds == source.dlf.bpp_bounds
     assert all(pixel.dlf.inherit_lambdas for pixel in pixel_configs)
+
+
+def test_detail_dropout_zeroes_the_detail_of_the_drawn_samples_only(tmp_path, image_folder):
+    trainer, batch = dlf_trainer(tmp_path, image_folder, "dlf_align", **{"dlf.detail_dropout": 0.5})
+    model, seen = trainer.model, {}
+    analyse, synthesise = model.analyse, model.synthesise
+
+    def spy_analyse(*args, **kwargs):
+        seen["analysis"] = analyse(*args, **kwargs)
+        return seen["analysis"]
+
+    def spy_synthesise(codes, y_hat, *args, **kwargs):
+        seen["y_hat"] = y_hat
+        return synthesise(codes, y_hat, *args, **kwargs)
+
+    model.analyse, model.synthesise = spy_analyse, spy_synthesise
+    batch = torch.cat([batch] * 4)  # 8 samples: both outcomes are drawn with this seed
+    generator = torch.Generator().manual_seed(3)
+    kept = torch.rand(8, generator=torch.Generator().manual_seed(3)) >= 0.5
+    assert 0 < int(kept.sum()) < 8
+    trainer.objective(batch, torch.zeros(8, dtype=torch.long), trainer.lambdas, None, generator=generator)
+    full = seen["analysis"].steps.y_hat
+    assert full[~kept].abs().sum() > 0 and seen["y_hat"][~kept].abs().sum() == 0
+    assert torch.equal(seen["y_hat"][kept], full[kept])
+    trainer.objective.eval()  # no dropout outside training
+    trainer.objective(batch, torch.zeros(8, dtype=torch.long), trainer.lambdas, None, generator=generator)
+    assert torch.equal(seen["y_hat"], seen["analysis"].steps.y_hat)
+    with pytest.raises(ConfigError, match="detail_dropout"):
+        dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "bad", "dlf.detail_dropout": 1.0})
