@@ -111,6 +111,9 @@ class LossWeights:
     # PerCoV2 stage "percov2_flow": MSE between the latent and a training-only probe's reading of the tokens
     # (percov2_networks.LatentProbe); 0 builds no probe.
     latent_probe: float = 0.0
+    # DLF: relu(cosine - dlf.token_similarity_margin) between different windows' semantic tokens at the
+    # same token position, averaged: keeps the jointly trained tokenizer's tokens image-specific.
+    token_diversity: float = 0.0
     # PerCoV2 stage "percov2_vae": KL(posterior || N(0, I)), mean per latent element (nats); small, it only
     # keeps the latent's scale and variance bounded (``l1``, ``mse`` and ``perceptual`` do the work).
     kl: float = 1e-6
@@ -198,6 +201,11 @@ class DLFTrainConfig:
     # branch carrying everything from step 0 its tokens never became image-specific (the collapse
     # above). The rate term still prices the dropped samples' detail. 0: off.
     detail_dropout: float = 0.0
+    # The cosine between two windows' tokens at one position above which losses.token_diversity pushes
+    # them apart. At a fresh initialisation of the small preset it is 0.986 on Kodak windows (the learned
+    # per-position latent tokens dominate what the patches add), and after 200-400 steps 0.99998: the
+    # position alone chose the code (docs/models.md, session 13).
+    token_similarity_margin: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -363,6 +371,8 @@ def check_dlf_config(config: TrainConfig) -> TrainConfig:
     if every < 0 or (every and config.runtime.checkpoint_every % every) or dlf.semantic_restart_crops < 1:
         raise ConfigError("dlf.semantic_restart_every must be 0 or divide runtime.checkpoint_every, "
                           "and dlf.semantic_restart_crops be >= 1")
+    if not -1.0 <= dlf.token_similarity_margin < 1.0:
+        raise ConfigError("dlf.token_similarity_margin must be in [-1, 1)")
     if not 0.0 <= dlf.detail_dropout < 1.0:
         raise ConfigError("dlf.detail_dropout must be in [0, 1)")
     if dlf.inherit_lambdas and not config.init_from:

@@ -124,14 +124,17 @@ class DLFObjective(StageObjective):
             distortion = distortion + pixel_distortion
         if self.dead_codes.every and self.training and torch.is_grad_enabled():
             self.dead_codes.observe(analysis.token_indices, x01)
+        similarity = window_token_similarity(analysis.tokens)
+        diversity = F.relu(similarity - self.config.dlf.token_similarity_margin).mean() if similarity.numel() else zero
         reconstruction = distortion.mean()
         if pixels:
             gan_term, gan, gan_weight = self._gan_terms(reconstruction, synthesis.x_hat, discriminator)
         rate = (lambdas[rates] * bpp).mean()
-        total = reconstruction + gan_term + weights.codebook * analysis.vq_loss + rate
+        total = reconstruction + gan_term + weights.codebook * analysis.vq_loss + rate + weights.token_diversity * diversity
         return StageLosses(total, synthesis.x_hat, x, rates, bpp.detach(), l1.mean().detach(),
                            perceptual.mean().detach(), ms_ssim.mean().detach(), gan, gan_weight,
-                           analysis.vq_loss.detach(), latent_mse.mean().detach(), code_ce.mean().detach(), zero)
+                           analysis.vq_loss.detach(), latent_mse.mean().detach(), code_ce.mean().detach(), zero,
+                           token_similarity=similarity.mean().detach() if similarity.numel() else None)
 
     # -- semantic dead-code restart (dlf.semantic_restart_every) --------------------------------------
     def restart_due(self, step: int) -> bool:
@@ -150,6 +153,15 @@ class DLFObjective(StageObjective):
         return (f"step {step}: {report.dead} of {self.dead_codes.codebook_size} semantic codes unused in the last "
                 f"{self.dead_codes.every} steps; {report.moved} restarted on "
                 f"{'fresh crops' if report.fresh_crops else 'the latest batch'}' token vectors")
+
+
+def window_token_similarity(tokens: torch.Tensor) -> torch.Tensor:
+    """Cosines between every two different windows' continuous semantic tokens (N, D, 1, T) at the same
+    token position: (N (N - 1), T); empty for a single window."""
+    count = tokens.shape[0]
+    unit = F.normalize(tokens.flatten(2).float(), dim=1)  # (N, D, T)
+    cosines = torch.einsum("adt,bdt->abt", unit, unit)
+    return cosines[~torch.eye(count, dtype=torch.bool, device=tokens.device)]
 
 
 def codebook_channel_variance(model: DLF) -> torch.Tensor:

@@ -46,6 +46,9 @@ class StageLosses(NamedTuple):
     code_pix_ce: torch.Tensor
     flow: torch.Tensor | None = None  # PerCoV2 stage A: the rectified-flow velocity MSE
     kl: torch.Tensor | None = None  # PerCoV2's VAE stage: KL per latent element
+    # DLF: mean cosine between different windows' semantic tokens at the same position (1: the tokens
+    # say nothing about the image)
+    token_similarity: torch.Tensor | None = None
 
 
 def trainable_prefixes(config: TrainConfig) -> tuple[str, ...]:

@@ -583,7 +583,8 @@ class Trainer:
             "code_ce": value(losses.code_ce),
             "code_pix_ce": value(losses.code_pix_ce),
             "lambdas": self.lambdas.tolist(),
-            **{name: value(term) for name, term in (("flow", losses.flow), ("kl", losses.kl)) if term is not None},
+            **{name: value(term) for name, term in (("flow", losses.flow), ("kl", losses.kl),
+                                                         ("token_similarity", losses.token_similarity)) if term is not None},
         }
 
     def close(self) -> None:

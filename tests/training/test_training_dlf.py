@@ -430,3 +430,31 @@ def test_detail_dropout_zeroes_the_detail_of_the_drawn_samples_only(tmp_path, im
     assert torch.equal(seen["y_hat"], seen["analysis"].steps.y_hat)
     with pytest.raises(ConfigError, match="detail_dropout"):
         dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "bad", "dlf.detail_dropout": 1.0})
+
+
+def test_window_token_similarity_and_the_diversity_term_push_windows_apart(tmp_path, image_folder):
+    from latentcodec.training.dlf_stages import window_token_similarity
+
+    same = torch.randn(1, 12, 1, 32).expand(3, -1, -1, -1)
+    assert window_token_similarity(same).shape == (6, 32) and torch.allclose(window_token_similarity(same), torch.ones(6, 32))
+    assert window_token_similarity(same[:1]).numel() == 0
+    opposite = torch.cat([same[:1], -same[:1]])
+    assert torch.allclose(window_token_similarity(opposite), -torch.ones(2, 32))
+
+    # Only the diversity weight differs: the term adds relu(similarity - margin) to the loss, and its
+    # gradient reaches the tokenizer's encoder.
+    losses = {}
+    for weight in (0.0, 1.0):
+        trainer, batch = dlf_trainer(tmp_path, image_folder, "dlf_align", name=f"w{weight}", **{
+            "losses.token_diversity": weight, "dlf.token_similarity_margin": -1.0})
+        trainer.model.zero_grad()
+        out = objective(trainer, batch)
+        out.total.backward()
+        encoder_grad = trainer.model.hybrid_codec.encoder.latent_token_positional_embedding.grad
+        losses[weight] = (out.total.item(), out.token_similarity.item(), encoder_grad.clone())
+    similarity = losses[0.0][1]
+    assert -1 <= similarity <= 1
+    assert abs(losses[1.0][0] - losses[0.0][0] - (similarity + 1.0)) < 1e-4
+    assert not torch.allclose(losses[1.0][2], losses[0.0][2])
+    with pytest.raises(ConfigError, match="token_similarity_margin"):
+        dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "bad", "dlf.token_similarity_margin": 1.0})
