@@ -292,6 +292,15 @@ class IntegerConv2d(nn.Module):
     def _requantise(self, acc: torch.Tensor) -> torch.Tensor:
         return saturate(torch.addcmul(self.output_offset, acc, self.inverse_scale).floor_())
 
+    def _rows(self, x: torch.Tensor, top: int, bottom: int) -> torch.Tensor:
+        """Output rows [top, bottom) from the input rows they read, zero-padded only beyond the map's edges."""
+        margin, height = self.kernel // 2, x.shape[2]
+        first, last = max(0, top - margin), min(height, bottom + margin)
+        band = x[:, :, first:last].to(torch.float64)
+        if margin:
+            band = F.pad(band, (margin, margin, margin - (top - first), margin - (last - bottom)))
+        return self._requantise(self._accumulate(band, bottom - top))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()
         b, c, h, w = x.shape
@@ -301,20 +310,11 @@ class IntegerConv2d(nn.Module):
         # copies (at 16 MP the official preset's 256-channel latent maps are 128 MB apiece). The sums
         # are exact integers, so the bands give the same bits as one pass.
         rows = max(1, BAND_ELEMENTS // max(1, b * max(c, out_channels) * (w + 2)))
-        margin = self.kernel // 2
         if rows >= h:
-            padded = x.to(torch.float64)
-            if margin:
-                padded = F.pad(padded, (margin,) * 4)
-            return self._requantise(self._accumulate(padded, h))
+            return self._rows(x, 0, h)
         out = torch.empty(b, out_channels, h, w, dtype=torch.float64, device=x.device)
         for top in range(0, h, rows):
-            bottom = min(h, top + rows)
-            band = x[:, :, max(0, top - margin) : min(h, bottom + margin)].to(torch.float64)
-            if margin:  # zero rows only at the map's own edges; inside, the neighbours' rows
-                band = F.pad(band, (margin, margin, margin - (top - max(0, top - margin)),
-                                    margin - (min(h, bottom + margin) - bottom)))
-            out[:, :, top:bottom] = self._requantise(self._accumulate(band, bottom - top))
+            out[:, :, top : top + rows] = self._rows(x, top, min(h, top + rows))
         return out
 
 

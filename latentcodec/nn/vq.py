@@ -123,4 +123,3 @@ def restart_codes(weight: torch.Tensor, dead: torch.Tensor, vectors: torch.Tenso
     noise = torch.randn(len(moved), vectors.shape[1], generator=generator).to(vectors.device)
     weight[moved] = (vectors[picks.to(vectors.device)] + 0.1 * noise / vectors.shape[1] ** 0.5).to(weight.dtype)
     return len(moved)
-

@@ -70,3 +70,9 @@ class DeadCodeRestart:
         if distributed:
             dist.broadcast(weight.data, 0)
         return RestartReport(len(dead), moved, fresh)
+
+    def describe(self, step: int, report: RestartReport, codes: str = "codes") -> str:
+        """The training log's line for a restart (``codes`` names the codebook's entries)."""
+        source = "fresh crops" if report.fresh_crops else "the latest batch"
+        return (f"step {step}: {report.dead} of {self.codebook_size} {codes} unused in the last {self.every} "
+                f"steps; {report.moved} restarted on {source}' token vectors")

@@ -150,9 +150,7 @@ class DLFObjective(StageObjective):
 
         report = self.dead_codes.restart(model.hybrid_codec.quantize.embedding.weight, token_vectors, step,
                                          distributed, dataset)
-        return (f"step {step}: {report.dead} of {self.dead_codes.codebook_size} semantic codes unused in the last "
-                f"{self.dead_codes.every} steps; {report.moved} restarted on "
-                f"{'fresh crops' if report.fresh_crops else 'the latest batch'}' token vectors")
+        return self.dead_codes.describe(step, report, "semantic codes")
 
 
 def window_token_similarity(tokens: torch.Tensor) -> torch.Tensor:

@@ -281,9 +281,7 @@ class PerCoV2FlowObjective(nn.Module):
             return code.permute(0, 2, 3, 1).reshape(-1, code.shape[1])
 
         report = self.dead_codes.restart(model.quantizer.vq.embedding.weight, token_vectors, step, distributed, dataset)
-        return (f"step {step}: {report.dead} of {self.dead_codes.codebook_size} codes unused in the last "
-                f"{self.dead_codes.every} steps, {report.moved} restarted on "
-                f"{'fresh crops' if report.fresh_crops else 'the latest batch'}' token vectors")
+        return self.dead_codes.describe(step, report)
 
 
 class PerCoV2VAEObjective(StageObjective):
