@@ -271,6 +271,10 @@ class TrainConfig:
     freeze_vqgan_encoder: bool = True  # stage III: keep E fixed so the latent and code targets stay put
     quantize_generator_input: bool = True  # stage I: decode VQ codewords (True) or the continuous latent
     codebook_init_from_data: bool = True  # stage I: start the VQGAN codebook from encoder outputs
+    # > 0: start that codebook by k-means over the latents of this many training crops (DLF's soft
+    # latent mixes a frozen codebook, whose coverage bounds its pictures); 0: codewords drawn from one batch.
+    codebook_init_crops: int = 0
+    codebook_init_iterations: int = 20
     # Stages II/III of a fresh codec: rescale the initialised VQGAN (exactly: E/c, G(c *)) so that its
     # latent's standard deviation on one training batch is this; None keeps it as trained.
     latent_std: float | None = None
@@ -421,6 +425,8 @@ def check_config(config: TrainConfig) -> TrainConfig:
     if config.validation.image_dir == "holdout" and config.validation.every > 0 and config.data.holdout == 0:
         raise ConfigError("validation.image_dir is 'holdout' but data.holdout is 0: hold some training images out, "
                           "or name a validation folder")
+    if config.codebook_init_crops < 0 or config.codebook_init_iterations < 0:
+        raise ConfigError("codebook_init_crops and codebook_init_iterations must be >= 0")
     if config.stage == "video":
         return check_video_config(config)
     if config.stage in DLF_STAGES:

@@ -41,6 +41,7 @@ from latentcodec.training.checkpoints import (  # noqa: F401  (export_inference_
     rng_state,
     set_rng_state,
 )
+from latentcodec.training.codebook_init import encoder_vectors, kmeans_codebook, sampled_codebook
 from latentcodec.training.config import DLF_STAGES, PERCOV2_STAGES, TrainConfig, dump_config
 from latentcodec.training.distributed import choose_device, init_distributed
 from latentcodec.training.dlf_stages import (
@@ -272,16 +273,23 @@ class Trainer:
             with open(self.run_dir / METRICS_FILE, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
-    def _probe_latents(self) -> torch.Tensor:
-        """VQGAN encoder outputs of one fixed training batch (the same batch on every rank)."""
+    def _probe_latents(self, batches: int = 1) -> torch.Tensor:
+        """VQGAN encoder outputs (positions x channels) of fixed training batches (the same on every rank)."""
         probe = BatchStream(self.stream.dataset, self.config.data.batch_size, self.config.seed + 1, 0, 1, 0)
-        with torch.no_grad():
-            return self.model.vqgan.encode(self.model.pad(probe.next_batch().to(self.device)))
+        return encoder_vectors(lambda x: self.model.vqgan.encode(self.model.pad(x)), probe, batches, self.device)
 
     def _init_codebook_from_data(self) -> None:
-        """Start the VQGAN codebook on encoder outputs of one batch (avoids a collapsed codebook)."""
-        latent = self._probe_latents()
-        self._seed_codebook(self.model.vqgan.quantize, latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1]))
+        """Start the VQGAN codebook on encoder outputs (avoids a collapsed codebook): codewords drawn
+        from one batch, or k-means over ``codebook_init_crops`` training crops."""
+        config, quantizer = self.config, self.model.vqgan.quantize
+        vectors = self._probe_latents(-(-config.codebook_init_crops // config.data.batch_size) or 1)
+        generator = torch.Generator().manual_seed(config.seed)
+        if config.codebook_init_crops:
+            codebook = kmeans_codebook(vectors, quantizer.codebook_size, config.codebook_init_iterations, generator)
+            self.log(f"codebook: k-means over the latents of {config.codebook_init_crops} training crops")
+        else:
+            codebook = sampled_codebook(vectors, quantizer.codebook_size, generator)
+        quantizer.embedding.weight.data.copy_(codebook)
 
     def _normalise_latent(self, target_std: float) -> None:
         """Rescale the VQGAN latent to ``target_std`` on one training batch (see rescale_latent)."""
@@ -293,12 +301,8 @@ class Trainer:
         self.log(f"latent rescaled by 1/{factor:.4g} (std {float(latent.std()):.4g} -> {target_std})")
 
     def _seed_codebook(self, quantizer, vectors: torch.Tensor) -> None:
-        """Codewords = randomly drawn sample vectors plus a little noise (10 % of their spread)."""
-        vectors = vectors.float()
         generator = torch.Generator().manual_seed(self.config.seed)
-        picks = torch.randint(0, vectors.shape[0], (quantizer.codebook_size,), generator=generator)
-        noise = torch.randn(quantizer.codebook_size, vectors.shape[1], generator=generator) * vectors.std().item() * 0.1
-        quantizer.embedding.weight.data.copy_(vectors[picks.to(vectors.device)] + noise.to(vectors.device))
+        quantizer.embedding.weight.data.copy_(sampled_codebook(vectors, quantizer.codebook_size, generator))
 
     def _sample_generator(self, micro: int) -> torch.Generator:
         """Draws of one micro-batch (rate slots, P-frame adaptors): fixed by (seed, step, micro, rank)."""

@@ -279,6 +279,22 @@ def test_init_vqgan_without_codebook_seeds_it_from_the_encoder(tmp_path, image_f
     assert codebook.std() > 0.3 * latent.std()
 
 
+def test_codebook_init_crops_runs_kmeans_over_that_many_crops(tmp_path, image_folder):
+    from latentcodec.training.codebook_init import nearest_codewords
+
+    path, _ = vqgan_source(tmp_path, drop=["vqgan.quantize."])
+    errors = {}
+    for crops in (0, 8):
+        (tmp_path / f"crops{crops}").mkdir()
+        trainer, _ = dlf_trainer(tmp_path / f"crops{crops}", image_folder, "dlf_align",
+                                 **{"dlf.init_vqgan": path, "codebook_init_crops": crops})
+        # The same crops for both codebooks: those k-means saw (the probe stream, seed + 1).
+        latents = trainer._probe_latents(4)
+        _, error = nearest_codewords(latents, trainer.model.vqgan.quantize.embedding.weight.detach())
+        errors[crops] = float(error.mean())
+    assert errors[8] < 0.7 * errors[0]
+
+
 def test_dlf_export_loads_as_inference_model(tmp_path, image_folder):
     trainer, _ = dlf_trainer(tmp_path, image_folder, "dlf_align")
     trainer.train_step()
