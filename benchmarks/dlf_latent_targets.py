@@ -12,6 +12,10 @@ With ``--codec-rates 0,3`` it also diagnoses the run's trained codec at those ra
 soft latent against the continuous target per channel group (GLC's low-pass colour channels 0-2 and
 the rest, each beside the target's variance, so "error = variance" means nothing of it comes
 through), the entropy and top weight of its codeword mixture, and the PSNR of its decoded picture.
+
+With ``--kmeans-crops 256`` the fitted rows use a codebook made by k-means over the VQGAN latents of
+that many random training crops (``codebook_init_crops`` of the training config) instead of the run's
+own, which shows how far the codebook bounds the soft latent.
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from latentcodec.data.crops import BatchStream, RandomCropDataset, find_images
 from latentcodec.data.images import load_rgb, pil_to_tensor
 from latentcodec.models.dlf import PRESETS, DLF
 from latentcodec.models.dlf_networks import soft_codebook_latent
+from latentcodec.training.codebook_init import encoder_vectors, kmeans_codebook
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+TRAIN = KODAK.parent / "train"
 
 
 def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
@@ -79,6 +86,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--codec-rates", default="", help="also diagnose the trained codec at these rates, e.g. 0,3")
+    parser.add_argument("--kmeans-crops", type=int, default=0,
+                        help="replace the run's codebook by k-means over this many training crops' latents")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,6 +97,11 @@ def main() -> int:
     model = DLF(PRESETS[args.preset](), with_training_modules=True).eval()
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
     x = pil_to_tensor(load_rgb(KODAK / f"{args.image}.png"))
+    if args.kmeans_crops:
+        stream = BatchStream(RandomCropDataset(find_images([TRAIN]), 256), 1, 0, 0, 1)
+        vectors = encoder_vectors(lambda crop: model.vqgan.encode(crop * 2 - 1), stream, args.kmeans_crops, "cpu")
+        kmeans = kmeans_codebook(vectors, model.vqgan.quantize.codebook_size, 20, torch.Generator().manual_seed(0))
+        model.vqgan.quantize.embedding.weight.data.copy_(kmeans)
     codebook = model.vqgan.quantize.embedding.weight.detach()
     rows = {}
     with torch.no_grad():
@@ -115,6 +129,7 @@ def main() -> int:
           f"the rest {float(per_channel[3:].mean()):.4f} on average")
     if args.json:
         args.json.write_text(json.dumps({"checkpoint": str(checkpoint), "image": args.image, "fit_steps": args.steps,
+                                         "kmeans_crops": args.kmeans_crops,
                                          "psnr_db": rows, "codeword_error_per_channel": per_channel.tolist(),
                                          "codec": codec_rows},
                                         indent=2))
