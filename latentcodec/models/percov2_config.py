@@ -96,14 +96,18 @@ class PerCoV2Config:
     def small(cls) -> "PerCoV2Config":
         """The CPU-trainable default (training stages percov2_vae, then percov2_flow): its own narrow
         16-channel f8 VAE (:func:`small_vae_config`, SD3's layout, so every code path is the sd3 preset's),
-        a 6-layer, 384-wide MMDiT (33 M parameters) and a 96-wide hyper-encoder at g = 8, K = 256. The
+        a 6-layer, 384-wide MMDiT (33 M parameters) and a 96-wide hyper-encoder at operating point E1 of
+        SYSTEMS.md 6.6.7 (g = 16, K = 1024: 0.0098 bpp before the token prior; its hybrid qualities reach
+        down to about 0.001). It was U1 (g = 8, K = 256, 0.002 bpp) until session 14: after 5500 CPU steps
+        that model decoded noise (11-12 dB held out), its MMDiT barely using 8 bits per 64 x 64 pixels;
+        E1 gives it five times the bits, a token per 32 x 32 pixels. The
         MMDiT was 8 x 512 (77 M) until its training started: with 712 training photos and a few tens
         of CPU-hours, the smaller one takes 1.95 s per step (batch 4 of 256 crops, one thread) against
         3.3 s, so more passes over the data, and it is less prone to memorise them. The VAE's
         shift/scaling factors here are placeholders: the flow stage measures them on training data and
         the trained model's config.json holds those."""
-        hyper = HyperConfig(width=96, residual_blocks=4, down_widths=(192, 256, 256), hyper_channels=160,
-                            adapter_channels=32)
+        hyper = HyperConfig(grid=16, codebook_size=1024, width=96, residual_blocks=4, down_widths=(192, 256),
+                            hyper_channels=160, adapter_channels=32)
         transformer = dict(sd3.sd3_medium_transformer_config(), num_layers=6, num_attention_heads=6,
                            caption_projection_dim=384)
         # No text encoders ship with it: 8 zero caption tokens instead of 77 (each costs attention for nothing).

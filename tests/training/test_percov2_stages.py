@@ -329,9 +329,10 @@ def test_export_load_compress_decompress(tmp_path, image_folder, validation_fold
 def test_small_preset_has_its_own_sd3_layout_vae():
     config = PerCoV2Config.small()
     assert config.vae == small_vae_config() and config.vae_factor == 8 and config.vae["latent_channels"] == 16
-    assert not config.vae["use_quant_conv"] and config.token_pixels == 64
-    with pytest.raises(ConfigError, match="multiple of 64"):
-        check_config(TrainConfig(name="x", stage="percov2_flow", steps=1, preset="small", data=DataConfig(crop_size=96)))
+    # Operating point E1 (g = 16, K = 1024): one token per 32 x 32 pixels, 10 bits each.
+    assert not config.vae["use_quant_conv"] and config.token_pixels == 32 and config.hyper.token_bits == 10
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        check_config(TrainConfig(name="x", stage="percov2_flow", steps=1, preset="small", data=DataConfig(crop_size=80)))
     assert check_config(TrainConfig(name="x", stage="percov2_vae", steps=1, preset="small", data=DataConfig(crop_size=96)))
 
 
