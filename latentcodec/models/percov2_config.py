@@ -97,8 +97,8 @@ class PerCoV2Config:
         """The CPU-trainable default (training stages percov2_vae, then percov2_flow): its own narrow
         16-channel f8 VAE (:func:`small_vae_config`, SD3's layout, so every code path is the sd3 preset's),
         a 6-layer, 384-wide MMDiT (33 M parameters) and a 96-wide hyper-encoder at operating point E1 of
-        SYSTEMS.md 6.6.7 (g = 16, K = 1024: 0.0098 bpp before the token prior; its hybrid qualities reach
-        down to about 0.001). It was U1 (g = 8, K = 256, 0.002 bpp) until session 14: after 5500 CPU steps
+        SYSTEMS.md 6.6.7 (g = 16, K = 1024: 0.0098 bpp before the token prior; 0.0024 at the highest
+        hybrid quality on a Kodak image). It was U1 (g = 8, K = 256, 0.002 bpp) until session 14: after 5500 CPU steps
         that model decoded noise (11-12 dB held out), its MMDiT barely using 8 bits per 64 x 64 pixels;
         E1 gives it five times the bits, a token per 32 x 32 pixels. The
         MMDiT was 8 x 512 (77 M) until its training started: with 712 training photos and a few tens
