@@ -317,8 +317,8 @@ def test_config_validation_and_presets():
 
 
 def test_a_model_with_a_prior_serves_hybrid_qualities(tiny):
-    """Quality q < top sends the first ceil(P (q + 1) / 4) passes; the top one every token. More passes,
-    more bytes and the decoder's map closer to the encoder's; every file decodes."""
+    """Quality q < top sends the fewest first passes holding >= 4**-(top - q) of the tokens; the top one
+    every token. More passes, more bytes and the decoder's map closer to the encoder's; every file decodes."""
     from latentcodec.models.percov2 import HYBRID_QUALITIES
 
     assert tiny.token_prior is not None and tiny.num_rates == HYBRID_QUALITIES
@@ -328,7 +328,11 @@ def test_a_model_with_a_prior_serves_hybrid_qualities(tiny):
     passes = int(tiny.token_prior.config.groups(tuple(full.shape)).max()) + 1
     transmitted = [TokenDescriptor.from_byte(read_image_file(r.data, tiny.layout, expected_model_id=4).sections[1][0])
                    .transmitted for r in results]
-    expected = [min(-(-passes * (q + 1) // HYBRID_QUALITIES), passes) for q in range(HYBRID_QUALITIES)]
+    groups = tiny.token_prior.config.groups(tuple(full.shape))
+    expected = []
+    for q in range(HYBRID_QUALITIES):
+        share = 4.0 ** (q + 1 - HYBRID_QUALITIES)
+        expected.append(next(p for p in range(1, passes + 1) if (groups < p).sum() >= share * groups.numel()))
     assert [t or passes for t in transmitted] == expected and transmitted[-1] == 0
     sizes = [len(r.data) for r in results]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
