@@ -300,10 +300,6 @@ class Trainer:
         rescale_latent(self.model.vqgan, factor)
         self.log(f"latent rescaled by 1/{factor:.4g} (std {float(latent.std()):.4g} -> {target_std})")
 
-    def _seed_codebook(self, quantizer, vectors: torch.Tensor) -> None:
-        generator = torch.Generator().manual_seed(self.config.seed)
-        quantizer.embedding.weight.data.copy_(sampled_codebook(vectors, quantizer.codebook_size, generator))
-
     def _sample_generator(self, micro: int) -> torch.Generator:
         """Draws of one micro-batch (rate slots, P-frame adaptors): fixed by (seed, step, micro, rank)."""
         seed = ((self.config.seed * 1_000_003 + self.step) * 1009 + micro) * 4099 + self.dist.rank
@@ -324,7 +320,9 @@ class Trainer:
                 analysis = model.inter.analyse(latent, reference, model.plan(t), levels)
                 tokens.append(analysis.z.squeeze(-1).transpose(1, 2).reshape(-1, analysis.z.shape[1]))
                 reference = analysis.latent_hat
-        self._seed_codebook(model.inter.z_vq, torch.cat(tokens))
+        generator = torch.Generator().manual_seed(self.config.seed)
+        quantizer = model.inter.z_vq
+        quantizer.embedding.weight.data.copy_(sampled_codebook(torch.cat(tokens), quantizer.codebook_size, generator))
 
     def _rates(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randint(0, self.rate_slots, (batch,), generator=generator).to(self.device)
