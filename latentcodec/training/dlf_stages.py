@@ -327,13 +327,16 @@ def build_dlf_model(config: TrainConfig, load_weights: bool = True) -> tuple[DLF
     if encoder_fresh and (config.losses.latent_mse or config.losses.code_ce):
         raise WeightsError(f"init_from {config.init_from} has no VQGAN encoder for the latent targets: "
                            f"set dlf.init_vqgan, or losses.latent_mse and losses.code_ce to 0")
-    if config.dlf.merge_head_init == "codebook_distance":
-        if seed_codebook:
-            raise ConfigError("dlf.merge_head_init codebook_distance needs a trained VQGAN codebook "
-                              "(dlf.init_vqgan has none to seed it from)")
-        tau = model.prior_fusion.init_head_from_codebook(model.vqgan.quantize.embedding.weight)
-        notes.append(f"FeatMerge head from the codebook's distances (tau {tau:.4g})")
+    if config.dlf.merge_head_init == "codebook_distance" and not seed_codebook:
+        # (A codebook still to be seeded from data gets its head from the trainer, once it is seeded.)
+        notes.append(init_merge_head(model))
     return model, ", ".join(notes) or "fresh initialisation", seed_codebook
+
+
+def init_merge_head(model: DLF) -> str:
+    """dlf.merge_head_init codebook_distance: the FeatMerge head from the current codebook; a note."""
+    tau = model.prior_fusion.init_head_from_codebook(model.vqgan.quantize.embedding.weight)
+    return f"FeatMerge head from the codebook's distances (tau {tau:.4g})"
 
 
 def export_dlf_model(payload: dict[str, Any], out_dir: str | os.PathLike, source: str,

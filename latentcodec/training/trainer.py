@@ -50,6 +50,7 @@ from latentcodec.training.dlf_stages import (
     LambdaLadder,
     build_dlf_model,
     inherited_lambda_indices,
+    init_merge_head,
     load_control_images,
     set_dlf_trainable,
 )
@@ -200,6 +201,8 @@ class Trainer:
         else:
             if (config.stage == "vqgan" and config.codebook_init_from_data) or seed_dlf_codebook:
                 self._init_codebook_from_data()
+                if seed_dlf_codebook and config.dlf.merge_head_init == "codebook_distance":
+                    self.log(init_merge_head(self.model))
             if measure_scaling and config.percov2.scaling_crops:
                 self.log(percov2_stages.normalise_latent_on_data(self.model, dataset, config, self.device))
             if config.stage != "vqgan" and not (self.is_video or self.is_dlf or self.is_percov2) and \

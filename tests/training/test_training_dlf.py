@@ -295,6 +295,17 @@ def test_codebook_init_crops_runs_kmeans_over_that_many_crops(tmp_path, image_fo
     assert errors[8] < 0.7 * errors[0]
 
 
+def test_merge_head_init_follows_a_codebook_seeded_from_data(tmp_path, image_folder):
+    """With a VQGAN source that has no codebook, the head is built from the codebook k-means gives."""
+    path, _ = vqgan_source(tmp_path, drop=["vqgan.quantize."])
+    trainer, _ = dlf_trainer(tmp_path, image_folder, "dlf_align", **{
+        "dlf.init_vqgan": path, "codebook_init_crops": 8, "dlf.merge_head_init": "codebook_distance"})
+    head, codebook = trainer.model.prior_fusion.ffn[-1], trainer.model.vqgan.quantize.embedding.weight
+    inverse_tau = head.bias / -codebook.pow(2).sum(dim=1)  # -||e_k||^2 / tau for the seeded codewords
+    assert inverse_tau.min() > 0 and torch.allclose(inverse_tau, inverse_tau[0].expand_as(inverse_tau), rtol=1e-4)
+    assert "FeatMerge head from the codebook" in (trainer.run_dir / "train.log").read_text()
+
+
 def test_dlf_export_loads_as_inference_model(tmp_path, image_folder):
     trainer, _ = dlf_trainer(tmp_path, image_folder, "dlf_align")
     trainer.train_step()
