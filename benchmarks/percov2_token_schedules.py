@@ -2,6 +2,10 @@
 masked-token entropy model at g = 8, 16, 32, on Kodak token maps, against fixed-length log2 K.
 
     python benchmarks/percov2_token_schedules.py --out docs/results/percov2_token_schedules.json
+    python benchmarks/percov2_token_schedules.py --weights PERCOV2_DIR --out docs/results/percov2_token_schedules_model.json
+
+With ``--weights`` (a PerCoV2 save_pretrained folder, e.g. the trained small model) the token maps are that
+model's own (its hyper-encoder and VQ over its VAE latent, at its one g and K) instead of the stand-in below.
 
 Where the tokens come from. PerCoV2's tokens are a cosine VQ of a hyper-encoder over SD3's latent; we
 have neither SD3's VAE nor a trained PerCoV2, so this script builds token maps of the same kind from a
@@ -55,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "../shared/data/train)")
     parser.add_argument("--max-train", type=int, default=400, help="training images used (a seeded random subset)")
     parser.add_argument("--kodak", default="../shared/data/kodak")
+    parser.add_argument("--weights", default=None, help="a PerCoV2 model folder: its own token maps (its g and K) "
+                        "instead of the stand-in")
     parser.add_argument("--grids", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES))
     parser.add_argument("--codebook-size", type=int, default=256)
@@ -124,29 +130,68 @@ def coded_bits(prior: MaskedTokenPrior, tokens: torch.Tensor, grid: tuple[int, i
     return total
 
 
+@torch.inference_mode()
+def model_token_maps(model, paths: list[Path], cache: Path, desc: str) -> torch.Tensor:
+    """(N, rows * cols) token maps of a PerCoV2 model for every image at 768x512, cached."""
+    if cache.is_file():
+        return torch.load(cache)
+    maps = torch.cat([model.tokens(model.pad(landscape(path)))[1].indices.flatten(1)
+                      for path in tqdm(paths, desc=desc, unit="image")])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(maps, cache)
+    return maps
+
+
+def weights_key(folder: str) -> str:
+    """A short digest of a model folder's weights, so caches never mix two models' tokens."""
+    digest = hashlib.sha256()
+    for name in sorted(p.name for p in Path(folder).iterdir() if p.suffix in (".safetensors", ".json")):
+        digest.update((Path(folder) / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    if not (len(args.steps) == len(args.batch) == len(args.grids)):
+    if args.weights:  # one grid, the model's: the first --steps and --batch values
+        args.steps, args.batch = args.steps[:1], args.batch[:1]
+    elif not (len(args.steps) == len(args.batch) == len(args.grids)):
         print("--steps and --batch need one value per grid", file=sys.stderr)
         return 1
     cache = Path(args.cache)
-    # The first shipped image default, whose encoder the committed results used (kept as glc-image-v1).
-    glc, _, glc_source = load_model("glc-image", str(SHIPPED_WEIGHTS_DIR / "glc-image-v1"))
-    encoder = glc.eval().vqgan.encoder
     train_paths = find_images(args.train or ["../shared/data/train"])
     subset = torch.randperm(len(train_paths), generator=torch.Generator().manual_seed(0))[: args.max_train]
     train_paths = [train_paths[i] for i in sorted(subset.tolist())]
     kodak_paths = list_images(args.kodak)
-    train_features = encoder_features(encoder, train_paths, cache / "train_features.pt", "train features")
-    kodak_features = encoder_features(encoder, kodak_paths, cache / "kodak_features.pt", "kodak features")
+    if args.weights:
+        model, _, weights_source = load_model("percov2", args.weights)
+        model.eval()
+        hyper = model.config.hyper
+        args.grids, args.codebook_size = [hyper.grid], hyper.codebook_size
+        key = weights_key(args.weights)
+        model_maps = (model_token_maps(model, train_paths, cache / f"model-{key}-train.pt", "train tokens"),
+                      model_token_maps(model, kodak_paths, cache / f"model-{key}-kodak.pt", "kodak tokens"))
+        model_grid = model.token_grid(SIZE[1], SIZE[0])
+        tokens_from = (f"The token maps of the PerCoV2 model {weights_source} (g = {hyper.grid}, "
+                       f"K = {hyper.codebook_size}); images resampled to 768x512 landscape")
+    else:
+        # The first shipped image default, whose encoder the committed results used (kept as glc-image-v1).
+        glc, _, glc_source = load_model("glc-image", str(SHIPPED_WEIGHTS_DIR / "glc-image-v1"))
+        encoder = glc.eval().vqgan.encoder
+        train_features = encoder_features(encoder, train_paths, cache / "train_features.pt", "train features")
+        kodak_features = encoder_features(encoder, kodak_paths, cache / "kodak_features.pt", "kodak features")
+        tokens_from = f"cosine VQ (spherical k-means, K={args.codebook_size}) of avg-pooled VQGAN encoder features " \
+                      f"of the shipped GLC-image default ({glc_source}); images resampled to 768x512 landscape"
     fixed = math.log2(args.codebook_size)
     rows_out = []
     for grid, steps, batch in zip(args.grids, args.steps, args.batch):
-        train_vectors, kodak_vectors = token_vectors(train_features, grid), token_vectors(kodak_features, grid)
-        map_grid = tuple(train_vectors.shape[-2:])
-        codebook = spherical_codebook(train_vectors, args.codebook_size)
-        train_tokens, kodak_tokens = tokens_of(train_vectors, codebook), tokens_of(kodak_vectors, codebook)
+        if args.weights:
+            (train_tokens, kodak_tokens), map_grid = model_maps, model_grid
+        else:
+            train_vectors, kodak_vectors = token_vectors(train_features, grid), token_vectors(kodak_features, grid)
+            map_grid = tuple(train_vectors.shape[-2:])
+            codebook = spherical_codebook(train_vectors, args.codebook_size)
+            train_tokens, kodak_tokens = tokens_of(train_vectors, codebook), tokens_of(kodak_vectors, codebook)
         used = int(torch.unique(kodak_tokens).numel())
         counts = torch.bincount(kodak_tokens.flatten(), minlength=args.codebook_size).double()
         empirical = float(-(counts[counts > 0] / counts.sum() * torch.log2(counts[counts > 0] / counts.sum())).sum())
@@ -185,8 +230,7 @@ def main(argv=None) -> int:
                          "kodak_codes_used": used, "kodak_unigram_entropy": empirical})
     result = {
         "what": "PerCoV2 Table-1 analogue: masked-token prior schedules on Kodak token maps",
-        "tokens_from": f"cosine VQ (spherical k-means, K={args.codebook_size}) of avg-pooled VQGAN encoder features "
-                       f"of the shipped GLC-image default ({glc_source}); images resampled to 768x512 landscape",
+        "tokens_from": tokens_from, "tokens_of_a_percov2_model": bool(args.weights),
         "train_images": len(train_paths), "kodak_images": len(kodak_paths),
         "prior": {"width": args.width, "layers": args.layers, "heads": args.heads, "lr": args.lr,
                   "steps": dict(zip(map(str, args.grids), args.steps)),
@@ -209,6 +253,7 @@ def markdown(result: dict) -> str:
         "",
         f"Command: `{result['command']}` (JSON beside this file).",
         "",
+        f"**Where the tokens come from.** {result['tokens_from']}." if result.get("tokens_of_a_percov2_model") else
         "**Where the tokens come from.** Not from PerCoV2: there is no trained PerCoV2 and no SD3 VAE here. "
         f"The maps are a stand-in of the same kind: {result['tokens_from']}. Each token is the cosine-nearest "
         "code of the encoder's features pooled over the token's 512/g-pixel square, so neighbouring tokens "
