@@ -65,3 +65,11 @@ def test_wrong_number_of_lambdas(tmp_path, image_folder):
     config["rates"]["lambdas"] = [1.0, 2.0]
     with pytest.raises(ConfigError, match="lambdas"):
         load_config(write_config(tmp_path / "c.yaml", config))
+
+
+@pytest.mark.parametrize("key", ["codebook_init_crops", "codebook_init_iterations"])
+def test_codebook_init_counts_cannot_be_negative(tmp_path, image_folder, key):
+    config = tiny_config(tmp_path, image_folder, "vqgan")
+    config[key] = -1
+    with pytest.raises(ConfigError, match="codebook_init_crops and codebook_init_iterations"):
+        load_config(write_config(tmp_path / "c.yaml", config))
