@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch
 
+from latentcodec.errors import ConfigError
+
 # Distances are computed for this many vectors at a time (a chunk x codewords float32 matrix).
 DISTANCE_CHUNK = 8192
 
@@ -57,7 +59,8 @@ def kmeans_codebook(vectors: torch.Tensor, size: int, iterations: int, generator
     vectors = vectors.float()
     count = vectors.shape[0]
     if count < size:
-        raise ValueError(f"k-means over {count} vectors cannot give {size} distinct codewords; use more crops")
+        raise ConfigError(f"k-means over {count} latent vectors cannot give {size} distinct codewords: "
+                          f"raise codebook_init_crops")
     device = vectors.device
     codebook = torch.empty(size, vectors.shape[1], device=device)
     first = int(torch.randint(0, count, (1,), generator=generator))

@@ -4,6 +4,7 @@ the trainer's choice between it and codewords drawn from one batch."""
 import pytest
 import torch
 
+from latentcodec.errors import ConfigError
 from latentcodec.training.codebook_init import kmeans_codebook, nearest_codewords, sampled_codebook
 
 
@@ -45,7 +46,7 @@ def test_kmeans_is_deterministic_and_survives_duplicate_vectors():
 
 
 def test_kmeans_needs_at_least_one_vector_per_codeword():
-    with pytest.raises(ValueError, match="use more crops"):
+    with pytest.raises(ConfigError, match="raise codebook_init_crops"):
         kmeans_codebook(torch.randn(10, 4), 16, 3, torch.Generator().manual_seed(0))
 
 
