@@ -15,9 +15,7 @@ from typing import Callable
 import torch
 
 from latentcodec.errors import ConfigError
-
-# Distances are computed for this many vectors at a time (a chunk x codewords float32 matrix).
-DISTANCE_CHUNK = 8192
+from latentcodec.nn.vq import nearest_codewords
 
 
 @torch.no_grad()
@@ -40,17 +38,10 @@ def sampled_codebook(vectors: torch.Tensor, size: int, generator: torch.Generato
     return vectors[picks.to(vectors.device)] + noise.to(vectors.device)
 
 
-def nearest_codewords(vectors: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(index of the nearest codeword, squared distance to it) for every vector, chunked."""
-    squared_norms = (codebook * codebook).sum(1)
-    indices, distances = [], []
-    for chunk in vectors.split(DISTANCE_CHUNK):
-        # |v - c|^2 = |v|^2 - 2 v.c + |c|^2; clamped, as cancellation can make it slightly negative.
-        scores = squared_norms - 2.0 * chunk @ codebook.t()
-        best, index = scores.min(dim=1)
-        indices.append(index)
-        distances.append((best + (chunk * chunk).sum(1)).clamp_min(0.0))
-    return torch.cat(indices), torch.cat(distances)
+def assign(vectors: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index of the nearest codeword, squared distance to it) for every vector."""
+    index = nearest_codewords(vectors, codebook)
+    return index, ((vectors - codebook[index]) ** 2).sum(1)
 
 
 def kmeans_codebook(vectors: torch.Tensor, size: int, iterations: int, generator: torch.Generator) -> torch.Tensor:
@@ -69,12 +60,13 @@ def kmeans_codebook(vectors: torch.Tensor, size: int, iterations: int, generator
     for i in range(1, size):
         # Draw the next seed with probability proportional to its squared distance (k-means++).
         weights = closest.cpu().double()
-        pick = int(torch.multinomial(weights / weights.sum(), 1, generator=generator)) if weights.sum() > 0 else \
+        total = weights.sum()
+        pick = int(torch.multinomial(weights / total, 1, generator=generator)) if total > 0 else \
             int(torch.randint(0, count, (1,), generator=generator))
         codebook[i] = vectors[pick]
         closest = torch.minimum(closest, ((vectors - codebook[i]) ** 2).sum(1))
     for _ in range(iterations):
-        assignment, distance = nearest_codewords(vectors, codebook)
+        assignment, distance = assign(vectors, codebook)
         sums = torch.zeros_like(codebook).index_add_(0, assignment, vectors)
         members = torch.bincount(assignment, minlength=size)
         used = members > 0

@@ -285,7 +285,7 @@ class Trainer:
         """Start the VQGAN codebook on encoder outputs (avoids a collapsed codebook): codewords drawn
         from one batch, or k-means over ``codebook_init_crops`` training crops."""
         config, quantizer = self.config, self.model.vqgan.quantize
-        vectors = self._probe_latents(-(-config.codebook_init_crops // config.data.batch_size) or 1)
+        vectors = self._probe_latents(max(1, math.ceil(config.codebook_init_crops / config.data.batch_size)))
         generator = torch.Generator().manual_seed(config.seed)
         if config.codebook_init_crops:
             codebook = kmeans_codebook(vectors, quantizer.codebook_size, config.codebook_init_iterations, generator)

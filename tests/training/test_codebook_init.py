@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from latentcodec.errors import ConfigError
-from latentcodec.training.codebook_init import kmeans_codebook, nearest_codewords, sampled_codebook
+from latentcodec.training.codebook_init import assign, kmeans_codebook, sampled_codebook
 
 
 def blobs(centres: torch.Tensor, per_blob: int, spread: float, seed: int = 0) -> torch.Tensor:
@@ -29,8 +29,8 @@ def test_kmeans_beats_sampled_codewords_and_uses_every_codeword():
     vectors = torch.randn(3000, 8, generator=generator) * torch.linspace(0.1, 3.0, 8)
     kmeans = kmeans_codebook(vectors, 64, 15, torch.Generator().manual_seed(0))
     sampled = sampled_codebook(vectors[:128], 64, torch.Generator().manual_seed(0))
-    kmeans_index, kmeans_error = nearest_codewords(vectors, kmeans)
-    _, sampled_error = nearest_codewords(vectors, sampled)
+    kmeans_index, kmeans_error = assign(vectors, kmeans)
+    _, sampled_error = assign(vectors, sampled)
     assert kmeans_error.mean() < 0.8 * sampled_error.mean()
     assert torch.bincount(kmeans_index, minlength=64).min() > 0
 
@@ -50,13 +50,13 @@ def test_kmeans_needs_at_least_one_vector_per_codeword():
         kmeans_codebook(torch.randn(10, 4), 16, 3, torch.Generator().manual_seed(0))
 
 
-def test_nearest_codewords_matches_brute_force_across_chunks(monkeypatch):
-    import latentcodec.training.codebook_init as codebook_init
+def test_assign_matches_brute_force_across_chunks(monkeypatch):
+    import latentcodec.nn.vq as vq
 
-    monkeypatch.setattr(codebook_init, "DISTANCE_CHUNK", 7)
+    monkeypatch.setattr(vq, "_DISTANCE_CHUNK_ROWS", 7)
     generator = torch.Generator().manual_seed(3)
     vectors, codebook = torch.randn(50, 5, generator=generator), torch.randn(9, 5, generator=generator)
-    index, distance = nearest_codewords(vectors, codebook)
+    index, distance = assign(vectors, codebook)
     brute = ((vectors[:, None] - codebook[None]) ** 2).sum(-1)
     assert torch.equal(index, brute.argmin(1))
     assert torch.allclose(distance, brute.min(1).values, atol=1e-5)

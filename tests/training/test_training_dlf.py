@@ -280,7 +280,7 @@ def test_init_vqgan_without_codebook_seeds_it_from_the_encoder(tmp_path, image_f
 
 
 def test_codebook_init_crops_runs_kmeans_over_that_many_crops(tmp_path, image_folder):
-    from latentcodec.training.codebook_init import nearest_codewords
+    from latentcodec.training.codebook_init import assign
 
     path, _ = vqgan_source(tmp_path, drop=["vqgan.quantize."])
     errors = {}
@@ -290,7 +290,7 @@ def test_codebook_init_crops_runs_kmeans_over_that_many_crops(tmp_path, image_fo
                                  **{"dlf.init_vqgan": path, "codebook_init_crops": crops})
         # The same crops for both codebooks: those k-means saw (the probe stream, seed + 1).
         latents = trainer._probe_latents(4)
-        _, error = nearest_codewords(latents, trainer.model.vqgan.quantize.embedding.weight.detach())
+        _, error = assign(latents, trainer.model.vqgan.quantize.embedding.weight.detach())
         errors[crops] = float(error.mean())
     assert errors[8] < 0.7 * errors[0]
 
