@@ -89,14 +89,14 @@ def landscape(path: Path) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def encoder_features(encoder, paths: list[Path], cache: Path, desc: str) -> torch.Tensor:
-    """(N, 64, 32, 48) VQGAN features of every image, cached."""
+def per_image(compute, paths: list[Path], cache: Path, desc: str) -> torch.Tensor:
+    """``compute`` of every image at 768x512 (landscape), concatenated along dim 0, cached in ``cache``."""
     if cache.is_file():
         return torch.load(cache)
-    features = torch.cat([encoder(landscape(path)) for path in tqdm(paths, desc=desc, unit="image")])
+    result = torch.cat([compute(landscape(path)) for path in tqdm(paths, desc=desc, unit="image")])
     cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(features, cache)
-    return features
+    torch.save(result, cache)
+    return result
 
 
 def token_vectors(features: torch.Tensor, grid: int) -> torch.Tensor:
@@ -130,18 +130,6 @@ def coded_bits(prior: MaskedTokenPrior, tokens: torch.Tensor, grid: tuple[int, i
     return total
 
 
-@torch.inference_mode()
-def model_token_maps(model, paths: list[Path], cache: Path, desc: str) -> torch.Tensor:
-    """(N, rows * cols) token maps of a PerCoV2 model for every image at 768x512, cached."""
-    if cache.is_file():
-        return torch.load(cache)
-    maps = torch.cat([model.tokens(model.pad(landscape(path)))[1].indices.flatten(1)
-                      for path in tqdm(paths, desc=desc, unit="image")])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(maps, cache)
-    return maps
-
-
 def weights_key(folder: str) -> str:
     """A short digest of a model folder's weights, so caches never mix two models' tokens."""
     digest = hashlib.sha256()
@@ -169,8 +157,11 @@ def main(argv=None) -> int:
         hyper = model.config.hyper
         args.grids, args.codebook_size = [hyper.grid], hyper.codebook_size
         key = weights_key(args.weights)
-        model_maps = (model_token_maps(model, train_paths, cache / f"model-{key}-train.pt", "train tokens"),
-                      model_token_maps(model, kodak_paths, cache / f"model-{key}-kodak.pt", "kodak tokens"))
+        def token_map(image: torch.Tensor) -> torch.Tensor:  # (1, rows * cols), raster order
+            return model.tokens(model.pad(image))[1].indices.flatten(1)
+
+        model_maps = (per_image(token_map, train_paths, cache / f"model-{key}-train.pt", "train tokens"),
+                      per_image(token_map, kodak_paths, cache / f"model-{key}-kodak.pt", "kodak tokens"))
         model_grid = model.token_grid(SIZE[1], SIZE[0])
         tokens_from = (f"The token maps of the PerCoV2 model {weights_source} (g = {hyper.grid}, "
                        f"K = {hyper.codebook_size}); images resampled to 768x512 landscape")
@@ -178,8 +169,9 @@ def main(argv=None) -> int:
         # The first shipped image default, whose encoder the committed results used (kept as glc-image-v1).
         glc, _, glc_source = load_model("glc-image", str(SHIPPED_WEIGHTS_DIR / "glc-image-v1"))
         encoder = glc.eval().vqgan.encoder
-        train_features = encoder_features(encoder, train_paths, cache / "train_features.pt", "train features")
-        kodak_features = encoder_features(encoder, kodak_paths, cache / "kodak_features.pt", "kodak features")
+        # (N, 64, 32, 48) VQGAN features
+        train_features = per_image(encoder, train_paths, cache / "train_features.pt", "train features")
+        kodak_features = per_image(encoder, kodak_paths, cache / "kodak_features.pt", "kodak features")
         tokens_from = f"cosine VQ (spherical k-means, K={args.codebook_size}) of avg-pooled VQGAN encoder features " \
                       f"of the shipped GLC-image default ({glc_source}); images resampled to 768x512 landscape"
     fixed = math.log2(args.codebook_size)
