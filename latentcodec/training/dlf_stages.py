@@ -83,6 +83,19 @@ class DLFObjective(StageObjective):
         dlf_config = config.dlf
         self.dead_codes = DeadCodeRestart(model.hybrid_codec.quantize.codebook_size, dlf_config.semantic_restart_every,
                                           dlf_config.semantic_restart_crops, config.seed, config.data.batch_size)
+        # Per-channel weights of the latent MSE (dlf.latent_weighting: generator_sensitivity), measured
+        # by measure_channel_weights before training; not saved: the frozen generator gives them again.
+        self.channel_weights: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def measure_channel_weights(self, probe: torch.Tensor, seed: int) -> str:
+        """Set :attr:`channel_weights` from a [0, 1] probe batch (see generator_channel_sensitivity)."""
+        model = self.model
+        weights = generator_channel_sensitivity(model.vqgan, model.pad(probe), torch.Generator().manual_seed(seed))
+        self.channel_weights = weights
+        order = weights.argsort(descending=True)
+        return (f"latent MSE weighted by generator sensitivity (mean 1) on {probe.shape[0]} crops: "
+                f"largest {', '.join(f'ch{int(c)} {weights[c]:.2f}' for c in order[:4])}; smallest {float(weights.min()):.3f}")
 
     def generator_last_layer(self) -> nn.Module:
         vqgan = self.model.vqgan
@@ -113,8 +126,13 @@ class DLFObjective(StageObjective):
                 target_indices = quantizer.indices(latent)
                 target = latent if self.config.dlf.latent_target == "continuous" else quantizer.lookup(target_indices)
             squared_error = (synthesis.soft_latent - target) ** 2
-            if self.config.dlf.latent_weighting == "channel_variance":
+            weighting = self.config.dlf.latent_weighting
+            if weighting == "channel_variance":
                 squared_error = squared_error / codebook_channel_variance(model).view(1, -1, 1, 1)
+            elif weighting == "generator_sensitivity":
+                if self.channel_weights is None:
+                    raise RuntimeError("generator_sensitivity weighting needs measure_channel_weights() first")
+                squared_error = squared_error * self.channel_weights.to(squared_error).view(1, -1, 1, 1)
             latent_mse = per_sample_mean(squared_error)
             code_ce = F.cross_entropy(synthesis.logits.float(), target_indices, reduction="none").flatten(1).mean(1)
             distortion = distortion + weights.latent_mse * latent_mse + weights.code_ce * code_ce
@@ -160,6 +178,29 @@ def window_token_similarity(tokens: torch.Tensor) -> torch.Tensor:
     unit = F.normalize(tokens.flatten(2).float(), dim=1)  # (N, D, T)
     cosines = torch.einsum("adt,bdt->abt", unit, unit)
     return cosines[~torch.eye(count, dtype=torch.bool, device=tokens.device)]
+
+
+@torch.no_grad()
+def generator_channel_sensitivity(vqgan: nn.Module, images: torch.Tensor, generator: torch.Generator,
+                                  relative_noise: float = 0.3) -> torch.Tensor:
+    """Pixel MSE the generator makes of a unit of latent MSE, per latent channel, normalised to mean 1.
+
+    Each channel of the probe images' latent in turn gets Gaussian noise of ``relative_noise`` times
+    its standard deviation; the decoded pictures' squared error divided by the noise's realised
+    power is that channel's sensitivity (small noise: the squared Jacobian norm along the channel).
+    One decode per channel, so this runs once per run, not per step."""
+    latent = vqgan.encode(images)
+    reference = vqgan.decode(latent)
+    spread = latent.float().std(dim=(0, 2, 3)).clamp_min(1e-6)
+    sensitivity = torch.empty(latent.shape[1], dtype=torch.float64)
+    for channel in range(latent.shape[1]):
+        noise = torch.randn(latent[:, channel].shape, generator=generator).to(latent) * (relative_noise * spread[channel])
+        perturbed = latent.clone()
+        perturbed[:, channel] += noise
+        pixel_error = float(((vqgan.decode(perturbed) - reference).double() ** 2).mean())
+        sensitivity[channel] = pixel_error / max(float((noise.double() ** 2).mean()), 1e-30)
+    sensitivity = sensitivity.clamp_min(1e-3 * float(sensitivity.max()))
+    return (sensitivity / sensitivity.mean()).float()
 
 
 def codebook_channel_variance(model: DLF) -> torch.Tensor:

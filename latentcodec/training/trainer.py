@@ -218,6 +218,9 @@ class Trainer:
                     q_enc[rows] = q_enc[rows] * spread
                     q_dec[rows] = q_dec[rows] / spread
 
+        if self.is_dlf and config.dlf.latent_weighting == "generator_sensitivity":
+            probe = self._probe_stream().next_batch().to(self.device)
+            self.log(self.objective.measure_channel_weights(probe, config.seed))
         # DDP broadcasts rank 0's parameters here, so all ranks start identical.
         if self.dist.active:
             kwargs = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
@@ -276,10 +279,14 @@ class Trainer:
             with open(self.run_dir / METRICS_FILE, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
+    def _probe_stream(self) -> BatchStream:
+        """Fixed training batches, the same on every rank and on every resume."""
+        return BatchStream(self.stream.dataset, self.config.data.batch_size, self.config.seed + 1, 0, 1, 0)
+
     def _probe_latents(self, batches: int = 1) -> torch.Tensor:
-        """VQGAN encoder outputs (positions x channels) of fixed training batches (the same on every rank)."""
-        probe = BatchStream(self.stream.dataset, self.config.data.batch_size, self.config.seed + 1, 0, 1, 0)
-        return encoder_vectors(lambda x: self.model.vqgan.encode(self.model.pad(x)), probe, batches, self.device)
+        """VQGAN encoder outputs (positions x channels) of the probe batches."""
+        return encoder_vectors(lambda x: self.model.vqgan.encode(self.model.pad(x)), self._probe_stream(), batches,
+                               self.device)
 
     def _init_codebook_from_data(self) -> None:
         """Start the VQGAN codebook on encoder outputs (avoids a collapsed codebook): codewords drawn

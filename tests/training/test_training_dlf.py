@@ -185,6 +185,52 @@ def test_channel_variance_weighting_divides_each_channels_error_by_the_codebooks
         dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "bad", "dlf.latent_weighting": "whiten"})
 
 
+class LinearGenerator(torch.nn.Module):
+    """A stand-in VQGAN whose picture is a fixed gain per latent channel, summed."""
+
+    def __init__(self, gains):
+        super().__init__()
+        self.gains = torch.tensor(gains).view(1, -1, 1, 1)
+
+    def encode(self, x):
+        return x.repeat(1, self.gains.shape[1] // x.shape[1], 1, 1)
+
+    def decode(self, latent):
+        return (latent * self.gains).sum(1, keepdim=True)
+
+
+def test_generator_sensitivity_is_the_squared_gain_of_each_channel_normalised_to_mean_one():
+    from latentcodec.training.dlf_stages import generator_channel_sensitivity
+
+    gains = [4.0, 1.0, 0.5, 0.0]
+    images = torch.rand(2, 2, 8, 8)
+    weights = generator_channel_sensitivity(LinearGenerator(gains), images, torch.Generator().manual_seed(0))
+    expected = torch.tensor([16.0, 1.0, 0.25, 16e-3])  # a dead channel is floored at 1e-3 of the largest
+    assert torch.allclose(weights, expected / expected.mean(), rtol=1e-4)
+
+
+def test_generator_sensitivity_weighting_is_measured_at_start_and_weighs_the_latent_mse(tmp_path, image_folder):
+    trainer, batch = dlf_trainer(tmp_path, image_folder, "dlf_align", **{
+        "dlf.latent_target": "continuous", "dlf.latent_weighting": "generator_sensitivity"})
+    weights = trainer.objective.channel_weights
+    model = trainer.model
+    assert weights is not None and weights.shape == (model.vqgan.quantize.embedding.weight.shape[1],)
+    assert abs(float(weights.mean()) - 1.0) < 1e-5 and float(weights.max() / weights.min()) > 1.01
+    rates = torch.tensor((0, 1))
+    losses = objective(trainer, batch, rates.tolist())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        x = model.pad(batch)
+        analysis = model.analyse(x, rates, skip=False)
+        soft = model.synthesise(analysis.codes, analysis.steps.y_hat, rates, decode=False).soft_latent
+        expected = (((soft - model.vqgan.encode(x)) ** 2) * weights.view(1, -1, 1, 1)).mean()
+    assert torch.allclose(losses.latent_mse.detach(), expected, rtol=1e-5)
+    # A resumed run measures the same weights again (fixed probe batch and noise).
+    trainer.save_checkpoint()
+    config = load_config(tmp_path / "dlf_align.yaml")
+    assert torch.equal(Trainer(config, resume=True).objective.channel_weights, weights)
+
+
 def test_merge_head_init_replaces_the_init_from_head(tmp_path, image_folder):
     source, _ = dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "source"})
     source.save_checkpoint()
