@@ -76,3 +76,11 @@ def kmeans_codebook(vectors: torch.Tensor, size: int, iterations: int, generator
             farthest = distance.topk(len(empty)).indices
             codebook[empty] = vectors[farthest]
     return codebook
+
+
+def codebook_from_vectors(vectors: torch.Tensor, size: int, kmeans_iterations: int | None,
+                          generator: torch.Generator) -> torch.Tensor:
+    """k-means over ``vectors`` when ``kmeans_iterations`` is given (codebook_init_crops > 0), else drawn."""
+    if kmeans_iterations is None:
+        return sampled_codebook(vectors, size, generator)
+    return kmeans_codebook(vectors, size, kmeans_iterations, generator)

@@ -41,7 +41,7 @@ from latentcodec.training.checkpoints import (  # noqa: F401  (export_inference_
     rng_state,
     set_rng_state,
 )
-from latentcodec.training.codebook_init import encoder_vectors, kmeans_codebook, sampled_codebook
+from latentcodec.training.codebook_init import codebook_from_vectors, encoder_vectors, sampled_codebook
 from latentcodec.training.config import DLF_STAGES, PERCOV2_STAGES, TrainConfig, dump_config
 from latentcodec.training.distributed import choose_device, init_distributed
 from latentcodec.training.dlf_stages import (
@@ -293,13 +293,11 @@ class Trainer:
         from one batch, or k-means over ``codebook_init_crops`` training crops."""
         config, quantizer = self.config, self.model.vqgan.quantize
         vectors = self._probe_latents(max(1, math.ceil(config.codebook_init_crops / config.data.batch_size)))
-        generator = torch.Generator().manual_seed(config.seed)
-        if config.codebook_init_crops:
-            codebook = kmeans_codebook(vectors, quantizer.codebook_size, config.codebook_init_iterations, generator)
+        iterations = config.codebook_init_iterations if config.codebook_init_crops else None
+        quantizer.embedding.weight.data.copy_(codebook_from_vectors(
+            vectors, quantizer.codebook_size, iterations, torch.Generator().manual_seed(config.seed)))
+        if iterations is not None:
             self.log(f"codebook: k-means over the latents of {config.codebook_init_crops} training crops")
-        else:
-            codebook = sampled_codebook(vectors, quantizer.codebook_size, generator)
-        quantizer.embedding.weight.data.copy_(codebook)
 
     def _normalise_latent(self, target_std: float) -> None:
         """Rescale the VQGAN latent to ``target_std`` on one training batch (see rescale_latent)."""
