@@ -11,7 +11,9 @@ without a code cross-entropy term beside the MSE, as the stage-1 loss has them.
 With ``--codec-rates 0,3`` it also diagnoses the run's trained codec at those rates: the error of its
 soft latent against the continuous target per channel group (GLC's low-pass colour channels 0-2 and
 the rest, each beside the target's variance, so "error = variance" means nothing of it comes
-through), the entropy and top weight of its codeword mixture, and the PSNR of its decoded picture.
+through), the entropy and top weight of its codeword mixture, and the PSNR of its decoded picture,
+also with the true colour channels swapped in (``psnr_true_colour_db``: what the texture channels
+cost) and of the true latent with the codec's colour channels (``psnr_codec_colour_only_db``).
 
 With ``--kmeans-crops 256`` the fitted rows use a codebook made by k-means over the VQGAN latents of
 that many random training crops (``codebook_init_crops`` of the training config) instead of the run's
@@ -73,7 +75,13 @@ def diagnose_codec(model: DLF, x: torch.Tensor, target: torch.Tensor, rate: int)
     weights = torch.softmax(synthesis.logits.float(), dim=1)
     entropy = -(weights * weights.clamp_min(1e-12).log()).sum(1).mean()
     x_hat = to_unit(synthesis.x_hat[..., : x.shape[-2], : x.shape[-1]])
-    return {"psnr_db": psnr(x_hat, x), "colour_error": float(error[:3].mean()), "colour_variance": float(variance[:3].mean()),
+    # Which channel group costs the picture: the codec's latent with the true colour channels put
+    # back, and the true latent with the codec's colour channels.
+    true_colour, codec_colour = soft.clone(), target.clone()
+    true_colour[:, :3], codec_colour[:, :3] = target[:, :3], soft[:, :3]
+    swapped = {name: psnr(to_unit(model.vqgan.decode(latent))[..., : x.shape[-2], : x.shape[-1]], x)
+               for name, latent in (("psnr_true_colour_db", true_colour), ("psnr_codec_colour_only_db", codec_colour))}
+    return {"psnr_db": psnr(x_hat, x), **swapped, "colour_error": float(error[:3].mean()), "colour_variance": float(variance[:3].mean()),
             "other_error": float(error[3:].mean()), "other_variance": float(variance[3:].mean()),
             "mixture_entropy_nats": float(entropy), "mixture_top_weight": float(weights.max(1).values.mean())}
 
