@@ -162,6 +162,16 @@ def test_alignment_target_is_the_codewords_or_the_continuous_latent(tmp_path, im
     assert torch.allclose(losses.latent_mse.detach(), ((soft - target) ** 2).mean(), rtol=1e-5)
 
 
+@torch.no_grad()
+def weighted_latent_mse(model, batch, rates, channel_weights):
+    """The stage-1 latent MSE to the continuous latent, each channel's error times its weight."""
+    torch.manual_seed(0)  # as objective() draws
+    x = model.pad(batch)
+    analysis = model.analyse(x, rates, skip=False)
+    soft = model.synthesise(analysis.codes, analysis.steps.y_hat, rates, decode=False).soft_latent
+    return (((soft - model.vqgan.encode(x)) ** 2) * channel_weights.view(1, -1, 1, 1)).mean()
+
+
 def test_channel_variance_weighting_divides_each_channels_error_by_the_codebooks_variance(tmp_path, image_folder):
     from latentcodec.training.dlf_stages import codebook_channel_variance
 
@@ -172,15 +182,9 @@ def test_channel_variance_weighting_divides_each_channels_error_by_the_codebooks
         model.vqgan.quantize.embedding.weight[:, 0] *= 30.0
     rates = torch.tensor((0, 1))
     losses = objective(trainer, batch, rates.tolist())
-    torch.manual_seed(0)
-    with torch.no_grad():
-        x = model.pad(batch)
-        analysis = model.analyse(x, rates, skip=False)
-        soft = model.synthesise(analysis.codes, analysis.steps.y_hat, rates, decode=False).soft_latent
-        variance = model.vqgan.quantize.embedding.weight.var(dim=0)
-        expected = (((soft - model.vqgan.encode(x)) ** 2) / variance.view(1, -1, 1, 1)).mean()
+    variance = model.vqgan.quantize.embedding.weight.detach().var(dim=0)
     assert torch.allclose(codebook_channel_variance(model), variance)
-    assert torch.allclose(losses.latent_mse.detach(), expected, rtol=1e-5)
+    assert torch.allclose(losses.latent_mse.detach(), weighted_latent_mse(model, batch, rates, 1 / variance), rtol=1e-5)
     with pytest.raises(ConfigError, match="latent_weighting"):
         dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "bad", "dlf.latent_weighting": "whiten"})
 
@@ -218,13 +222,7 @@ def test_generator_sensitivity_weighting_is_measured_at_start_and_weighs_the_lat
     assert abs(float(weights.mean()) - 1.0) < 1e-5 and float(weights.max() / weights.min()) > 1.01
     rates = torch.tensor((0, 1))
     losses = objective(trainer, batch, rates.tolist())
-    torch.manual_seed(0)
-    with torch.no_grad():
-        x = model.pad(batch)
-        analysis = model.analyse(x, rates, skip=False)
-        soft = model.synthesise(analysis.codes, analysis.steps.y_hat, rates, decode=False).soft_latent
-        expected = (((soft - model.vqgan.encode(x)) ** 2) * weights.view(1, -1, 1, 1)).mean()
-    assert torch.allclose(losses.latent_mse.detach(), expected, rtol=1e-5)
+    assert torch.allclose(losses.latent_mse.detach(), weighted_latent_mse(model, batch, rates, weights), rtol=1e-5)
     # A resumed run measures the same weights again (fixed probe batch and noise).
     trainer.save_checkpoint()
     config = load_config(tmp_path / "dlf_align.yaml")
