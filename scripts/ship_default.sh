@@ -38,9 +38,14 @@ latentcodec export-weights --dtype float16 "$source_file" "$work/export"
 
 echo "[2/3] fitting the token prior -> $shipped"
 if [ "$model" = percov2 ]; then model_args=(--model percov2 --crop-size 512); else model_args=(--model dlf); fi
+# A rerun after an interruption resumes the fit; weights from another checkpoint start it over.
+stamp="$source_file $(stat -c %Y "$source_file")"
+restart=()
+if [ "$(cat "$work/prior-source" 2>/dev/null)" != "$stamp" ]; then restart=(--restart); fi
+echo "$stamp" > "$work/prior-source"
 # shellcheck disable=SC2086  # PRIOR_ARGS is a list of options
-latentcodec fit-token-prior "$work/prior" "${model_args[@]}" --weights "$work/export" \
-    --save-model "$shipped" --dtype float16 --force ${PRIOR_ARGS:-}
+latentcodec fit-token-prior "$work/prior" "${model_args[@]}" --weights "$work/export" --run-dir "$work/prior-run" \
+    "${restart[@]}" --save-model "$shipped" --dtype float16 --force ${PRIOR_ARGS:-}
 
 echo "[3/3] Kodak evaluation -> $results"
 # shellcheck disable=SC2086  # EVAL_ARGS is a list of options

@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                      help="storage type of --save-model's weights (float16 halves the file)")
     fit.add_argument("--force", action="store_true", help="overwrite existing output folders")
+    fit.add_argument("--restart", action="store_true", help="discard the run folder's token cache and checkpoint "
+                     "and start over (a folder holding a fit of other weights or settings is refused otherwise)")
     fit.set_defaults(func=run_fit)
 
 
@@ -66,6 +68,12 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.model == "percov2":
         if not model.fits(args.crop_size, args.crop_size):
             raise LatentCodecError(f"--crop-size {args.crop_size} is larger than this model takes")
+    crop = dict(crop_size=args.crop_size, schedule=args.schedule) if args.model == "percov2" else \
+        dict(crop_windows=args.crop_windows, passes=args.passes)
+    fitting.claim_run_dir(run_dir, dict(model=args.model, weights=fitting.weights_digest(model),
+                                        images=[str(Path(folder).resolve()) for folder in images],
+                                        width=args.width, layers=args.layers, **crop), restart=args.restart)
+    if args.model == "percov2":
         grid = model.token_grid(args.crop_size, args.crop_size)
         with torch.inference_mode():
             cache = fitting.extract(model, images, run_dir, config, crop_side=args.crop_size,

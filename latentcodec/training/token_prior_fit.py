@@ -19,6 +19,8 @@ reads and the model's ``attach_token_prior`` plugs in.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from latentcodec.nn import integer
 
 CACHE_FILE = "tokens.safetensors"
 CHECKPOINT_FILE = "prior_checkpoint.pt"
+RECORD_FILE = "fit.json"  # what the cache and checkpoint in a run folder were made from
 PRIOR_KIND = "dlf-token-prior"
 PRIOR_KINDS = {"dlf": PRIOR_KIND, "percov2": "percov2-token-prior"}  # the model a prior folder is for
 
@@ -80,6 +83,39 @@ def _write_cache(path: Path, cache: TokenCache, crops_done: int) -> None:
     tensors = {"tokens": cache.tokens.contiguous(), "context": cache.context.contiguous(),
                "condition": cache.condition.contiguous(), "crops_done": torch.tensor([crops_done])}
     atomic_write(path, save=lambda tmp: save_file(tensors, tmp))
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A digest of a model's weights by content, not by path: a re-export to the same folder after more
+    training is other weights, and its tokens are other tokens."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def claim_run_dir(run_dir: Path, record: dict, restart: bool = False) -> None:
+    """Tie a run folder to one fit, so that a rerun resumes only the fit it started (the same weights,
+    images, crop size and prior shape; more crops or steps continue it). ``restart`` discards the folder's
+    cache and checkpoint first. A folder holding another fit is refused, naming what differs."""
+    files = [run_dir / CACHE_FILE, run_dir / CHECKPOINT_FILE, run_dir / RECORD_FILE]
+    if restart:
+        for file in files:
+            file.unlink(missing_ok=True)
+    record = json.loads(json.dumps(record))  # as it will read back: tuples become lists
+    path = run_dir / RECORD_FILE
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        changed = sorted(key for key in record.keys() | previous.keys() if record.get(key) != previous.get(key))
+        if changed:
+            raise WeightsError(f"{run_dir} holds a fit of other {', '.join(changed)}; pass --restart to discard "
+                               "it, or another --run-dir")
+    elif any(file.exists() for file in files[:2]):
+        raise WeightsError(f"{run_dir} holds a fit with no record of its weights; pass --restart to discard it, "
+                           "or another --run-dir")
+    atomic_write(path, json.dumps(record, indent=1, sort_keys=True))
 
 
 @torch.inference_mode()

@@ -90,3 +90,30 @@ def test_a_prior_of_another_shape_is_refused(frozen_dlf, tmp_path):
     save_token_prior(wrong, tmp_path / "wrong")
     with pytest.raises(WeightsError, match="vocab_size"):
         latentcodec.load("dlf", weights=str(weights), token_prior=str(tmp_path / "wrong"))
+
+
+def test_a_run_folder_resumes_only_its_own_fit(frozen_dlf, images, tmp_path, capsys):
+    model, weights = frozen_dlf
+    run = tmp_path / "run"
+    argv = ["fit-token-prior", "--weights", str(weights), "--images", str(images), "--run-dir", str(run),
+            "--crops", "2", "--steps", "4", "--width", "16", "--layers", "1", "--force"]
+    assert main([*argv, str(tmp_path / "a")]) == 0
+    # Other weights in the same folder: their tokens would be stale, so the folder is refused.
+    torch.manual_seed(1)
+    retrained = tmp_path / "retrained"
+    DLF(DLFConfig.tiny()).save_pretrained(retrained)
+    other = [*argv, str(tmp_path / "b")]
+    other[other.index(str(weights))] = str(retrained)
+    capsys.readouterr()
+    assert main(other) == 1
+    assert "weights" in capsys.readouterr().err
+    # Another prior shape: its checkpoint would not load.
+    assert main([*argv, str(tmp_path / "c"), "--width", "32"]) == 1
+    assert "width" in capsys.readouterr().err
+    assert main([*other, "--restart"]) == 0
+    # A folder with a cache but no record (written before records existed) is refused too.
+    (run / "fit.json").unlink()
+    assert main([*other, "--restart"]) == 0
+    (run / "fit.json").unlink()
+    assert main(other) == 1
+    assert "no record" in capsys.readouterr().err
