@@ -41,7 +41,10 @@ if [ "$model" = percov2 ]; then model_args=(--model percov2 --crop-size 512); el
 # A rerun after an interruption resumes the fit; weights from another checkpoint start it over.
 stamp="$source_file $(stat -c %Y "$source_file")"
 restart=()
-if [ "$(cat "$work/prior-source" 2>/dev/null)" != "$stamp" ]; then restart=(--restart); fi
+if [ "$(cat "$work/prior-source" 2>/dev/null)" != "$stamp" ]; then
+    restart=(--restart)
+    rm -rf "$results"  # an evaluation of other weights would be resumed, not redone
+fi
 echo "$stamp" > "$work/prior-source"
 # shellcheck disable=SC2086  # PRIOR_ARGS is a list of options
 latentcodec fit-token-prior "$work/prior" "${model_args[@]}" --weights "$work/export" --run-dir "$work/prior-run" \

@@ -7,6 +7,10 @@
 #   bash scripts/train_defaults.sh            # both chains
 #   bash scripts/train_defaults.sh dlf        # one of them: dlf | percov2
 # Pause them (e.g. for the test suite): pkill -STOP -f "latentcodec train"; continue: pkill -CONT -f ...
+# When a chain's last stage has finished, the chain runs scripts/ship_default.sh on that run into a
+# candidate folder outside the tree (~/.cache/latentcodec/ship/CHAIN/candidate, its Kodak evaluation in
+# .../results), so the hours of prior fitting and evaluation pass before anyone looks; shipping it is a
+# copy into latentcodec/zoo/weights/CHAIN-default and a commit. Resumable like the stages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${HOME}/.cache/latentcodec/runs"
@@ -20,8 +24,16 @@ stages_of() {
     esac
 }
 
-run_chain() {  # runs the stages one after another; a failed stage stops its chain (the next would
-    local name  # start from a missing or partial run)
+final_run_of() {  # the run folder the chain's last stage writes
+    case "$1" in
+        dlf) echo "$runs/dlf-small-pixel" ;;
+        percov2) echo "$runs/percov2-small-flow" ;;
+    esac
+}
+
+run_chain() {  # runs the stages one after another, then the candidate export; a failed stage stops its
+    local chain=$1 name  # chain (the next would start from a missing or partial run)
+    shift
     for name in "$@"; do
         echo "$(date -u +%FT%TZ) $name started" >> "$runs/chains.log"
         if ! OMP_NUM_THREADS=1 nice -n 10 latentcodec train "latentcodec/training/configs/$name.yaml" --resume \
@@ -31,6 +43,18 @@ run_chain() {  # runs the stages one after another; a failed stage stops its cha
         fi
         echo "$(date -u +%FT%TZ) $name finished" >> "$runs/chains.log"
     done
+    local ship="${HOME}/.cache/latentcodec/ship/$chain"
+    if [[ -f "$ship/results/done" ]] && [[ "$ship/results/done" -nt "$(final_run_of "$chain")/checkpoint.pt" ]]; then
+        return 0  # the candidate of this very run exists
+    fi
+    echo "$(date -u +%FT%TZ) $chain candidate export started" >> "$runs/chains.log"
+    if ! OMP_NUM_THREADS=1 SHIP_TO="$ship/candidate" RESULTS_TO="$ship/results" nice -n 10 \
+            bash scripts/ship_default.sh "$chain" "$(final_run_of "$chain")" >> "$runs/ship-$chain.log" 2>&1; then
+        echo "$(date -u +%FT%TZ) $chain candidate export failed: see $runs/ship-$chain.log" >> "$runs/chains.log"
+        return 1
+    fi
+    touch "$ship/results/done"
+    echo "$(date -u +%FT%TZ) $chain candidate in $ship (Kodak results in $ship/results)" >> "$runs/chains.log"
 }
 
 for chain in ${@:-dlf percov2}; do
@@ -41,7 +65,7 @@ for chain in ${@:-dlf percov2}; do
         continue
     fi
     # shellcheck disable=SC2086  # the stage names are words
-    run_chain $stages < /dev/null > /dev/null 2>&1 &
+    run_chain "$chain" $stages < /dev/null > /dev/null 2>&1 &
     echo $! > "$pid_file"
     disown
     echo "started the $chain chain ($stages), logs in $runs"
