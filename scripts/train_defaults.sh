@@ -9,7 +9,8 @@
 # Pause them (e.g. for the test suite): pkill -STOP -f "latentcodec train"; continue: pkill -CONT -f ...
 # When a chain's last stage has finished, the chain runs scripts/ship_default.sh on that run into a
 # candidate folder outside the tree (~/.cache/latentcodec/ship/CHAIN/candidate, its Kodak evaluation in
-# .../results), so the hours of prior fitting and evaluation pass before anyone looks; shipping it is a
+# .../results), then measures its token prior on Kodak (DLF: semantic bits per token; PerCoV2: the
+# Table-1 schedules), so the hours of fitting and evaluation pass before anyone looks; shipping it is a
 # copy into latentcodec/zoo/weights/CHAIN-default and a commit. Resumable like the stages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +56,20 @@ run_chain() {  # runs the stages one after another, then the candidate export; a
     fi
     touch "$ship/results/done"
     echo "$(date -u +%FT%TZ) $chain candidate in $ship (Kodak results in $ship/results)" >> "$runs/chains.log"
+    # The token-prior figures of the closing notes, on the candidate's own Kodak tokens (both resumable).
+    local measure
+    if [[ "$chain" == dlf ]]; then
+        measure=(benchmarks/dlf_semantic_bits.py --weights "$ship/candidate" --threads 1
+                 --out "$ship/results/semantic_bits.json")
+    else
+        measure=(benchmarks/percov2_token_schedules.py --weights "$ship/candidate" --threads 1
+                 --cache "$ship/schedules-cache" --out "$ship/results/token_schedules.json")
+    fi
+    if OMP_NUM_THREADS=1 nice -n 10 python "${measure[@]}" >> "$runs/ship-$chain.log" 2>&1; then
+        echo "$(date -u +%FT%TZ) $chain candidate measured: ${measure[0]}" >> "$runs/chains.log"
+    else
+        echo "$(date -u +%FT%TZ) $chain candidate measurement failed: see $runs/ship-$chain.log" >> "$runs/chains.log"
+    fi
 }
 
 for chain in ${@:-dlf percov2}; do
