@@ -17,6 +17,7 @@ hours here, longer than a session's processes live.
     python benchmarks/bench_memory.py --sizes 1,4,8,12,16 --max-memory 1.5GB --json docs/results/memory_default.json
     python benchmarks/bench_memory.py --weights official-deterministic --sizes 3840x2160 --max-memory 4GB \\
         --modes tiled --json docs/results/memory_official.json
+    python benchmarks/bench_memory.py --model dlf --weights DIR --sizes 1,4,8,16 --max-memory 1.5GB
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def child(args) -> int:
 
     if args.mode == "tiled":
         release_freed_memory()  # as the CLI under --max-memory (runtime.allocator_for_image)
-    if args.weights == "official-deterministic":
+    if args.weights == "official-deterministic" and args.model == "glc-image":
         sys.path.insert(0, str(REPO / "benchmarks"))
         from bench_codec import official_deterministic_model
 
@@ -74,7 +75,7 @@ def child(args) -> int:
     else:
         from latentcodec.api import load_model
 
-        model = load_model("glc-image", args.weights)[0].eval()
+        model = load_model(args.model, args.weights)[0].eval()
     if args.mode == "tiled":
         model.set_memory_budget(tiling.parse_memory_size(args.max_memory))
     else:
@@ -96,7 +97,7 @@ def child(args) -> int:
 def run_child(args, phase: str, mode: str, image: Path, file: Path) -> dict:
     command = [sys.executable, __file__, "--child", phase, "--mode", mode, "--image", str(image), "--file", str(file),
                "--max-memory", args.max_memory, "--threads", str(args.threads), "--quality", str(args.quality),
-               "--shared", str(args.shared)] + (["--weights", args.weights] if args.weights else [])
+               "--shared", str(args.shared), "--model", args.model] + (["--weights", args.weights] if args.weights else [])
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"bench_memory: {phase} {mode} {image.name} failed:\n{result.stderr[-2000:]}")
@@ -112,7 +113,9 @@ def max_difference(first: Path, second: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default=None, help="save_pretrained dir, 'official-deterministic', or none (shipped default)")
+    parser.add_argument("--model", default="glc-image", help="codec (glc-image, dlf, percov2)")
+    parser.add_argument("--weights", default=None,
+                        help="save_pretrained dir, 'official-deterministic' (glc-image), or none (shipped default)")
     parser.add_argument("--sizes", default="1,4,8,16", help="megapixels (4:3) or WxH, comma-separated")
     parser.add_argument("--modes", default="tiled,untiled")
     parser.add_argument("--max-memory", default="1.5GB", help="the budget of the tiled runs")
@@ -186,7 +189,7 @@ def main() -> int:
 
 
 def write_summary(args, modes: list[str], runs: list[dict], report: bool = False) -> None:
-    summary = {"weights": args.weights or "shipped default", "max_memory": args.max_memory, "threads": args.threads,
+    summary = {"model": args.model, "weights": args.weights or "shipped default", "max_memory": args.max_memory, "threads": args.threads,
                "quality": args.quality, "source": args.source.name, "command": " ".join(sys.argv), "runs": runs}
     if len(runs) > 1:
         first, last = runs[0], runs[-1]

@@ -17,7 +17,7 @@ from torch import nn
 
 from latentcodec.nn.dcvc import DepthConvBlock3
 from latentcodec.nn.swin import ChannelsFirst, ChannelsLast, ConvNeXtBlock, heads_for, swin_blocks, swin_stack
-from latentcodec.nn.transformer import ResidualAttentionBlock
+from latentcodec.nn.transformer import ResidualAttentionBlock, over_window_groups
 from latentcodec.nn.vq import CosineVectorQuantizer
 from latentcodec.tokenizers.titok import TiTokConfig, TiTokDecoder, TiTokEncoder, map_to_windows, windows_to_map
 
@@ -65,12 +65,15 @@ class InteractiveTransform(nn.Module):
         """sequence (L, B*nH*nW, titok width), feat (B, detail width, H, W) -> both updated."""
         b, _, h, w = feat.shape
         detail = map_to_windows(feat, self.window).transpose(0, 1)  # (window², N, C)
+        sequence, update = over_window_groups(self._joint, sequence, detail)
+        return sequence, feat + windows_to_map(update.transpose(0, 1), b, h // self.window, w // self.window)
+
+    def _joint(self, sequence: torch.Tensor, detail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows' TiTok sequences and detail tokens (window², N, C) -> (new sequences, detail update)."""
         joint = torch.cat([self.titok_compress_proj(sequence + self.titok_pos_emb), detail + self.feat_pos_emb])
         joint = self.attn(joint)
         length = sequence.shape[0]
-        update = self.feat_add(joint[length:]).transpose(0, 1)
-        feat = feat + windows_to_map(update, b, h // self.window, w // self.window)
-        return sequence + self.zero_add(self.titok_decompress_proj(joint[:length])), feat
+        return sequence + self.zero_add(self.titok_decompress_proj(joint[:length])), self.feat_add(joint[length:])
 
 
 def _feat_block(width: int, window: int) -> nn.Sequential:
@@ -89,7 +92,7 @@ def _interleaved(config: DLFNetworkConfig) -> tuple[nn.ModuleDict, nn.ModuleDict
 
 def _run_layers(module, sequence: torch.Tensor, feat: torch.Tensor, record: dict | None):
     for i, layer in enumerate(module.transformer):
-        sequence = layer(sequence)
+        sequence = over_window_groups(layer, sequence)
         key = str(i)
         if key in module.inter_blocks:
             sequence, feat = module.inter_blocks[key](sequence, feat)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from latentcodec.entropy.token_prior import IntegerTokenPrior
+from latentcodec.nn.transformer import window_groups
 
 
 def detail_windows(y_hat: torch.Tensor, window_positions: int) -> torch.Tensor:
@@ -61,6 +62,13 @@ def code_tokens(prior: IntegerTokenPrior, y_hat_fixed: torch.Tensor, windows_h: 
 
 def exact_token_bits(prior: IntegerTokenPrior, y_hat_fixed: torch.Tensor, tokens: torch.Tensor, windows_h: int,
                      windows_w: int, window_positions: int) -> float:
-    """The information content of all windows' ``tokens`` (N, T) under the exact PMFs the coder uses."""
-    return prior.exact_bits(detail_windows(y_hat_fixed, window_positions), neighbour_tokens(tokens, windows_h, windows_w),
-                            tokens)
+    """The information content of all windows' ``tokens`` (N, T) under the exact PMFs the coder uses,
+    summed over groups of windows (all at once would hold every window's float64 activations)."""
+    condition = detail_windows(y_hat_fixed, window_positions)
+    context = neighbour_tokens(tokens, windows_h, windows_w)
+    config = prior.config
+    sequence = config.num_condition_tokens + (config.context_units + 1) * config.num_positions
+    # The integer twin's float64 maps and its interpolated GELU's temporaries weigh about four float32
+    # sequences of the same length.
+    return sum(prior.exact_bits(condition[group], context[group], tokens[group])
+               for group in window_groups(tokens.shape[0], 4 * sequence))

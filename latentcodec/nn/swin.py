@@ -19,6 +19,33 @@ HEAD_DIM = 64
 FUSED_ATTENTION = True
 
 
+# Inference runs the position- and window-wise parts of these blocks over bands of rows, so that
+# their temporaries (the 4x-wide MLP layer, q/k/v) do not grow with the image: the largest band
+# holds about this many positions. The bands depend on the map's size alone, never on a memory budget.
+POSITIONS_PER_BAND = 2**14
+
+
+def row_bands(height: int, width: int, multiple: int = 1) -> list[slice]:
+    """Bands of rows (``multiple`` rows at least, and a multiple of it) covering ``height``; one band
+    while training, where autograd keeps every band's activations anyway."""
+    if torch.is_grad_enabled():
+        return [slice(0, height)]
+    rows = max(multiple, POSITIONS_PER_BAND // max(1, width) // multiple * multiple)
+    return [slice(top, min(height, top + rows)) for top in range(0, height, rows)]
+
+
+def in_row_bands(function, x: torch.Tensor, multiple: int = 1) -> torch.Tensor:
+    """``function(x[:, rows], rows)`` for each band of rows of a channels-last map (B, H, W, C),
+    written into one output map; ``function`` keeps the band's shape."""
+    bands = row_bands(x.shape[1], x.shape[2], multiple)
+    if len(bands) == 1:
+        return function(x, bands[0])
+    out = torch.empty_like(x)
+    for rows in bands:
+        out[:, rows] = function(x[:, rows], rows)
+    return out
+
+
 def heads_for(dim: int) -> int:
     """The reference's head count (64-wide heads); narrow test models get one head."""
     return max(1, dim // HEAD_DIM)
@@ -97,21 +124,31 @@ class WindowAttention(nn.Module):
             raise ValueError(f"window attention needs sides divisible by {w}, got {height}x{width}")
         if self.shifted:
             x = torch.roll(x, shifts=(-self.displacement, -self.displacement), dims=(1, 2))
+        bias = self.attention_bias(height // w, width // w).to(x.dtype)
+        out = in_row_bands(lambda band, rows: self._attend(band, bias.view(height // w, -1, *bias.shape[1:])[
+            rows.start // w: rows.stop // w].flatten(0, 1)), x, multiple=w)
+        if self.shifted:
+            out = torch.roll(out, shifts=(self.displacement, self.displacement), dims=(1, 2))
+        return out
+
+
+    def _attend(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Attention inside the windows of a (B, H, W, C) map (rows and columns whole windows), with
+        their (windows, 1, window², window²) bias."""
+        b, height, width, dim = x.shape
+        w = self.window
         nh, nw = height // w, width // w
         qkv = self.to_qkv(x).view(b, nh, w, nw, w, 3, self.heads, self.head_dim)
         # -> (3, b, windows, heads, window², head_dim)
         qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, b * nh * nw, self.heads, w * w, self.head_dim)
-        bias = self.attention_bias(nh, nw).to(x.dtype).repeat(b, 1, 1, 1)
+        bias = bias.repeat(b, 1, 1, 1)
         if FUSED_ATTENTION:
             out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
         else:
             scores = qkv[0] @ qkv[1].transpose(-1, -2) * self.head_dim**-0.5 + bias
             out = scores.softmax(dim=-1) @ qkv[2]
         out = out.view(b, nh, nw, self.heads, w, w, self.head_dim).permute(0, 1, 4, 2, 5, 3, 6)
-        out = self.to_out(out.reshape(b, height, width, dim))
-        if self.shifted:
-            out = torch.roll(out, shifts=(self.displacement, self.displacement), dims=(1, 2))
-        return out
+        return self.to_out(out.reshape(b, height, width, dim))
 
 
 class FeedForward(nn.Module):
@@ -135,7 +172,7 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attention_block(self.norm_attn(x))
-        return x + self.mlp_block(self.norm_mlp(x))
+        return in_row_bands(lambda band, rows: band + self.mlp_block(self.norm_mlp(band)), x)
 
 
 def swin_blocks(dim: int, depth: int, window: int) -> list[SwinBlock]:
@@ -175,5 +212,5 @@ class ConvNeXtBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv(x * self.layer_scale).permute(0, 2, 3, 1)
-        h = self.mlp(self.norm(h)).permute(0, 3, 1, 2)
-        return h + x
+        h = in_row_bands(lambda band, rows: self.mlp(self.norm(band)), h)
+        return h.permute(0, 3, 1, 2) + x
