@@ -272,10 +272,10 @@ class DLF(LatentCodec):
         """[0, 1] image -> [-1, 1], replicate-padded right/bottom to whole windows."""
         height, width = x.shape[-2:]
         padded_h, padded_w = self.padded_size(height, width)
-        x = x * 2.0 - 1.0
-        if (padded_h, padded_w) != (height, width):
-            x = F.pad(x, (0, padded_w - width, 0, padded_h - height), mode="replicate")
-        return x
+        if (padded_h, padded_w) == (height, width):
+            return x * 2.0 - 1.0
+        # Padded first, then scaled in place: one image-sized copy instead of two (the same values).
+        return F.pad(x, (0, padded_w - width, 0, padded_h - height), mode="replicate").mul_(2.0).sub_(1.0)
 
     def _rate_row(self, table: torch.Tensor, rate_index: int | torch.Tensor) -> torch.Tensor:
         if isinstance(rate_index, torch.Tensor):
@@ -315,8 +315,18 @@ class DLF(LatentCodec):
     # -- encoder side ------------------------------------------------------------------------
     def front_end(self, x_padded: torch.Tensor, record: dict | None = None) -> DLFFrontEnd:
         """The rate-independent part of the encoder (nearly all of its cost): tokens and detail features."""
+        return self._front_end_of_unit_range(x_padded * 0.5 + 0.5, record)
+
+    def image_front_end(self, x: torch.Tensor) -> DLFFrontEnd:
+        """:meth:`front_end` of a [0, 1] image at its own size (inference), holding one image-sized
+        copy beside the caller's: the padded image is scaled to [-1, 1] and back in place, the
+        reference's arithmetic, so the bits are those of ``front_end(pad(fit_to_windows(x)))``."""
+        padded = self.pad(self.fit_to_windows(x))
+        return self._front_end_of_unit_range(padded.mul_(0.5).add_(0.5))
+
+    def _front_end_of_unit_range(self, x01: torch.Tensor, record: dict | None = None) -> DLFFrontEnd:
         codec = self.hybrid_codec
-        tokens, h = codec.encoder(x_padded * 0.5 + 0.5, codec.latent_tokens, record)
+        tokens, h = codec.encoder(x01, codec.latent_tokens, record)
         return DLFFrontEnd(tokens, codec.quantize(tokens), h, record if record is not None else {})
 
     def analyse(self, x_padded: torch.Tensor, rate_index: int | float, encoder=None, portable: bool = False,
@@ -422,8 +432,7 @@ class DLF(LatentCodec):
             raise ValueError(f"compress expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
         self._rate_row(self.hybrid_codec.quantize_feat.enc_q, rate_index)
         height, width = x.shape[-2:]
-        x = self.fit_to_windows(x)
-        return self.encode_front_end(self.front_end(self.pad(x)), height, width, rate_index)
+        return self.encode_front_end(self.image_front_end(x), height, width, rate_index)
 
     @torch.inference_mode()
     def encode_front_end(self, front: DLFFrontEnd, height: int, width: int, rate_index: int | float,

@@ -20,7 +20,7 @@ class DLFRateTrials(ImageRateTrials):
     """``RateTrials`` of a DLF model for one image (1, 3, H, W) in [0, 1] at coding scale ``scale``."""
 
     def prepare(self, coded: torch.Tensor) -> None:
-        self.front = self.model.front_end(self.model.pad(self.model.fit_to_windows(coded)))
+        self.front = self.model.image_front_end(coded)
 
     @torch.inference_mode()
     def estimate_bytes(self, code: int) -> float:
