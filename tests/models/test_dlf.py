@@ -11,17 +11,6 @@ from latentcodec.errors import BitstreamError, WeightsError
 from latentcodec.models.dlf import DLF, DLFConfig, resample
 
 
-@pytest.fixture(scope="module")
-def tiny_dlf() -> DLF:
-    torch.manual_seed(0)
-    model = DLF(DLFConfig.tiny())
-    with torch.no_grad():
-        # Push the constant prior's scales up so that a share of the detail symbols is really coded
-        # (random weights put most predicted sigmas below the 0.12 skip threshold).
-        model.hybrid_codec.quantize_feat.factorized_prior_vec.normal_(0.0, 3.0)
-    return model.eval()
-
-
 def image(height: int, width: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     base = torch.rand(1, 3, height // 8 + 1, width // 8 + 1, generator=generator)
