@@ -118,7 +118,7 @@ class WindowAttention(nn.Module):
         return bias.view(windows_h * windows_w, *bias.shape[2:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, height, width, dim = x.shape
+        height, width = x.shape[1:3]
         w = self.window
         if height % w or width % w:
             raise ValueError(f"window attention needs sides divisible by {w}, got {height}x{width}")
