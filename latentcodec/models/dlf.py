@@ -493,7 +493,6 @@ class DLF(LatentCodec):
         # maps beside it (about 400 MB at 16 MP) are freed before its full-resolution layers run.
         soft_latent = self.synthesise(codes, steps.y_hat.to(device), header.rate, decode=False).soft_latent
         x_hat = self.vqgan.decode(soft_latent.contiguous(memory_format=self.memory_format))
-        del soft_latent
         image = x_hat.clamp_(-1.0, 1.0).add_(1.0).div_(2.0)  # in place: the picture is the largest map
         if tuple(image.shape[-2:]) != (header.height, header.width):
             image = resample(image, (header.height, header.width))

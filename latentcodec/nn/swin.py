@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentcodec.nn.tiling import inference_slices
+
 HEAD_DIM = 64
 # Fused scaled-dot-product attention; False computes softmax(q k^T / sqrt(d) + bias) v explicitly,
 # as the reference implementation does (benchmarks/bench_dlf.py's in-process baseline).
@@ -27,11 +29,8 @@ POSITIONS_PER_BAND = 2**14
 
 def row_bands(height: int, width: int, multiple: int = 1) -> list[slice]:
     """Bands of rows (``multiple`` rows at least, and a multiple of it) covering ``height``; one band
-    while training, where autograd keeps every band's activations anyway."""
-    if torch.is_grad_enabled():
-        return [slice(0, height)]
-    rows = max(multiple, POSITIONS_PER_BAND // max(1, width) // multiple * multiple)
-    return [slice(top, min(height, top + rows)) for top in range(0, height, rows)]
+    while training."""
+    return inference_slices(height, max(multiple, POSITIONS_PER_BAND // max(1, width) // multiple * multiple))
 
 
 def in_row_bands(function, x: torch.Tensor, multiple: int = 1) -> torch.Tensor:
@@ -125,12 +124,12 @@ class WindowAttention(nn.Module):
         if self.shifted:
             x = torch.roll(x, shifts=(-self.displacement, -self.displacement), dims=(1, 2))
         bias = self.attention_bias(height // w, width // w).to(x.dtype)
-        out = in_row_bands(lambda band, rows: self._attend(band, bias.view(height // w, -1, *bias.shape[1:])[
-            rows.start // w: rows.stop // w].flatten(0, 1)), x, multiple=w)
+        bias_rows = bias.view(height // w, width // w, *bias.shape[1:])  # indexed by window row
+        out = in_row_bands(
+            lambda band, rows: self._attend(band, bias_rows[rows.start // w: rows.stop // w].flatten(0, 1)), x, multiple=w)
         if self.shifted:
             out = torch.roll(out, shifts=(self.displacement, self.displacement), dims=(1, 2))
         return out
-
 
     def _attend(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Attention inside the windows of a (B, H, W, C) map (rows and columns whole windows), with

@@ -93,6 +93,15 @@ def activation_budget(total_bytes: int, model: nn.Module, other_bytes: int = 0) 
     return max(int(left * PLANNED_FRACTION), total_bytes // 8)
 
 
+def inference_slices(length: int, step: int) -> list[slice]:
+    """Consecutive slices of ``step`` covering ``length``, for inference that bounds its temporaries
+    by size (the caller derives ``step`` from the shapes, never from a budget); one slice while
+    gradients are on, where autograd keeps every slice's activations anyway."""
+    if torch.is_grad_enabled():
+        return [slice(0, length)]
+    return [slice(start, min(length, start + step)) for start in range(0, length, step)]
+
+
 class Region(NamedTuple):
     """Rows [top, bottom) and columns [left, right) of a map."""
 

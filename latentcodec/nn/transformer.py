@@ -11,6 +11,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from latentcodec.nn.tiling import inference_slices
+
 
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0):
@@ -38,12 +40,8 @@ TOKENS_PER_WINDOW_GROUP = 2**13
 
 
 def window_groups(windows: int, tokens_per_window: int) -> list[slice]:
-    """Slices of the window axis to run one at a time; one slice while training (autograd keeps
-    every group's activations anyway, and one large product is faster)."""
-    if torch.is_grad_enabled():
-        return [slice(0, windows)]
-    size = max(1, TOKENS_PER_WINDOW_GROUP // max(1, tokens_per_window))
-    return [slice(start, min(windows, start + size)) for start in range(0, windows, size)]
+    """Slices of the window axis to run one at a time; one slice while training."""
+    return inference_slices(windows, max(1, TOKENS_PER_WINDOW_GROUP // max(1, tokens_per_window)))
 
 
 def over_window_groups(function, *sequences: torch.Tensor):

@@ -11,13 +11,17 @@ from latentcodec.models.dlf import DLF
 from latentcodec.nn import swin, transformer
 
 
+def synthesis_of(model: DLF, analysis):
+    with torch.inference_mode():
+        return model.synthesise(model.codes_from_indices(analysis.token_indices), analysis.steps.y_hat, 1)
+
+
 def run(model: DLF, x: torch.Tensor):
     with torch.inference_mode():
         padded = model.pad(model.fit_to_windows(x))
         analysis = model.analyse(padded, 1)
-        synthesis = model.synthesise(model.codes_from_indices(analysis.token_indices), analysis.steps.y_hat, 1)
         bits = model.semantic_bits(analysis.steps, analysis.token_indices, *padded.shape[-2:])
-    return analysis, synthesis, bits
+    return analysis, synthesis_of(model, analysis), bits
 
 
 def test_bands_and_window_groups_give_the_maps_of_one_pass(tiny_dlf, monkeypatch):
@@ -33,12 +37,7 @@ def test_bands_and_window_groups_give_the_maps_of_one_pass(tiny_dlf, monkeypatch
     assert torch.allclose(banded[0].tokens, whole[0].tokens, atol=1e-5)
     assert torch.allclose(banded[0].y, whole[0].y, atol=1e-4)
     # From the same decoded streams, the decoder's nets give the same picture.
-    synthesis = run_synthesis(tiny_dlf, whole[0])
+    synthesis = synthesis_of(tiny_dlf, whole[0])
     assert (synthesis.x_hat - whole[1].x_hat).abs().max() < 1e-4
     # The semantic bits are exact integer-path figures summed over groups of windows.
     assert banded[2] == pytest.approx(whole[2], rel=1e-9)
-
-
-def run_synthesis(model: DLF, analysis):
-    with torch.inference_mode():
-        return model.synthesise(model.codes_from_indices(analysis.token_indices), analysis.steps.y_hat, 1)
