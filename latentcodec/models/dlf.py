@@ -322,11 +322,16 @@ class DLF(LatentCodec):
         copy beside the caller's: the padded image is scaled to [-1, 1] and back in place, the
         reference's arithmetic, so the bits are those of ``front_end(pad(fit_to_windows(x)))``."""
         padded = self.pad(self.fit_to_windows(x))
-        return self._front_end_of_unit_range(padded.mul_(0.5).add_(0.5))
+        patches = self.hybrid_codec.encoder.patch_embed(padded.mul_(0.5).add_(0.5))
+        del padded  # the image-sized copy goes before the trunk makes its maps
+        return self._front_end_of_patches(patches)
 
     def _front_end_of_unit_range(self, x01: torch.Tensor, record: dict | None = None) -> DLFFrontEnd:
+        return self._front_end_of_patches(self.hybrid_codec.encoder.patch_embed(x01), record)
+
+    def _front_end_of_patches(self, patches: torch.Tensor, record: dict | None = None) -> DLFFrontEnd:
         codec = self.hybrid_codec
-        tokens, h = codec.encoder(x01, codec.latent_tokens, record)
+        tokens, h = codec.encoder.from_patches(patches, codec.latent_tokens, record)
         return DLFFrontEnd(tokens, codec.quantize(tokens), h, record if record is not None else {})
 
     def analyse(self, x_padded: torch.Tensor, rate_index: int | float, encoder=None, portable: bool = False,

@@ -117,7 +117,11 @@ class HybridEncoder(TiTokEncoder):
 
     def forward(self, x01: torch.Tensor, latent_tokens: torch.Tensor, record: dict | None = None):
         """(B, 3, H, W), H and W multiples of the window in pixels -> ((N, token_dim, 1, T), (B, d, H/32, W/32))."""
-        patches = self.patch_embed(x01)
+        return self.from_patches(self.patch_embed(x01), latent_tokens, record)
+
+    def from_patches(self, patches: torch.Tensor, latent_tokens: torch.Tensor, record: dict | None = None):
+        """:meth:`forward` from the patch embedding (B, width, H/16, W/16) on, so that inference can
+        drop the image before the trunk runs."""
         feat = self.feat_in(self.pix_emb_proj(patches))
         sequence = self.embed(map_to_windows(patches, self.config.grid), latent_tokens)
         if record is not None:

@@ -33,13 +33,14 @@ def row_bands(height: int, width: int, multiple: int = 1) -> list[slice]:
     return inference_slices(height, max(multiple, POSITIONS_PER_BAND // max(1, width) // multiple * multiple))
 
 
-def in_row_bands(function, x: torch.Tensor, multiple: int = 1) -> torch.Tensor:
+def in_row_bands(function, x: torch.Tensor, multiple: int = 1, in_place: bool = False) -> torch.Tensor:
     """``function(x[:, rows], rows)`` for each band of rows of a channels-last map (B, H, W, C),
-    written into one output map; ``function`` keeps the band's shape."""
+    written into one output map (``x`` itself if ``in_place``: each band's result depends on that
+    band alone); ``function`` keeps the band's shape."""
     bands = row_bands(x.shape[1], x.shape[2], multiple)
     if len(bands) == 1:
         return function(x, bands[0])
-    out = torch.empty_like(x)
+    out = x if in_place else torch.empty_like(x)
     for rows in bands:
         out[:, rows] = function(x[:, rows], rows)
     return out
@@ -117,6 +118,14 @@ class WindowAttention(nn.Module):
         return bias.view(windows_h * windows_w, *bias.shape[2:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shifted_run(lambda rolled, banded_attend, owned: in_row_bands(banded_attend, rolled, self.window, owned), x)
+
+    def shifted_run(self, function, x: torch.Tensor) -> torch.Tensor:
+        """``function(rolled, banded_attend, owned)`` on the map rolled onto the (shifted) window grid,
+        rolled back: ``banded_attend(band, rows)`` attends inside a band of whole window rows of
+        ``rolled``, and ``owned`` says whether ``rolled`` is a copy that ``function`` may overwrite.
+        Position-wise work (norms, MLP, residuals) commutes with the roll, so a block can run all of
+        itself on those bands."""
         height, width = x.shape[1:3]
         w = self.window
         if height % w or width % w:
@@ -125,8 +134,7 @@ class WindowAttention(nn.Module):
             x = torch.roll(x, shifts=(-self.displacement, -self.displacement), dims=(1, 2))
         bias = self.attention_bias(height // w, width // w).to(x.dtype)
         bias_rows = bias.view(height // w, width // w, *bias.shape[1:])  # indexed by window row
-        out = in_row_bands(
-            lambda band, rows: self._attend(band, bias_rows[rows.start // w: rows.stop // w].flatten(0, 1)), x, multiple=w)
+        out = function(x, owned=self.shifted, banded_attend=lambda band, rows: self._attend(band, bias_rows[rows.start // w: rows.stop // w].flatten(0, 1)))
         if self.shifted:
             out = torch.roll(out, shifts=(self.displacement, self.displacement), dims=(1, 2))
         return out
@@ -170,8 +178,19 @@ class SwinBlock(nn.Module):
         self.mlp_block = FeedForward(dim, dim * mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention_block(self.norm_attn(x))
-        return in_row_bands(lambda band, rows: band + self.mlp_block(self.norm_mlp(band)), x)
+        if torch.is_grad_enabled():
+            x = x + self.attention_block(self.norm_attn(x))
+            return x + self.mlp_block(self.norm_mlp(x))
+        # Inference: the whole block band by band of window rows, so that only the input, its rolled
+        # copy and the output are map-sized (the norms, attention and residual sums are per band).
+        return self.attention_block.shifted_run(self._banded, x)
+
+    def _banded(self, rolled: torch.Tensor, banded_attend, owned: bool) -> torch.Tensor:
+        def block(band: torch.Tensor, rows: slice) -> torch.Tensor:
+            band = band + banded_attend(self.norm_attn(band), rows)
+            return band + self.mlp_block(self.norm_mlp(band))
+
+        return in_row_bands(block, rolled, self.attention_block.window, in_place=owned)
 
 
 def swin_blocks(dim: int, depth: int, window: int) -> list[SwinBlock]:

@@ -27,8 +27,9 @@ def test_banded_swin_stack_and_convnext_match_one_pass(monkeypatch, depth):
     torch.manual_seed(0)
     blocks = torch.nn.Sequential(swin_stack(32, depth, 4), ConvNeXtBlock(32)).eval()
     x = torch.randn(2, 32, 24, 20)
+    whole = blocks(x).detach()  # with gradients: each block in one pass, as in training
     with torch.inference_mode():
-        whole = blocks(x)
+        assert torch.allclose(blocks(x), whole, atol=1e-5, rtol=1e-5)  # one band
         monkeypatch.setattr(swin, "POSITIONS_PER_BAND", 40)
         assert len(row_bands(24, 20, multiple=4)) == 6
         banded = blocks(x)
