@@ -189,6 +189,11 @@ class DLFTrainConfig:
     # texture channel, and kodim23 with only its colour channels right decodes at 24.4 dB (texture
     # at its mean) against 16.0 dB for the step-800 codec of session 14.
     latent_weighting: str = "none"
+    # The step from which latent_weighting applies (before it: the plain mean). The session-14 stage-1 run
+    # that stage 2 took to 16.7 dB ran its first ~1100 steps unweighted (16.0 dB on kodim23 at step 800);
+    # its session-18 rerun weighted from step 0 learned no colour in 1100 steps (latent MSE flat, detail
+    # rate at 0, kodim23 a grey 12.2 dB).
+    latent_weighting_from_step: int = 0
     # The FeatMerge head at the start of a stage (not on resume): "keep" (init_from's or random), or
     # "codebook_distance" (FeatMerge.init_head_from_codebook: logits from the distance of a predicted
     # latent point to each codeword). Stage 1 on a random head ended with a near-flat mixture
@@ -395,6 +400,8 @@ def check_dlf_config(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"dlf.merge_head_init must be 'keep' or 'codebook_distance', got {dlf.merge_head_init!r}")
     if dlf.latent_weighting not in LATENT_WEIGHTINGS:
         raise ConfigError(f"dlf.latent_weighting must be one of {LATENT_WEIGHTINGS}, got {dlf.latent_weighting!r}")
+    if dlf.latent_weighting_from_step < 0:
+        raise ConfigError(f"dlf.latent_weighting_from_step must be >= 0, got {dlf.latent_weighting_from_step}")
     return config
 
 

@@ -86,6 +86,8 @@ class DLFObjective(StageObjective):
         # Per-channel weights of the latent MSE (dlf.latent_weighting: generator_sensitivity), measured
         # by measure_channel_weights before training; not saved: the frozen generator gives them again.
         self.channel_weights: torch.Tensor | None = None
+        # Set by the trainer each step: False before dlf.latent_weighting_from_step.
+        self.weighting_active = True
 
     @torch.no_grad()
     def measure_channel_weights(self, probe: torch.Tensor, seed: int) -> str:
@@ -126,7 +128,7 @@ class DLFObjective(StageObjective):
                 target_indices = quantizer.indices(latent)
                 target = latent if self.config.dlf.latent_target == "continuous" else quantizer.lookup(target_indices)
             squared_error = (synthesis.soft_latent - target) ** 2
-            weighting = self.config.dlf.latent_weighting
+            weighting = self.config.dlf.latent_weighting if self.weighting_active else "none"
             if weighting == "channel_variance":
                 squared_error = squared_error / codebook_channel_variance(model).view(1, -1, 1, 1)
             elif weighting == "generator_sensitivity":

@@ -440,6 +440,8 @@ class Trainer:
             extra = {"generator": generator} if self.is_video or self.is_percov2 or self.is_dlf else {}
             sync = micro == accumulation - 1
             no_sync = self.objective_ddp.no_sync() if (self.dist.active and not sync) else contextlib.nullcontext()
+            if self.is_dlf:
+                self.objective.weighting_active = self.step >= self.config.dlf.latent_weighting_from_step
             with no_sync, self.autocast:
                 losses = self.objective_ddp(batch, rates, self._step_lambdas(), discriminator_for_g, **extra)
             (losses.total / accumulation).backward()

@@ -229,6 +229,25 @@ def test_generator_sensitivity_weighting_is_measured_at_start_and_weighs_the_lat
     assert torch.equal(Trainer(config, resume=True).objective.channel_weights, weights)
 
 
+def test_generator_sensitivity_weighting_starts_at_its_step(tmp_path, image_folder):
+    trainer, batch = dlf_trainer(tmp_path, image_folder, "dlf_align", **{
+        "dlf.latent_target": "continuous", "dlf.latent_weighting": "generator_sensitivity",
+        "dlf.latent_weighting_from_step": 1})
+    model, weights = trainer.model, trainer.objective.channel_weights
+    trainer.train_step()  # step 0: the plain mean
+    assert trainer.objective.weighting_active is False
+    rates = torch.tensor((0, 1))
+    plain = objective(trainer, batch, rates.tolist()).latent_mse.detach()
+    assert torch.allclose(plain, weighted_latent_mse(model, batch, rates, torch.ones_like(weights)), rtol=1e-5)
+    trainer.step = 1
+    trainer.train_step()
+    assert trainer.objective.weighting_active is True
+    weighted = objective(trainer, batch, rates.tolist()).latent_mse.detach()
+    assert torch.allclose(weighted, weighted_latent_mse(model, batch, rates, weights), rtol=1e-5)
+    with pytest.raises(ConfigError, match="latent_weighting_from_step"):
+        dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "bad", "dlf.latent_weighting_from_step": -1})
+
+
 def test_merge_head_init_replaces_the_init_from_head(tmp_path, image_folder):
     source, _ = dlf_trainer(tmp_path, image_folder, "dlf_align", **{"name": "source"})
     source.save_checkpoint()
