@@ -220,7 +220,9 @@ class Trainer:
 
         if self.is_dlf and config.dlf.latent_weighting == "generator_sensitivity":
             probe = self._probe_stream().next_batch().to(self.device)
-            self.log(self.objective.measure_channel_weights(probe, config.seed))
+            start = config.dlf.latent_weighting_from_step
+            self.log(self.objective.measure_channel_weights(probe, config.seed)
+                     + (f", from step {start} (the plain mean before)" if start else ""))
         # DDP broadcasts rank 0's parameters here, so all ranks start identical.
         if self.dist.active:
             kwargs = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
