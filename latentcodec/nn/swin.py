@@ -118,14 +118,13 @@ class WindowAttention(nn.Module):
         return bias.view(windows_h * windows_w, *bias.shape[2:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shifted_run(lambda rolled, banded_attend, owned: in_row_bands(banded_attend, rolled, self.window, owned), x)
+        return self.over_bands(lambda band, rows, attend: attend(band, rows), x)
 
-    def shifted_run(self, function, x: torch.Tensor) -> torch.Tensor:
-        """``function(rolled, banded_attend, owned)`` on the map rolled onto the (shifted) window grid,
-        rolled back: ``banded_attend(band, rows)`` attends inside a band of whole window rows of
-        ``rolled``, and ``owned`` says whether ``rolled`` is a copy that ``function`` may overwrite.
+    def over_bands(self, function, x: torch.Tensor) -> torch.Tensor:
+        """``function(band, rows, attend)`` over bands of whole window rows of the map rolled onto the
+        (shifted) window grid, rolled back: ``attend(band, rows)`` is this attention on such a band.
         Position-wise work (norms, MLP, residuals) commutes with the roll, so a block can run all of
-        itself on those bands."""
+        itself on the bands. A shifted map's bands overwrite its rolled copy, which nothing else holds."""
         height, width = x.shape[1:3]
         w = self.window
         if height % w or width % w:
@@ -134,7 +133,11 @@ class WindowAttention(nn.Module):
             x = torch.roll(x, shifts=(-self.displacement, -self.displacement), dims=(1, 2))
         bias = self.attention_bias(height // w, width // w).to(x.dtype)
         bias_rows = bias.view(height // w, width // w, *bias.shape[1:])  # indexed by window row
-        out = function(x, owned=self.shifted, banded_attend=lambda band, rows: self._attend(band, bias_rows[rows.start // w: rows.stop // w].flatten(0, 1)))
+
+        def attend(band: torch.Tensor, rows: slice) -> torch.Tensor:
+            return self._attend(band, bias_rows[rows.start // w: rows.stop // w].flatten(0, 1))
+
+        out = in_row_bands(lambda band, rows: function(band, rows, attend), x, w, in_place=self.shifted)
         if self.shifted:
             out = torch.roll(out, shifts=(self.displacement, self.displacement), dims=(1, 2))
         return out
@@ -183,14 +186,11 @@ class SwinBlock(nn.Module):
             return x + self.mlp_block(self.norm_mlp(x))
         # Inference: the whole block band by band of window rows, so that only the input, its rolled
         # copy and the output are map-sized (the norms, attention and residual sums are per band).
-        return self.attention_block.shifted_run(self._banded, x)
+        return self.attention_block.over_bands(self._band, x)
 
-    def _banded(self, rolled: torch.Tensor, banded_attend, owned: bool) -> torch.Tensor:
-        def block(band: torch.Tensor, rows: slice) -> torch.Tensor:
-            band = band + banded_attend(self.norm_attn(band), rows)
-            return band + self.mlp_block(self.norm_mlp(band))
-
-        return in_row_bands(block, rolled, self.attention_block.window, in_place=owned)
+    def _band(self, band: torch.Tensor, rows: slice, attend) -> torch.Tensor:
+        band = band + attend(self.norm_attn(band), rows)
+        return band + self.mlp_block(self.norm_mlp(band))
 
 
 def swin_blocks(dim: int, depth: int, window: int) -> list[SwinBlock]:

@@ -435,6 +435,8 @@ class Trainer:
         rate_sums = torch.zeros(self.rate_slots, device=self.device)
         rate_counts = torch.zeros(self.rate_slots, device=self.device)
         disc_loss_value = 0.0
+        if self.is_dlf:
+            self.objective.weighting_active = self.step >= self.config.dlf.latent_weighting_from_step
         for micro in range(accumulation):
             batch = self.stream.next_batch().to(self.device, non_blocking=True)
             generator = self._sample_generator(micro)
@@ -442,8 +444,6 @@ class Trainer:
             extra = {"generator": generator} if self.is_video or self.is_percov2 or self.is_dlf else {}
             sync = micro == accumulation - 1
             no_sync = self.objective_ddp.no_sync() if (self.dist.active and not sync) else contextlib.nullcontext()
-            if self.is_dlf:
-                self.objective.weighting_active = self.step >= self.config.dlf.latent_weighting_from_step
             with no_sync, self.autocast:
                 losses = self.objective_ddp(batch, rates, self._step_lambdas(), discriminator_for_g, **extra)
             (losses.total / accumulation).backward()
