@@ -199,7 +199,7 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             # The run folder is keyed by the training maps too: a fit resumes only on the same tokens.
             tokens_key = hashlib.sha256(train_tokens.numpy().tobytes()).hexdigest()[:12]
-            prior = fit(train_cache, config, cache / f"g{grid}-{schedule}-{tokens_key}", fit_config, grid=map_grid)
+            prior = fit(train_cache, config, cache / f"g{grid}-{schedule}-{tokens_key}", fit_config, grid=map_grid).prior
             fit_seconds = time.perf_counter() - started
             kodak_bits = prior.bits(None, kodak_tokens, map_grid)
             train_bits = prior.bits(None, train_tokens[:64], map_grid)

@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--schedule", default="hierarchical", help="percov2: the coding schedule (default "
                      "hierarchical; also single-pass, checkerboard, quincunx, qlds, hierarchical-split)")
     fit.add_argument("--steps", type=int, default=2000, help="prior training steps (default 2000)")
+    fit.add_argument("--validation-images", type=int, default=48, help="evenly spaced training images withheld "
+                     "to pick the best weights on, at most 1 in 8 (default 48; 0: keep the last weights)")
+    fit.add_argument("--validation-crops", type=int, default=64, help="crops of the withheld images (default 64)")
     fit.add_argument("--width", type=int, default=128, help="transformer width (default 128)")
     fit.add_argument("--layers", type=int, default=3, help="transformer layers (default 3)")
     fit.add_argument("--passes", type=int, default=4, help="dlf: masked-token passes per window (default 4)")
@@ -59,10 +62,15 @@ def run_fit(args: argparse.Namespace) -> int:
     for name in ("crops", "crop_windows", "crop_size", "steps", "width", "layers", "passes"):
         if getattr(args, name) < 1:
             raise LatentCodecError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("validation_images", "validation_crops"):
+        if getattr(args, name) < 0:
+            raise LatentCodecError(f"--{name.replace('_', '-')} must be at least 0")
     model, _, source = load_model(args.model, args.weights)
     model.eval()
     run_dir = Path(args.run_dir) if args.run_dir else DEFAULT_RUNS / f"{args.model}-token-prior-{output.name}"
-    config = fitting.TokenPriorFitConfig(crops=args.crops, crop_windows=args.crop_windows, fit_steps=args.steps)
+    config = fitting.TokenPriorFitConfig(crops=args.crops, crop_windows=args.crop_windows, fit_steps=args.steps,
+                                         validation_images=args.validation_images,
+                                         validation_crops=args.validation_crops)
     images = args.images or ["../shared/data/train"]
     shape = dict(width=args.width, layers=args.layers, heads=max(1, args.width // 64))
     if args.model == "percov2":
@@ -72,30 +80,39 @@ def run_fit(args: argparse.Namespace) -> int:
         dict(crop_windows=args.crop_windows, passes=args.passes)
     fitting.claim_run_dir(run_dir, dict(model=args.model, weights=fitting.weights_digest(model),
                                         images=[str(Path(folder).resolve()) for folder in images],
-                                        width=args.width, layers=args.layers, **crop), restart=args.restart)
+                                        width=args.width, layers=args.layers,
+                                        validation_images=args.validation_images, **crop), restart=args.restart)
     if args.model == "percov2":
         grid = model.token_grid(args.crop_size, args.crop_size)
         with torch.inference_mode():
-            cache = fitting.extract(model, images, run_dir, config, crop_side=args.crop_size,
-                                    encode_crop=fitting.token_maps_of)
+            cache, validation = (fitting.extract(model, images, run_dir, config, crop_side=args.crop_size,
+                                                 encode_crop=fitting.token_maps_of, validation=held)
+                                 for held in (False, True))
         prior_config = model.config.default_token_prior(args.schedule, **shape)
         fixed = grid[0] * grid[1] * model.config.hyper.token_bits
     else:
         grid = None
         with torch.inference_mode():
-            cache = fitting.extract(model, images, run_dir, config)
+            cache, validation = (fitting.extract(model, images, run_dir, config, validation=held)
+                                 for held in (False, True))
         prior_config = model.config.default_token_prior(passes=args.passes, **shape)
         fixed = prior_config.num_positions * model.config.token_bits
-    prior = fitting.fit(cache, prior_config, run_dir, config, grid=grid)
+    result = fitting.fit(cache, prior_config, run_dir, config, grid=grid, validation=validation)
+    prior = result.prior
     sample = slice(0, min(512, len(cache)))
-    inputs = fitting.TokenPriorInputs(cache.condition[sample], cache.context[sample])
-    bits = prior.bits(inputs, cache.tokens[sample], grid).mean().item()
+    bits = fitting.validation_bits(prior, fitting.TokenCache(*(column[sample] for column in cache)), grid)
     tokens = cache.tokens.shape[1]
     unit = "token_map" if grid else "window"
-    fitting.save_token_prior(prior, output, {"weights": source, f"{unit}s": len(cache), "steps": args.steps,
-                                             f"train_bits_per_{unit}": bits, f"fixed_bits_per_{unit}": fixed},
-                             args.model)
-    print(f"{output}: {len(cache)} {unit.replace('_', ' ')}s, {bits / tokens:.2f} bits/token on training data "
+    metadata = {"weights": source, f"{unit}s": len(cache), "steps": args.steps, "chosen_step": result.step,
+                "train_bits_per_token": bits, "fixed_bits_per_token": fixed / tokens}
+    held_out = ""
+    if result.validation_bits_per_token is not None:
+        metadata.update(validation_bits_per_token=result.validation_bits_per_token,
+                        validation_units=len(validation))
+        held_out = (f", {result.validation_bits_per_token:.2f} on {len(validation)} held-out "
+                    f"{unit.replace('_', ' ')}s (step {result.step} of {args.steps})")
+    fitting.save_token_prior(prior, output, metadata, args.model)
+    print(f"{output}: {len(cache)} {unit.replace('_', ' ')}s, {bits:.2f} bits/token on training data{held_out} "
           f"(fixed length {fixed / tokens:.0f})")
     if args.save_model:
         model.attach_token_prior(prior).save_pretrained(args.save_model, metadata={"token_prior": str(output)},

@@ -42,7 +42,7 @@ def test_extraction_and_fit_resume_where_they_stopped(frozen, image_folder, tmp_
     assert torch.equal(resumed.tokens, fresh.tokens)
 
     prior_config = model.config.default_token_prior(width=16, layers=1, heads=2)
-    whole = fit(resumed, prior_config, tmp_path / "whole", more, progress=False, grid=(4, 4))
+    whole = fit(resumed, prior_config, tmp_path / "whole", more, progress=False, grid=(4, 4)).prior
     # Killed right after the first checkpoint (step 3), then resumed to step 6: the same weights.
     write = fitting.atomic_write
 
@@ -55,7 +55,7 @@ def test_extraction_and_fit_resume_where_they_stopped(frozen, image_folder, tmp_
         fit(resumed, prior_config, tmp_path / "split", more, progress=False, grid=(4, 4))
     monkeypatch.undo()
     assert torch.load(tmp_path / "split" / CHECKPOINT_FILE, weights_only=False)["step"] == 3
-    split = fit(resumed, prior_config, tmp_path / "split", more, progress=False, grid=(4, 4))
+    split = fit(resumed, prior_config, tmp_path / "split", more, progress=False, grid=(4, 4)).prior
     for (name, a), b in zip(whole.state_dict().items(), split.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -68,7 +68,7 @@ def test_fitting_lowers_the_bits_of_the_token_maps(frozen, image_folder, tmp_pat
     torch.manual_seed(config.seed)
     untrained = MaskedTokenPrior(prior_config).eval()  # fit's starting point: the same seed
     before = untrained.bits(None, cache.tokens, (4, 4)).mean().item()
-    prior = fit(cache, prior_config, tmp_path, config, progress=False, grid=(4, 4))
+    prior = fit(cache, prior_config, tmp_path, config, progress=False, grid=(4, 4)).prior
     after = prior.bits(None, cache.tokens, (4, 4)).mean().item()
     assert after < 0.7 * before
 
@@ -107,3 +107,31 @@ def test_fit_token_prior_command_for_percov2(frozen, image_folder, tmp_path, cap
     assert half.decompress(data_half).size == image.size
     assert main([*argv[:-2], "--schedule", "zigzag", "--force"]) == 1  # a one-line error
     assert main([*argv, "--force", "--crop-size", "4096"]) == 1
+
+
+def test_the_fit_keeps_the_weights_that_generalise_best(frozen, image_folder, tmp_path):
+    model, _ = frozen
+    # Few crops and a high learning rate: the prior memorises them, and the held-out bits turn up again.
+    config = TokenPriorFitConfig(crops=2, chunk_crops=2, fit_steps=40, batch_windows=2, lr=3e-2, validate_every=4,
+                                 validation_crops=4)
+    training, withheld = fitting.split_images([image_folder], config)
+    assert len(withheld) == 1 and not set(training) & set(withheld)  # 1 in 8, never trained on
+    cache = extract(model, [image_folder], tmp_path, config, progress=False, crop_side=64, encode_crop=token_maps_of)
+    validation = extract(model, [image_folder], tmp_path, config, progress=False, crop_side=64,
+                         encode_crop=token_maps_of, validation=True)
+    assert len(cache) == 2 and len(validation) == 4
+    prior_config = model.config.default_token_prior(width=16, layers=1, heads=2)
+    result = fit(cache, prior_config, tmp_path, config, progress=False, grid=(4, 4), validation=validation)
+    steps = [point.step for point in result.history]
+    assert steps == list(range(4, 41, 4))
+    best = min(result.history, key=lambda point: point.bits_per_token)
+    assert (result.step, result.validation_bits_per_token) == (best.step, best.bits_per_token)
+    assert best.step < 40 and result.history[-1].bits_per_token > best.bits_per_token  # it did overfit
+    # The returned weights are that step's, not the last ones.
+    assert fitting.validation_bits(result.prior, validation, (4, 4)) == pytest.approx(best.bits_per_token, rel=1e-5)
+    # Resuming a finished fit returns the same choice.
+    again = fit(cache, prior_config, tmp_path, config, progress=False, grid=(4, 4), validation=validation)
+    assert again.step == result.step and again.history == result.history
+    # Without withheld images (a folder of fewer than 8) the last weights are kept.
+    assert extract(model, [image_folder], tmp_path / "none", TokenPriorFitConfig(validation_images=0),
+                   progress=False, crop_side=64, encode_crop=token_maps_of, validation=True) is None
