@@ -2,8 +2,11 @@
 decoded in fresh processes that emulate other machines, for the portable path and the float path.
 
     python benchmarks/portability_matrix.py [--images 24] [--json out.json]
+    python benchmarks/portability_matrix.py --model dlf --images 6 --portable-only --json out.json
 
-Prints, per arithmetic and per path, how many files decoded to exactly the encoder's latents.
+Prints, per arithmetic and per path, how many files decoded to exactly the encoder's latents (DLF: the
+fixed-point detail latent and the semantic tokens; PerCoV2: the token map, whose picture is then
+sampled in float, so only its tokens must match exactly).
 """
 
 from __future__ import annotations
@@ -30,15 +33,17 @@ KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--model", default="glc-image", choices=("glc-image", "dlf", "percov2"))
     parser.add_argument("--weights", default=None, help="image weights (default: the shipped default)")
+    parser.add_argument("--portable-only", action="store_true", help="skip the float (v1) files")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    codec = latentcodec.load("glc-image", weights=args.weights)
+    codec = latentcodec.load(args.model, weights=args.weights)
     files = sorted(KODAK.glob("*.png"))[: args.images]
     summary = {}
     with tempfile.TemporaryDirectory() as folder:
-        for portable in (True, False):
+        for portable in (True,) if args.portable_only else (True, False):
             codec.model.set_portable(portable)
             paths, references = [], []
             for image_path in files:
@@ -50,7 +55,7 @@ def main() -> int:
                     path.write_bytes(data)
                     paths.append(path)
                     references.append(decode_fingerprint(data, codec.model))
-            model_args = ["--model", "glc-image"] + (["--weights", args.weights] if args.weights else [])
+            model_args = ["--model", args.model] + (["--weights", args.weights] if args.weights else [])
             entries = arithmetic_matrix(paths, references, model_args)
             label = "portable (v2)" if portable else "float (v1)"
             counts = Counter()

@@ -56,7 +56,7 @@ from latentcodec.training.dlf_stages import (
 )
 from latentcodec.training import percov2_stages
 from latentcodec.training.losses import PerceptualLoss, hinge_discriminator_loss, lpips_vgg_status
-from latentcodec.training.selection import BEST_FILE, selection_score
+from latentcodec.training.selection import BEST_FILE, improves
 from latentcodec.training.stages import StageLosses, StageObjective, VideoObjective, set_trainable
 from latentcodec.training.validation import validate_images, validate_video, validation_files
 
@@ -194,6 +194,7 @@ class Trainer:
             data_note += f"; lambda control every {config.dlf.control_every} steps on {control_note}"
         self.step = 0
         self.best_score = math.inf  # the lowest validated selection score so far (best.pt)
+        self.best_results: dict | None = None  # best.pt's validation results, re-scored as the lambdas move
         self.started_fresh = True
         if resuming:
             self._load_checkpoint()
@@ -377,6 +378,7 @@ class Trainer:
                 "streams": streams,
                 "rng": rngs,
                 "best_score": self.best_score,
+                "best_results": self.best_results,
             }
             atomic_torch_save(payload, self.checkpoint_path)
         self._barrier()
@@ -404,6 +406,7 @@ class Trainer:
         set_rng_state(payload["rng"][self.dist.rank])
         self.step = int(payload["step"])
         self.best_score = float(payload.get("best_score", math.inf))
+        self.best_results = payload.get("best_results")
         if self.dist.is_main:
             self._truncate_metrics(self.step)
 
@@ -536,11 +539,12 @@ class Trainer:
 
     def _select(self, results: dict[str, Any]) -> None:
         """Keep the best validated weights in best.pt by DLF's selection rule (training/selection.py)."""
-        score = selection_score(results, self.lambdas.tolist())
-        if score is None or score >= self.best_score:
+        score = improves(results, self.best_results, self.lambdas.tolist(), self.best_score)
+        if score is None:
             return
-        self.best_score = score
-        atomic_torch_save({**self._weights_payload(), "selection_score": score}, self.run_dir / BEST_FILE)
+        self.best_score, self.best_results = score, results
+        atomic_torch_save({**self._weights_payload(), "selection_score": score, "validation": results},
+                          self.run_dir / BEST_FILE)
         self.log(f"step {self.step}: best validated weights so far (selection score {score:.5f}) -> {BEST_FILE}")
 
     # -- the loop ------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latentcodec.training.config import load_config
-from latentcodec.training.selection import BEST_FILE, selection_score
+from latentcodec.training.selection import BEST_FILE, improves, selection_score
 from latentcodec.training.trainer import Trainer, export_inference_model
 from training_helpers import tiny_config, write_config
 
@@ -51,3 +51,18 @@ def test_holdout_images_are_withheld_from_training_and_read_by_validation(tmp_pa
     results = trainer.validate()
     assert results is not None and results["0"]["bpp"] > 0  # validated on a held-out image
     trainer.close()
+
+
+def test_kept_weights_are_rescored_under_the_current_lambdas():
+    # The first DLF pixel run's validations at steps 500 and 2000 (rates 0 and 3), and its lambdas then.
+    step500 = {"0": {"bpp": 0.0255, "l1": 0.2405}, "3": {"bpp": 0.0327, "l1": 0.2398}}
+    step2000 = {"0": {"bpp": 0.0193, "l1": 0.2263}, "3": {"bpp": 0.0264, "l1": 0.2094}}
+    early, late = [90.5, 8.0, 0.71, 0.25], [256.0, 8.0, 0.5, 0.125]
+    # Each under its own step's lambdas, the dominated step-500 weights would look better ...
+    assert selection_score(step500, early) < selection_score(step2000, late)
+    # ... under the same lambdas they do not, and the later weights replace them.
+    assert improves(step2000, step500, late) == pytest.approx(selection_score(step2000, late))
+    assert improves(step500, step2000, late) is None
+    # Without recorded results (a run from before this rule) the stored score is the bar.
+    assert improves(step2000, None, late, kept_score=0.1) is None
+    assert improves(step2000, None, late) is not None
