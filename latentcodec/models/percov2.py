@@ -341,10 +341,11 @@ class PerCoV2(LatentCodec):
     # -- files ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, x: torch.Tensor, rate_index: int | None = None, caption: str | None = None,
-               transmitted_passes: int | None = None, fixed_length: bool = False) -> PerCoV2EncodeResult:
-        """One image -> a file. The tokens go under the model's prior unless it has none or
-        ``fixed_length``; ``transmitted_passes`` = k sends only the first k passes of the prior's schedule
-        (hybrid mode; the decoder fills the rest with the prior's most probable codes)."""
+               transmitted_passes: int | None = None, fixed_length: bool | None = None) -> PerCoV2EncodeResult:
+        """One image -> a file. Every token sent: under the model's prior, or at fixed length where the prior
+        would cost more (an image unlike its training maps); ``fixed_length`` True / False forces one of
+        the two. ``transmitted_passes`` = k sends only the first k passes of the prior's schedule (hybrid
+        mode; the decoder fills the rest with the prior's most probable codes)."""
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise ValueError(f"compress expects one RGB image shaped (1, 3, H, W), got {tuple(x.shape)}")
         if rate_index is None:  # the top quality; transmitted_passes / fixed_length may then choose the coding
@@ -353,7 +354,7 @@ class PerCoV2(LatentCodec):
             raise ValueError(f"rate index {rate_index!r} out of range 0..{self.num_rates - 1} (one PerCoV2 model per "
                              f"operating point; hybrid qualities need a token prior)")
         hybrid_quality = rate_index < self.num_rates - 1
-        if hybrid_quality and (transmitted_passes is not None or fixed_length):
+        if hybrid_quality and (transmitted_passes is not None or fixed_length is not None):
             raise ConfigError("give a hybrid quality or transmitted passes / fixed-length tokens, not both")
         height, width = x.shape[-2:]
         if not self.fits(height, width):
@@ -371,6 +372,11 @@ class PerCoV2(LatentCodec):
         if hybrid_quality:
             transmitted_passes = self.hybrid_passes(rate_index, *indices.shape)
         section, decoded, token_bits = self.encode_token_section(indices, use_prior, transmitted_passes)
+        if use_prior and fixed_length is None and TokenDescriptor.from_byte(section[0]).transmitted == 0:
+            # Every token sent, so never more than at fixed length: the descriptor names either coding.
+            fixed = self.encode_token_section(indices, False, None)
+            if len(fixed[0]) < len(section):
+                section, decoded, token_bits = fixed
         # The header's rate stays 0 (the layout has one operating point): a hybrid quality is read off the
         # token descriptor's transmitted passes.
         header = ImageHeader(model_id=self.model_id, rate_index=0, height=height, width=width,
@@ -404,7 +410,8 @@ class PerCoV2(LatentCodec):
     @torch.no_grad()
     def estimate_bits(self, x: torch.Tensor, rate_index: int | None = None) -> float:
         """Token bits (no caption): fixed length, or under the prior the float model's estimate (at a
-        hybrid quality, of the transmitted passes)."""
+        hybrid quality, of the transmitted passes; with every token sent, at most the fixed length, as
+        ``encode`` writes)."""
         if self.token_prior is None:
             return float(self.token_bits(*x.shape[-2:]))
         _, tokens = self.tokens(self.pad(x.to(self.device)))
@@ -412,7 +419,8 @@ class PerCoV2(LatentCodec):
         grid = tuple(indices.shape[-2:])
         transmitted = self.hybrid_passes(rate_index, *grid)
         if transmitted is None:
-            return float(self.token_prior.bits(None, indices.flatten(1), grid).sum())
+            return min(float(self.token_prior.bits(None, indices.flatten(1), grid).sum()),
+                       float(self.token_bits(*x.shape[-2:])))
         return self.integer_token_prior().exact_bits(None, None, indices.flatten(1), grid, transmitted)
 
     @staticmethod

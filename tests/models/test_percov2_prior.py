@@ -40,7 +40,7 @@ def image(height: int, width: int, seed: int = 0) -> torch.Tensor:
 def test_the_tiny_preset_codes_under_the_implicit_hierarchical_prior(tiny):
     config = tiny.config.token_prior
     assert config.schedule == "hierarchical" and config.max_grid_side == 16 and config.vocab_size == 256
-    result = tiny.encode(image(64, 96))
+    result = tiny.encode(image(64, 96), fixed_length=False)
     section = read_image_file(result.data, tiny.layout, expected_model_id=4).sections[1]
     assert TokenDescriptor.from_byte(section[0]) == TokenDescriptor(32, 256, True, 0)
     streams = tiny.decode_streams(result.data)
@@ -49,14 +49,19 @@ def test_the_tiny_preset_codes_under_the_implicit_hierarchical_prior(tiny):
     # The coded stream is within 1 % of the exact information content, plus the coder's flush.
     assert 8 * (len(result.data) - OVERHEAD_BYTES) <= 1.01 * result.estimated_token_bits + 16
     assert result.estimated_bits == result.estimated_token_bits + 8
-    # The rate estimate comes from the float prior now, not from the fixed-length count.
-    assert tiny.estimate_bits(image(64, 96)) != 4 * 6 * 8
+    # The rate estimate is the float prior's, capped at the fixed length that compress falls back to; this
+    # prior's random opinions cost more than that.
+    float_bits = tiny.token_prior.bits(None, result.token_indices.flatten()[None], (4, 6)).item()
+    assert float_bits > 4 * 6 * 8 and result.estimated_token_bits > 4 * 6 * 8
+    assert tiny.estimate_bits(image(64, 96)) == 4 * 6 * 8
 
 
 def test_fixed_length_coding_stays_available_and_both_decode(tiny):
     x = image(64, 96, seed=1)
-    prior_file, fixed_file = tiny.compress(x), tiny.encode(x, fixed_length=True).data
+    prior_file, fixed_file = tiny.encode(x, fixed_length=False).data, tiny.encode(x, fixed_length=True).data
     assert prior_file != fixed_file
+    # By default the shorter of the two: this prior's random opinions cost more than fixed length.
+    assert len(prior_file) > len(fixed_file) and tiny.compress(x) == fixed_file
     assert torch.equal(tiny.decode_streams(prior_file).token_indices, tiny.decode_streams(fixed_file).token_indices)
     without = PerCoV2(PerCoV2Config.tiny()).attach_token_prior(None)
     with pytest.raises(Exception, match="coded under a masked-token prior, and this model has none"):
@@ -65,7 +70,7 @@ def test_fixed_length_coding_stays_available_and_both_decode(tiny):
 
 def test_hybrid_mode_sends_k_passes_and_the_decoder_fills_the_rest(tiny):
     x = image(64, 96, seed=2)
-    full = tiny.encode(x)
+    full = tiny.encode(x, fixed_length=False)
     group = tiny.config.token_prior.groups((4, 6)).view(4, 6)
     passes = int(group.max()) + 1
     sizes = []
@@ -81,7 +86,7 @@ def test_hybrid_mode_sends_k_passes_and_the_decoder_fills_the_rest(tiny):
         assert torch.equal(tiny.decompress(result.data), tiny.decompress(result.data))
     assert sizes == sorted(sizes) and sizes[-1] < len(full.data)
     # k at or beyond the schedule's passes is the full file, spelled one way.
-    assert tiny.compress(x, transmitted_passes=passes) == full.data
+    assert tiny.encode(x, transmitted_passes=passes, fixed_length=False).data == full.data
     with pytest.raises(ConfigError, match="hybrid mode"):
         tiny.encode(x, transmitted_passes=0)
     with pytest.raises(ConfigError, match="hybrid mode"):
@@ -89,7 +94,7 @@ def test_hybrid_mode_sends_k_passes_and_the_decoder_fills_the_rest(tiny):
 
 
 def test_info_reports_the_token_section_and_its_fixed_length_cost(tiny, tmp_path, capsys):
-    for name, data in (("prior", tiny.compress(image(64, 96))),
+    for name, data in (("prior", tiny.encode(image(64, 96), fixed_length=False).data),
                        ("hybrid", tiny.compress(image(64, 96), transmitted_passes=2))):
         path = tmp_path / f"{name}.lci"
         path.write_bytes(data)
