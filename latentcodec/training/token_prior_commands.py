@@ -84,19 +84,17 @@ def run_fit(args: argparse.Namespace) -> int:
                                         validation_images=args.validation_images, **crop), restart=args.restart)
     if args.model == "percov2":
         grid = model.token_grid(args.crop_size, args.crop_size)
-        with torch.inference_mode():
-            cache, validation = (fitting.extract(model, images, run_dir, config, crop_side=args.crop_size,
-                                                 encode_crop=fitting.token_maps_of, validation=held)
-                                 for held in (False, True))
+        crop_kind = dict(crop_side=args.crop_size, encode_crop=fitting.token_maps_of)
         prior_config = model.config.default_token_prior(args.schedule, **shape)
         fixed = grid[0] * grid[1] * model.config.hyper.token_bits
     else:
         grid = None
-        with torch.inference_mode():
-            cache, validation = (fitting.extract(model, images, run_dir, config, validation=held)
-                                 for held in (False, True))
+        crop_kind = {}  # DLF's windows, extract's default
         prior_config = model.config.default_token_prior(passes=args.passes, **shape)
         fixed = prior_config.num_positions * model.config.token_bits
+    with torch.inference_mode():
+        cache = fitting.extract(model, images, run_dir, config, **crop_kind)
+        validation = fitting.extract(model, images, run_dir, config, **crop_kind, validation=True)
     result = fitting.fit(cache, prior_config, run_dir, config, grid=grid, validation=validation)
     prior = result.prior
     sample = slice(0, min(512, len(cache)))
