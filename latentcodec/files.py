@@ -6,6 +6,7 @@ A crash or an error mid-write therefore never leaves a partial file under the fi
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -39,3 +40,16 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+               "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_byte_size(text: str | int) -> int:
+    """'2GB', '1.5G', '45MiB', '800000000' -> bytes. K/M/G/T(B) are decimal, KiB/MiB/GiB/TiB binary."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _BYTE_UNITS:
+        raise ValueError(f"cannot read size {text!r} (examples: 2GB, 1.5G, 45MiB)")
+    return int(float(match.group(1)) * _BYTE_UNITS[unit])

@@ -8,7 +8,8 @@
 # 1. export-weights: the run's best validated weights (best.pt, else its last checkpoint), float16;
 # 2. fit-token-prior --save-model: the learned token prior fitted to the frozen export (1024 training
 #    crops, 1000 steps, the weights that code 64 crops of withheld training images best), written with
-#    it into latentcodec/zoo/weights/MODEL-default (the folder `latentcodec.load(MODEL)` reads);
+#    it into latentcodec/zoo/weights/MODEL-default (the folder `latentcodec.load(MODEL)` reads), in
+#    shards of at most 45 MiB (git hosts refuse files over 100 MB);
 # 3. latentcodec eval on all 24 Kodak images: the new default, --compare glc-image, every classical
 #    baseline, into docs/results/kodak-MODEL-default.
 # Work files go to ~/.cache/latentcodec/ship/MODEL. PRIOR_ARGS and EVAL_ARGS add options to steps 2
@@ -53,7 +54,7 @@ echo "$stamp" > "$work/prior-source"
 # 256 crops and 2000 steps (the fit's defaults) memorised the crops: 0.28 bits per token on them, more
 # than the fixed length on Kodak. Four times the crops, and the held-out choice of weights, generalise.
 latentcodec fit-token-prior "$work/prior" "${model_args[@]}" --weights "$work/export" --run-dir "$work/prior-run" \
-    "${restart[@]}" --save-model "$shipped" --dtype float16 --force $prior_recipe
+    "${restart[@]}" --save-model "$shipped" --dtype float16 --max-shard-size 45MiB --force $prior_recipe
 
 echo "[3/3] Kodak evaluation -> $results"
 # shellcheck disable=SC2086  # EVAL_ARGS is a list of options

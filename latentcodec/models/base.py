@@ -4,7 +4,7 @@ A codec is an ``nn.Module`` with:
 
 * ``forward(x, rate_index)`` for training, returning a NamedTuple/dataclass output;
 * ``compress(x, rate_index) -> bytes`` (the whole file) and ``decompress(data) -> Tensor``;
-* ``save_pretrained(dir)`` / ``from_pretrained(dir)``: ``config.json`` + ``model.safetensors``.
+* ``save_pretrained(dir)`` / ``from_pretrained(dir)``: ``config.json`` + ``model.safetensors`` (or its shards).
 
 Images enter and leave ``compress``/``decompress`` as float tensors in [0, 1], shape (1, 3, H, W).
 """
@@ -22,10 +22,17 @@ from torch import nn
 from latentcodec.config import config_from_dict, config_to_dict
 from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.files import atomic_write
+from latentcodec.models.weight_files import (
+    DEFAULT_MAX_SHARD_SIZE,
+    WEIGHTS_FILE,
+    has_weights,
+    read_folder_weights,
+    weights_location,
+    write_folder_weights,
+)
 from latentcodec.nn.integer import TwinCache
 
 CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 class LatentCodec(nn.Module):
@@ -95,16 +102,19 @@ class LatentCodec(nn.Module):
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
 
     def save_pretrained(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
-                        dtype: torch.dtype | None = None) -> Path:
+                        dtype: torch.dtype | None = None, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
         """``dtype`` (e.g. torch.float16) stores floating tensors narrower; they load back into
-        float32 parameters exactly as stored."""
-        return self.write_pretrained(path, narrow_floats(self.state_dict_for_saving(), dtype), metadata)
+        float32 parameters exactly as stored. Weights over ``max_shard_size`` (bytes, or '45MiB')
+        are split into shards beside an index (see :mod:`latentcodec.models.weight_files`)."""
+        return self.write_pretrained(path, narrow_floats(self.state_dict_for_saving(), dtype), metadata,
+                                     max_shard_size=max_shard_size)
 
     def write_pretrained(self, path: str | os.PathLike, tensors: dict[str, torch.Tensor],
-                         metadata: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+                         metadata: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                         max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
         """Write ``config.json`` (model name, config, optional metadata and ``extra`` top-level
-        entries a subclass reads back) and ``tensors`` as ``model.safetensors``."""
-        return write_model_folder(path, self.model_name, self.config, tensors, metadata, extra)
+        entries a subclass reads back) and ``tensors`` as ``model.safetensors`` (or shards)."""
+        return write_model_folder(path, self.model_name, self.config, tensors, metadata, extra, max_shard_size)
 
     @classmethod
     def read_payload(cls, path: str | os.PathLike) -> dict[str, Any]:
@@ -112,16 +122,9 @@ class LatentCodec(nn.Module):
         return read_model_payload(path, cls.model_name)
 
     @staticmethod
-    def read_weights(weights_path: Path) -> dict[str, torch.Tensor]:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        if not weights_path.is_file():
-            raise WeightsError(f"{weights_path} not found")
-        try:
-            return load_file(str(weights_path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise WeightsError(f"{weights_path}: unreadable safetensors file ({exc})") from None
+    def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+        """Every tensor of a save_pretrained folder (one file or shards)."""
+        return read_folder_weights(folder)
 
     @classmethod
     def read_config(cls, path: str | os.PathLike) -> Any:
@@ -135,12 +138,11 @@ class LatentCodec(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any):
         path = Path(path)
         config = cls.read_config(path)
-        weights_path = path / WEIGHTS_FILE
-        if not weights_path.is_file():
-            raise WeightsError(f"{weights_path} not found")
+        if not has_weights(path):
+            raise WeightsError(f"{path / WEIGHTS_FILE} not found")
         model = cls(config, **kwargs)
-        state = cls.read_weights(weights_path)
-        model.load_state_dict_strict(state, source=str(weights_path), ignored_prefixes=cls.optional_prefixes)
+        state = cls.read_weights(path)
+        model.load_state_dict_strict(state, source=str(weights_location(path)), ignored_prefixes=cls.optional_prefixes)
         return model.to(device).eval()
 
     def load_state_dict_strict(
@@ -171,19 +173,18 @@ def narrow_floats(tensors: dict[str, torch.Tensor], dtype: torch.dtype | None) -
 
 
 def write_model_folder(path: str | os.PathLike, model_name: str, config: Any, tensors: dict[str, torch.Tensor],
-                       metadata: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+                       metadata: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                       max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
     """The save_pretrained layout for any named module (codecs, DLF's token prior): ``config.json``
-    with the name, the config, optional metadata and ``extra`` entries; ``model.safetensors``."""
-    from safetensors.torch import save_file
-
+    with the name, the config, optional metadata and ``extra`` entries; ``model.safetensors``, or
+    its shards and index when larger than ``max_shard_size``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     payload = {"model": model_name, "config": config_to_dict(config), **(extra or {})}
     if metadata:
         payload["metadata"] = metadata
     atomic_write(path / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path / WEIGHTS_FILE, save=lambda tmp: save_file(tensors, tmp, metadata={"model": model_name}))
+    write_folder_weights(path, tensors, {"model": model_name}, max_shard_size)
     return path
 
 

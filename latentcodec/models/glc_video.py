@@ -47,12 +47,12 @@ from latentcodec.entropy import (
 from latentcodec.entropy.masked_gaussian import decode_masked, decode_masked_fixed
 from latentcodec.entropy.coder import FLOAT_FORMAT_HINT
 from latentcodec.errors import BitstreamError, ConfigError, InputError, LatentCodecError, WeightsError
-from latentcodec.models.base import WEIGHTS_FILE, LatentCodec, narrow_floats
+from latentcodec.models.base import LatentCodec, narrow_floats
 from latentcodec.models.glc_image import GLCImage, GLCImageConfig, GLCImageOutput, load_official_checkpoint
 from latentcodec.models.glc_video_inter import GLCVideoInter
+from latentcodec.models.weight_files import weights_location, weights_sha256
 from latentcodec.models.glc_video_weights import (  # noqa: F401 (load_inter_strict: public here too)
     INTRA_REFERENCE_KEY,
-    file_sha256,
     interpolate_inter_rates,
     load_inter_strict,
     resolve_intra_reference,
@@ -545,7 +545,7 @@ class GLCVideo(LatentCodec):
                     raise WeightsError(f"intra_reference {source}: its {key} differs from this model's intra model")
             tensors = {k: v for k, v in tensors.items() if k.startswith("inter.")}
             extra = {INTRA_REFERENCE_KEY: {"weights": str(intra_reference),
-                                           "sha256": file_sha256(source / WEIGHTS_FILE)}}
+                                           "sha256": weights_sha256(source)}}
         return self.write_pretrained(path, narrow_floats(tensors, dtype), metadata, extra)
 
     @classmethod
@@ -558,15 +558,15 @@ class GLCVideo(LatentCodec):
         if not isinstance(reference, dict) or not isinstance(reference.get("weights"), str):
             raise WeightsError(f"{path}: malformed {INTRA_REFERENCE_KEY} entry in config.json")
         source = resolve_intra_reference(reference["weights"], path)
-        if reference.get("sha256") != file_sha256(source / WEIGHTS_FILE):
+        if reference.get("sha256") != weights_sha256(source):
             raise WeightsError(f"{path}: its P-frame model was trained over other I-frame weights than "
-                               f"{source / WEIGHTS_FILE} (SHA-256 differs)")
+                               f"{weights_location(source)} (SHA-256 differs)")
         intra = GLCImage.from_pretrained(source).interpolate_rates(config.num_rates)
         if intra.config != config.intra:
             raise WeightsError(f"{path}: the referenced I-frame model {source} has another configuration")
         model = cls(config, intra=intra, **kwargs)
-        state = cls.read_weights(path / WEIGHTS_FILE)
-        weights_source = str(path / WEIGHTS_FILE)
+        state = cls.read_weights(path)
+        weights_source = str(weights_location(path))
         stray = [k for k in state if not k.startswith("inter.")]
         if stray:
             raise WeightsError(f"{weights_source}: holds {len(stray)} non-P-model key(s) such as {stray[0]!r} "

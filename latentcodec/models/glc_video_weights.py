@@ -3,14 +3,14 @@ reference from a P-model folder to the GLC-image folder its I-frame model is rea
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
 from latentcodec.errors import WeightsError
-from latentcodec.models.base import WEIGHTS_FILE, load_strict
+from latentcodec.models.base import load_strict
+from latentcodec.models.weight_files import has_weights
 
 INTER_OPTIONAL_PREFIXES = ("vqgan.quantize.",)
 INTRA_REFERENCE_KEY = "intra_weights"
@@ -24,18 +24,10 @@ def resolve_intra_reference(reference: str | os.PathLike, folder: Path) -> Path:
     reference = Path(os.path.expanduser(str(reference)))
     candidates = [reference] if reference.is_absolute() else [SHIPPED_WEIGHTS_DIR / reference, folder / reference]
     for candidate in candidates:
-        if (candidate / WEIGHTS_FILE).is_file():
+        if has_weights(candidate):
             return candidate
     raise WeightsError(f"the I-frame model {str(reference)!r} referenced by {folder} was not found "
                        f"(looked in {', '.join(str(c) for c in candidates)})")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_inter_strict(inter, state: dict[str, torch.Tensor], source: str) -> None:

@@ -35,6 +35,7 @@ from latentcodec.entropy.token_prior import MaskedTokenPrior
 from latentcodec.entropy.token_schedules import schedule_passes
 from latentcodec.errors import BitstreamError, ConfigError, InputError
 from latentcodec.models.base import LatentCodec
+from latentcodec.models.weight_files import weights_location
 from latentcodec.models.percov2_networks import (
     ConditionAdapter,
     HyperConfig,
@@ -157,6 +158,12 @@ class PerCoV2(LatentCodec):
             model.attach_prompt_encoder(sd3.DiffusersPromptEncoder(folder, model.vae, model.transformer))
         return model
 
+    def state_dict_for_saving(self) -> dict[str, torch.Tensor]:
+        """Everything but the MMDiT's sin-cos positional table, which from_pretrained computes again."""
+        state = super().state_dict_for_saving()
+        state.pop("transformer." + sd3.POSITION_TABLE_KEY, None)
+        return state
+
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any):
         """A save_pretrained folder, built on the meta device and adopting the stored tensors (the sd3
@@ -166,10 +173,15 @@ class PerCoV2(LatentCodec):
         # Narrower storage (save_pretrained(dtype=torch.float16)) loads into float32 parameters, as in
         # LatentCodec.from_pretrained: assign=True would otherwise adopt the stored dtype.
         state = {k: v.float() if v.is_floating_point() else v
-                 for k, v in cls.read_weights(path / "model.safetensors").items()}
+                 for k, v in cls.read_weights(path).items()}
         with torch.device("meta"):
             model = cls(config, **kwargs)
-        model.load_state_dict_strict(state, source=str(path / "model.safetensors"), assign=True)
+        table_key = "transformer." + sd3.POSITION_TABLE_KEY
+        if table_key not in state:  # left out by save_pretrained (folders of earlier versions hold it)
+            table = sd3.sincos_position_table(model.transformer.pos_embed)
+            if table is not None:
+                state[table_key] = table
+        model.load_state_dict_strict(state, source=str(weights_location(path)), assign=True)
         model.vae.requires_grad_(False)
         return model.to(device).eval()
 

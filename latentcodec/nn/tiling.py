@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentcodec.files import parse_byte_size
 from latentcodec.runtime import release_freed_memory
 
 BYTES_PER_ELEMENT = 4  # float32 activations
@@ -41,8 +41,6 @@ MIN_TILE_SIDE = 16
 DEFAULT_BUDGET_FRACTION = 0.5
 FALLBACK_AVAILABLE_BYTES = 4 * 10**9  # when the platform does not say
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 MIN_MEMORY_BUDGET = 64 * 10**6
 # What a process holds besides the weights and the nets' activations: the interpreter, torch's
 # libraries and allocator slack, the image itself (measured: about 230 MB after import), and
@@ -54,12 +52,12 @@ PLANNED_FRACTION = 7 / 8
 
 
 def parse_memory_size(text: str) -> int:
-    """'2GB', '1.5G', '512MiB', '800000000' -> bytes. K/M/G/T(B) are decimal, KiB/MiB/GiB/TiB binary."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS:
-        raise ValueError(f"cannot read memory size {text!r} (examples: 2GB, 1.5G, 512MiB)")
-    size = int(float(match.group(1)) * _UNITS[unit])
+    """'2GB', '1.5G', '512MiB', '800000000' -> bytes (see :func:`latentcodec.files.parse_byte_size`),
+    at least MIN_MEMORY_BUDGET."""
+    try:
+        size = parse_byte_size(text)
+    except ValueError:
+        raise ValueError(f"cannot read memory size {text!r} (examples: 2GB, 1.5G, 512MiB)") from None
     if size < MIN_MEMORY_BUDGET:
         raise ValueError(f"memory size {text!r} is below the minimum of {MIN_MEMORY_BUDGET // 10**6} MB")
     return size

@@ -18,6 +18,7 @@ from latentcodec.errors import ConfigError, WeightsError
 from latentcodec.models.glc_image import PRESETS, GLCImage
 from latentcodec.models.glc_video import PRESETS as VIDEO_PRESETS
 from latentcodec.models.glc_video import GLCVideo, load_inter_strict, resolve_intra_reference
+from latentcodec.models.weight_files import has_weights, read_folder_weights
 from latentcodec.training.config import DLF_STAGES, PERCOV2_STAGES, TrainConfig
 from latentcodec.zoo.registry import SHIPPED_WEIGHTS_DIR
 
@@ -35,10 +36,8 @@ def read_run_state(source: str | os.PathLike, what: str) -> tuple[dict[str, torc
         if not isinstance(payload, dict):
             raise WeightsError(f"{what} {path}: not a checkpoint")
         return (payload["model"] if isinstance(payload.get("model"), dict) else payload), path
-    if path.is_dir() and (path / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        return load_file(str(path / "model.safetensors")), path
+    if path.is_dir() and has_weights(path):
+        return read_folder_weights(path), path
     raise WeightsError(f"{what} {path}: no {CHECKPOINT_FILE} or model.safetensors there")
 
 
@@ -136,7 +135,7 @@ def export_inference_model(checkpoint: str | os.PathLike, out_dir: str | os.Path
         model, _ = build_video_model(dataclasses.replace(config, init_from=str(path)))
         model.interpolate_inter_rates(config.video.anchor_levels)
         reference = config.video.intra_weights
-        shipped = (SHIPPED_WEIGHTS_DIR / reference / "model.safetensors").is_file() and "/" not in reference
+        shipped = has_weights(SHIPPED_WEIGHTS_DIR / reference) and "/" not in reference
         return model.save_pretrained(out_dir, metadata=metadata, intra_reference=reference if shipped else None,
                                      dtype=dtype)
     config = PRESETS[payload["preset"]]()

@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from latentcodec.files import parse_byte_size
+from latentcodec.models.weight_files import DEFAULT_MAX_SHARD_SIZE
+
 DEFAULT_RUNS = Path.home() / ".cache" / "latentcodec" / "runs"
 
 
@@ -42,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "codes its tokens under the prior with no --token-prior; how a default ships)")
     fit.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                      help="storage type of --save-model's weights (float16 halves the file)")
+    fit.add_argument("--max-shard-size", type=parse_byte_size, default=DEFAULT_MAX_SHARD_SIZE, metavar="SIZE",
+                     help="split --save-model's weights into files of at most SIZE, e.g. 45MiB "
+                          f"(default {DEFAULT_MAX_SHARD_SIZE}; shipped defaults stay under git hosts' file limits)")
     fit.add_argument("--force", action="store_true", help="overwrite existing output folders")
     fit.add_argument("--restart", action="store_true", help="discard the run folder's token cache and checkpoint "
                      "and start over (a folder holding a fit of other weights or settings is refused otherwise)")
@@ -114,6 +120,7 @@ def run_fit(args: argparse.Namespace) -> int:
           f"(fixed length {fixed / tokens:.0f})")
     if args.save_model:
         model.attach_token_prior(prior).save_pretrained(args.save_model, metadata={"token_prior": str(output)},
+                                                        max_shard_size=args.max_shard_size,
                                                         dtype=getattr(torch, args.dtype))
         print(f"{args.save_model}: the model with its token prior")
     return 0

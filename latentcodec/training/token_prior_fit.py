@@ -297,11 +297,11 @@ def save_token_prior(prior: MaskedTokenPrior, path: str | os.PathLike, metadata:
 
 def load_token_prior(path: str | os.PathLike, model_name: str = "dlf") -> MaskedTokenPrior:
     """A prior folder written by :func:`save_token_prior` for ``model_name``'s tokens; strict."""
-    from latentcodec.models.base import WEIGHTS_FILE, LatentCodec, load_strict, read_model_payload
+    from latentcodec.models.base import LatentCodec, load_strict, read_model_payload
 
     payload = read_model_payload(path, PRIOR_KINDS[model_name])
     prior = MaskedTokenPrior(config_from_dict(TokenPriorConfig, payload.get("config", {})))
-    load_strict(prior, LatentCodec.read_weights(Path(path) / WEIGHTS_FILE), str(path), "a token prior of this shape")
+    load_strict(prior, LatentCodec.read_weights(Path(path)), str(path), "a token prior of this shape")
     return prior.eval()
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latentcodec.errors import LatentCodecError
+from latentcodec.models.weight_files import has_weights
 
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -34,7 +35,7 @@ class ModelEntry:
         if self.default_weights is None:
             return None
         path = SHIPPED_WEIGHTS_DIR / self.default_weights
-        return path if (path / "model.safetensors").is_file() else None
+        return path if has_weights(path) else None
 
 
 REGISTRY: tuple[ModelEntry, ...] = (

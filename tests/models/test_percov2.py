@@ -227,6 +227,23 @@ def test_bad_images(tiny):
         tiny.compress(torch.rand(1, 3, 300, 32))
 
 
+def test_sharded_save_without_the_positional_table_loads_the_same_codec(tiny, tmp_path):
+    from safetensors import safe_open
+
+    tiny.save_pretrained(tmp_path / "m", max_shard_size=60_000)
+    shards = sorted((tmp_path / "m").glob("model-*.safetensors"))
+    assert len(shards) > 2 and not (tmp_path / "m" / "model.safetensors").exists()
+    stored = set()
+    for shard in shards:
+        with safe_open(str(shard), "pt") as handle:
+            stored |= set(handle.keys())
+    # The sin-cos table is computed again on load, not stored.
+    assert "transformer.pos_embed.pos_embed" not in stored and "transformer.pos_embed.proj.weight" in stored
+    loaded = PerCoV2.from_pretrained(tmp_path / "m")
+    own, back = tiny.state_dict(), loaded.state_dict()
+    assert own.keys() == back.keys() and all(torch.equal(own[k], back[k]) for k in own)
+
+
 def test_save_load_round_trip_and_strict_loading(tiny, tmp_path):
     tiny.save_pretrained(tmp_path / "m")
     loaded = PerCoV2.from_pretrained(tmp_path / "m")

@@ -80,6 +80,12 @@ def test_fit_token_prior_command_writes_a_prior_that_codes_files(frozen_dlf, ima
     some = next(iter(inside.model.state_dict()))
     assert torch.equal(half.model.state_dict()[some], inside.model.state_dict()[some].half().float())
     assert half.decompress(half.compress(image)).size == image.size
+    # --max-shard-size: the same model in shards of at most 100 kB, loaded through the public API.
+    assert main([*argv, "--force", "--save-model", str(tmp_path / "shards"), "--max-shard-size", "100kB"]) == 0
+    shards = sorted((tmp_path / "shards").glob("model-*-of-*.safetensors"))
+    assert len(shards) > 1 and not (tmp_path / "shards" / "model.safetensors").exists()
+    sharded = latentcodec.load("dlf", weights=str(tmp_path / "shards"))
+    assert sharded.compress(image) == inside.compress(image)
 
 
 def test_a_prior_of_another_shape_is_refused(frozen_dlf, tmp_path):
