@@ -8,8 +8,8 @@ VQGAN codebook, and the VQGAN decoder paints the picture.
 
 Files: the 6-byte compact header (CRC included) and one range-coded section holding the detail
 symbols, then the semantic tokens: uniform over the codebook (log2 K bits each, as the reference
-sends them) or, with a token prior, under a masked-token model conditioned on the decoded detail
-latent. On the portable path (the default) every entropy parameter comes from exact integer
+sends them) or, with a token prior, a one-bit choice and then either fixed length or the tokens
+under a masked-token model conditioned on the decoded detail latent, whichever is shorter. On the portable path (the default) every entropy parameter comes from exact integer
 networks, so a file decodes to the same symbols on any machine.
 """
 
@@ -185,6 +185,11 @@ class DLFOutput(NamedTuple):
 class DLFEncodeResult(NamedTuple):
     data: bytes
     estimated_bits: float
+
+
+class SemanticCoding(NamedTuple):
+    bits: float  # of the semantic stream, the prior/fixed choice included
+    use_prior: bool  # tokens under the token prior (else fixed length)
 
 
 class DLF(LatentCodec):
@@ -403,13 +408,22 @@ class DLF(LatentCodec):
         return fixed if fixed is not None else integer.to_fixed(steps.y_hat)
 
     def semantic_bits(self, steps, token_indices: torch.Tensor, height: int, width: int) -> float:
-        """Bits of the semantic stream of a (coded-size) image: fixed length, or the information
-        content of ``token_indices`` (N, T) under the prior, given the detail ``steps``."""
+        """Bits of the semantic stream of a (coded-size) image: fixed length, or with a prior its
+        one-bit choice and then the cheaper of fixed length and the information content of
+        ``token_indices`` (N, T) under the prior, given the detail ``steps``."""
+        return self.semantic_coding(steps, token_indices, height, width).bits
+
+    def semantic_coding(self, steps, token_indices: torch.Tensor, height: int, width: int) -> "SemanticCoding":
+        """How the semantic stream codes ``token_indices``. With a prior, the encoder picks the cheaper
+        coding by the information content under the exact PMFs, so a picture the prior has never seen
+        the like of (text, graphics) costs at most one bit more than fixed length."""
+        fixed = float(self.semantic_bits_per_image(height, width))
         if self.token_prior is None:
-            return float(self.semantic_bits_per_image(height, width))
+            return SemanticCoding(fixed, use_prior=False)
         grid = self.window_grid(height, width)
-        return dlf_tokens.exact_token_bits(self.integer_token_prior(), self.condition_fixed(steps), token_indices,
-                                           *grid, self.config.window_positions)
+        under_prior = dlf_tokens.exact_token_bits(self.integer_token_prior(), self.condition_fixed(steps),
+                                                  token_indices, *grid, self.config.window_positions)
+        return SemanticCoding(1.0 + min(under_prior, fixed), use_prior=under_prior < fixed)
 
     # -- training -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, rate_index: int = 0) -> DLFOutput:
@@ -450,18 +464,21 @@ class DLF(LatentCodec):
         analysis = self.analyse(None, rate_index, encoder=encoder, portable=self.portable, front=front)
         # The decoder has the detail latent before the tokens (the prior conditions on it), so the
         # tokens follow the detail symbols in the same stream.
-        if self.token_prior is None:
-            encoder.encode_uniform(analysis.token_indices.flatten(), self.config.network.titok.codebook_size)
-        else:
+        semantic = self.semantic_coding(analysis.steps, analysis.token_indices, *coded)
+        if self.token_prior is not None:
+            encoder.encode_uniform(torch.tensor([int(semantic.use_prior)]), 2)
+        if semantic.use_prior:
             dlf_tokens.code_tokens(self.integer_token_prior(), self.condition_fixed(analysis.steps),
                                    *self.window_grid(*coded), self.config.window_positions, encoder,
                                    analysis.token_indices)
+        else:
+            encoder.encode_uniform(analysis.token_indices.flatten(), self.config.network.titok.codebook_size)
         whole, fraction = split_rate(rate_index)
         header = ImageHeader(model_id=self.model_id, rate_index=whole, rate_fraction=fraction, height=height,
                              width=width, portable=self.portable, scale=scale, compact=True)
         data = write_image_file(header, [encoder.finish()], self.layout)
         detail = gaussian_residual_bits(analysis.steps.symbols, analysis.steps.scales).sum().item()
-        return DLFEncodeResult(data, detail + self.semantic_bits(analysis.steps, analysis.token_indices, *coded))
+        return DLFEncodeResult(data, detail + semantic.bits)
 
     def compress(self, x: torch.Tensor, rate_index: int | float = 0) -> bytes:
         return self.encode(x, rate_index).data
@@ -509,7 +526,8 @@ class DLF(LatentCodec):
         tokens = self.num_windows(height, width) * self.config.network.titok.num_tokens
         decoder = EntropyDecoder(sections[0], DEFAULT_SCALE_TABLE)
         steps = self.decode_detail(decoder, header.rate, height, width, header.portable)
-        if self.token_prior is None:
+        use_prior = self.token_prior is not None and bool(decoder.decode_uniform(1, 2)[0])
+        if not use_prior:
             indices = decoder.decode_uniform(tokens, self.config.network.titok.codebook_size)
         else:
             indices = dlf_tokens.code_tokens(self.integer_token_prior(), self.condition_fixed(steps),

@@ -71,6 +71,36 @@ def test_files_round_trip_and_decode_what_the_encoder_decided(tiny_dlf, portable
         tiny_dlf.attach_token_prior(prior)
 
 
+def test_a_prior_worse_than_fixed_length_falls_back_to_it(tiny_dlf):
+    """A prior sure of the wrong token would cost far more than log2 K per token; the encoder then
+    writes the one-bit choice and fixed length, and the file still decodes."""
+    import copy
+
+    prior = tiny_dlf.token_prior
+    wrong = copy.deepcopy(prior)
+    with torch.no_grad():
+        wrong.head.weight.zero_()
+        wrong.head.bias.zero_()
+        wrong.head.bias[0] = 30.0  # certain of token 0 everywhere
+    x = image(64, 128, seed=3)
+    try:
+        tiny_dlf.attach_token_prior(None)
+        plain = tiny_dlf.compress(x)
+        (plain_latent, plain_tokens), plain_picture = tiny_dlf.decoded_fingerprint(plain)
+        assert int((plain_tokens != 0).sum()) > 0
+        tiny_dlf.attach_token_prior(wrong)
+        data = tiny_dlf.compress(x)
+        streams = dict(tiny_dlf.stream_bits(data))
+        fixed = tiny_dlf.semantic_bits_per_image(64, 128)
+        assert streams["semantic"] == 1 + fixed
+        assert len(data) <= len(plain) + 1
+        (latent, tokens), picture = tiny_dlf.decoded_fingerprint(data)
+        assert torch.equal(tokens, plain_tokens) and torch.equal(latent, plain_latent)
+        assert torch.equal(picture, plain_picture)
+    finally:
+        tiny_dlf.attach_token_prior(prior)
+
+
 class _NullEncoder:
     def encode_gaussian(self, symbols, scale_index):
         pass
