@@ -124,10 +124,12 @@ def weights_digest(model: torch.nn.Module) -> str:
 def claim_run_dir(run_dir: Path, record: dict, restart: bool = False) -> None:
     """Tie a run folder to one fit, so that a rerun resumes only the fit it started (the same weights,
     images, crop size and prior shape; more crops or steps continue it). ``restart`` discards the folder's
-    cache and checkpoint first. A folder holding another fit is refused, naming what differs."""
-    files = [run_dir / CACHE_FILE, run_dir / CHECKPOINT_FILE, run_dir / RECORD_FILE]
+    token caches and checkpoint first. A folder holding another fit is refused, naming what differs."""
+    # Both token caches belong to the weights that encoded them: held-out tokens of earlier weights
+    # would choose the prior by the wrong model's tokens (session 20's DLF refit did).
+    work = [run_dir / CACHE_FILE, run_dir / VALIDATION_FILE, run_dir / CHECKPOINT_FILE]
     if restart:
-        for file in files:
+        for file in [*work, run_dir / RECORD_FILE]:
             file.unlink(missing_ok=True)
     record = json.loads(json.dumps(record))  # as it will read back: tuples become lists
     path = run_dir / RECORD_FILE
@@ -137,7 +139,7 @@ def claim_run_dir(run_dir: Path, record: dict, restart: bool = False) -> None:
         if changed:
             raise WeightsError(f"{run_dir} holds a fit of other {', '.join(changed)}; pass --restart to discard "
                                "it, or another --run-dir")
-    elif any(file.exists() for file in files[:2]):
+    elif any(file.exists() for file in work):
         raise WeightsError(f"{run_dir} holds a fit with no record of its weights; pass --restart to discard it, "
                            "or another --run-dir")
     atomic_write(path, json.dumps(record, indent=1, sort_keys=True))

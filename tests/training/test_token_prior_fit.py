@@ -123,3 +123,22 @@ def test_a_run_folder_resumes_only_its_own_fit(frozen_dlf, images, tmp_path, cap
     (run / "fit.json").unlink()
     assert main(other) == 1
     assert "no record" in capsys.readouterr().err
+
+
+def test_restart_discards_both_token_caches(tmp_path):
+    """Held-out tokens of earlier weights would pick the prior by another model's tokens."""
+    from latentcodec.training.token_prior_fit import CACHE_FILE, VALIDATION_FILE, claim_run_dir
+
+    record = {"weights": "abc", "width": 16}
+    claim_run_dir(tmp_path, record)
+    for name in (CACHE_FILE, VALIDATION_FILE):
+        (tmp_path / name).write_bytes(b"stale")
+    with pytest.raises(WeightsError, match="weights"):
+        claim_run_dir(tmp_path, {**record, "weights": "def"})
+    claim_run_dir(tmp_path, {**record, "weights": "def"}, restart=True)
+    assert not (tmp_path / CACHE_FILE).exists() and not (tmp_path / VALIDATION_FILE).exists()
+    # A held-out cache alone, with no record of its weights, is refused as well.
+    (tmp_path / "fit.json").unlink()
+    (tmp_path / VALIDATION_FILE).write_bytes(b"stale")
+    with pytest.raises(WeightsError, match="no record"):
+        claim_run_dir(tmp_path, record)
