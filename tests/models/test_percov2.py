@@ -66,12 +66,18 @@ def image(height: int, width: int, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.interpolate(base, size=(height, width), mode="bilinear", align_corners=False)
 
 
-def test_registry_entry_and_missing_default():
+def test_registry_entry_and_missing_default(monkeypatch):
+    import dataclasses
+
+    import latentcodec
+    from latentcodec.zoo import registry
+
     entry = get_entry("percov2")
     assert entry.model_id == 4 and entry.kind == "image"
-    assert entry.default_weights_path is None  # nothing shipped yet
-    import latentcodec
-
+    assert entry.default_weights_path is not None and entry.default_weights_path.name == "percov2-default"
+    entries = tuple(dataclasses.replace(e, default_weights=None) if e.name == "percov2" else e
+                    for e in registry.REGISTRY)
+    monkeypatch.setattr(registry, "REGISTRY", entries)
     with pytest.raises(WeightsError, match="no default weights are shipped for percov2"):
         latentcodec.load("percov2")
 

@@ -129,3 +129,27 @@ def test_dlf_default_codes_kodim23_at_four_rates_with_its_token_prior(kodak_dir)
     bpp = [8 * size / (768 * 512) for size in sizes]
     assert 0.003 <= bpp[0] and bpp[-1] <= 0.03
     assert ThumbnailPSNR()(torch.from_numpy(original / 255).permute(2, 0, 1), decoded) > 15
+
+
+def test_percov2_default_codes_a_kodak_crop_under_its_token_prior(kodak_dir):
+    """The shipped PerCoV2 default (sharded, its positional table computed on load) loads with no
+    argument; its four qualities send more tokens in turn, the prior codes the full map below fixed
+    length, and a file always decodes to the same picture."""
+    from PIL import Image
+
+    from latentcodec.models.percov2 import PerCoV2Config
+
+    codec = latentcodec.load("percov2")
+    model = codec.model
+    assert "percov2-default" in codec.weights_source and model.token_prior is not None
+    assert model.config.hyper == PerCoV2Config.small().hyper
+    with Image.open(kodak_dir / "kodim23.png") as image:
+        crop = np.asarray(image.convert("RGB").crop((128, 0, 640, 512)), dtype=np.float64)
+    x = torch.from_numpy(crop / 255).permute(2, 0, 1).unsqueeze(0).float()
+    sizes = [len(model.compress(x, quality)) for quality in range(4)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+    full = model.encode(x, 3)
+    fixed = model.encode(x, 3, fixed_length=True)
+    assert len(full.data) < len(fixed.data)
+    first = model.decompress(full.data, steps=2)
+    assert torch.equal(first, model.decompress(full.data, steps=2)) and first.shape == x.shape
