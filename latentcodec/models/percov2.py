@@ -159,10 +159,21 @@ class PerCoV2(LatentCodec):
         return model
 
     def state_dict_for_saving(self) -> dict[str, torch.Tensor]:
-        """Everything but the MMDiT's sin-cos positional table, which from_pretrained computes again."""
+        """Everything but the MMDiT's sin-cos positional table, which loading computes again."""
         state = super().state_dict_for_saving()
         state.pop("transformer." + sd3.POSITION_TABLE_KEY, None)
         return state
+
+    def load_state_dict_strict(self, state: dict[str, torch.Tensor], source: str,
+                               ignored_prefixes: tuple[str, ...] = (), assign: bool = False) -> None:
+        """Strict, except that a state without the positional table (as save_pretrained writes it;
+        folders of earlier versions hold it) gets the table computed for this MMDiT."""
+        key = "transformer." + sd3.POSITION_TABLE_KEY
+        if key not in state:
+            table = sd3.sincos_position_table(self.transformer.pos_embed)
+            if table is not None:
+                state = {**state, key: table}
+        super().load_state_dict_strict(state, source, ignored_prefixes, assign)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any):
@@ -176,11 +187,6 @@ class PerCoV2(LatentCodec):
                  for k, v in cls.read_weights(path).items()}
         with torch.device("meta"):
             model = cls(config, **kwargs)
-        table_key = "transformer." + sd3.POSITION_TABLE_KEY
-        if table_key not in state:  # left out by save_pretrained (folders of earlier versions hold it)
-            table = sd3.sincos_position_table(model.transformer.pos_embed)
-            if table is not None:
-                state[table_key] = table
         model.load_state_dict_strict(state, source=str(weights_location(path)), assign=True)
         model.vae.requires_grad_(False)
         return model.to(device).eval()
