@@ -14,14 +14,13 @@ removes what an earlier write of the other kind left.
 
 from __future__ import annotations
 
-# torch is imported by the functions that need it: the CLI reads DEFAULT_MAX_SHARD_SIZE at start-up.
-
 import hashlib
 import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
 
 from latentcodec.errors import WeightsError
 from latentcodec.files import atomic_write, parse_byte_size
@@ -30,9 +29,6 @@ WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 # transformers' default; a model of this project's sizes is one file unless a caller asks for less.
 DEFAULT_MAX_SHARD_SIZE = "5GB"
-if TYPE_CHECKING:
-    import torch
-
 _SHARD_NAME = re.compile(r"model-(\d{5})-of-(\d{5})\.safetensors")
 
 
