@@ -198,6 +198,9 @@ def main() -> int:
     parser.add_argument("--as-official", action="store_true",
                         help="run the way the official implementation does: NCHW maps, nearest upsampling then "
                              "conv, glibc's default allocator (what --baseline runs in its child process)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                        help="arithmetic of our VQGAN, as the CLI's --precision (default fp32; auto: bf16 on CPUs "
+                             "with AMX); the official way always runs float32")
     parser.add_argument("--json", type=Path, default=Path("bench_codec.json"))
     parser.add_argument("--phase", choices=("encode", "decode"), help="one phase only, through --file")
     parser.add_argument("--file", type=Path, help="the compressed file written (encode) or read (decode) by --phase")
@@ -212,7 +215,9 @@ def main() -> int:
 
         model.set_memory_format(torch.contiguous_format)
         Upsample.transposed = False
-    way = "as the official implementation" if args.as_official else "ours"
+    else:
+        model.set_precision(args.precision)
+    way = "as the official implementation" if args.as_official else f"ours, {str(model.compute_dtype)[6:]} VQGAN"
     if args.max_memory:
         from latentcodec.nn.tiling import parse_memory_size
 
@@ -254,7 +259,7 @@ def main() -> int:
     summary["rss_after_load_mib"] = rss_after_load
     print("mean: " + ", ".join(f"{k} {v:.5g}" for k, v in summary.items()))
     args.json.write_text(json.dumps({"model": source, "threads": args.threads, "as_official": args.as_official,
-                                     "rows": rows, "summary": summary}, indent=2))
+                                     "compute_dtype": str(model.compute_dtype), "rows": rows, "summary": summary}, indent=2))
     print(f"wrote {args.json}")
     return 0
 

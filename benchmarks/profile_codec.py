@@ -124,6 +124,8 @@ def main() -> int:
     parser.add_argument("--ops", action="store_true", help="also print torch.profiler's operator tables")
     parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
                         help="retain: keep freed memory for reuse, as the CLI does; default: glibc's own behaviour")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                        help="arithmetic of the VQGAN, as the CLI's --precision (auto: bf16 on CPUs with AMX)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -132,6 +134,8 @@ def main() -> int:
 
         retain_freed_memory()
     model, source = load_model(args.weights, args.shared)
+    model.set_precision(args.precision)
+    source += f", {str(model.compute_dtype)[6:]} VQGAN"
     x = pil_to_tensor(load_rgb(args.data / f"{args.image}.png"))
     print(f"model: {source}; {args.image} {x.shape[-1]}x{x.shape[-2]}, q{args.quality}, {args.threads} threads")
     data = model.compress(x, args.quality)

@@ -6,6 +6,7 @@ the two PNG-ready images are compared.
 
     python benchmarks/tiling_difference.py --json docs/results/tiling_difference_kodak.json
     python benchmarks/tiling_difference.py --images kodim23 --resize 4000x3000 --json tiling_12mp.json
+    python benchmarks/tiling_difference.py --precision bf16 --json docs/results/tiling_difference_kodak_bf16.json
 
 ``--resize`` enlarges each image (bicubic) first, for the large-image case.
 """
@@ -32,6 +33,8 @@ def main() -> int:
     parser.add_argument("--resize", default="", help="WxH: enlarge each image to this size first (bicubic)")
     parser.add_argument("--activation-budget", type=int, default=20 * 10**6,
                         help="bytes of generator activations in the tiled decode")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="arithmetic of the generator in both decodes (bf16: what --precision auto picks with AMX)")
     parser.add_argument("--json", type=Path, default=Path("tiling_difference.json"))
     args = parser.parse_args()
 
@@ -53,7 +56,7 @@ def main() -> int:
 
     tiling.TiledChain.tile_side = recording_tile_side
     model, _, source = load_model("glc-image", args.weights)
-    model.eval()
+    model.eval().set_precision(args.precision)
     paths = sorted(args.data.glob("*.png"))
     if args.images:
         paths = [args.data / f"{stem}.png" for stem in args.images.split(",")]
@@ -75,7 +78,7 @@ def main() -> int:
         tqdm.write(f"{path.stem}: max |tiled - untiled| {difference.max()}, "
                    f"{100 * (difference > 0).mean():.2f}% of values differ, tiles down to {min(sides)} px")
     worst = max(result["max_difference"] for result in results.values())
-    summary = {"weights": source, "quality": args.quality, "resize": args.resize or None, "activation_budget": args.activation_budget,
+    summary = {"weights": source, "precision": args.precision, "quality": args.quality, "resize": args.resize or None, "activation_budget": args.activation_budget,
                "command": " ".join(sys.argv), "max_difference": worst, "images": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=2) + "\n")

@@ -186,6 +186,7 @@ def load(
     portable: bool = True,
     token_prior: str | os.PathLike | None = None,
     max_memory: int | str | None = None,
+    precision: str = "fp32",
 ) -> "ImageCodec | VideoCodec":
     """An ImageCodec for image models, a VideoCodec for video models (e.g. ``glc-video``).
 
@@ -201,13 +202,29 @@ def load(
     runs the generator tile by tile when a whole-image pass would exceed it (the reconstruction
     stays within one 8-bit level of the untiled one, and files never depend on it). Default:
     half of the RAM available when the codec is loaded.
+
+    ``precision``: the arithmetic of the pixel-space nets: "fp32" (default), "bf16", or "auto"
+    (bfloat16 on CPUs with AMX matrix units, where it is several times faster, float32 elsewhere).
+    bfloat16 never changes the symbols a file decodes to, but moves decoded pixels by a few 8-bit
+    levels, so the one-level guarantees (between machines, tiled against whole) hold in float32
+    only; ``latentcodec.nn.precision`` says more.
     """
+    check_precision(precision)
     model, entry, source = load_model(name, weights, device, token_prior)
     model.set_portable(portable)
     model.set_memory_budget(memory_budget(max_memory))
+    model.set_precision(precision)
     if entry.kind == "video":
         return VideoCodec(model.eval(), entry, quality, source)
     return ImageCodec(model.eval(), entry, quality, source)
+
+
+def check_precision(precision: str) -> str:
+    from latentcodec.nn.precision import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise LatentCodecError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 def memory_budget(max_memory: int | str | None) -> int:
@@ -246,15 +263,18 @@ def load_video(
     intra_quality: int | None = None,
     portable: bool = True,
     max_memory: int | str | None = None,
+    precision: str = "fp32",
 ) -> "VideoCodec":
     """A registered video codec; ``intra_quality`` sets the I-frame rate level (default: ``quality``);
-    ``portable`` and ``max_memory`` as in :func:`load`."""
+    ``portable``, ``max_memory`` and ``precision`` as in :func:`load`."""
     entry = get_entry(name)
     if entry.kind != "video":
         raise LatentCodecError(f"{name} is an {entry.kind} codec; use load")
+    check_precision(precision)
     model, entry, source = load_model(name, weights, device)
     model.set_portable(portable)
     model.set_memory_budget(memory_budget(max_memory))
+    model.set_precision(precision)
     return VideoCodec(model.eval(), entry, quality, source, intra_quality)
 
 

@@ -134,6 +134,23 @@ def test_max_memory_does_not_change_the_file(tmp_path, photo, weights):
     assert files[0] == files[1]
 
 
+def test_a_file_decodes_to_close_pictures_in_either_precision(tmp_path, photo, weights):
+    out = tmp_path / "photo.lci"
+    assert main(["compress", str(photo), "-o", str(out), "--weights", weights, "--precision", "bf16"]) == 0
+    pictures = []
+    for precision in ("fp32", "bf16", "auto"):
+        decoded = tmp_path / f"{precision}.png"
+        assert main(["decompress", str(out), "-o", str(decoded), "--weights", weights, "--precision", precision]) == 0
+        pictures.append(np.asarray(Image.open(decoded), dtype=np.int16))
+    assert pictures[0].shape == (70, 90, 3)
+    # bfloat16 moves pixels by a few levels (random tiny weights amplify it), never far
+    assert np.abs(pictures[1] - pictures[0]).mean() < 2.0
+    assert any(np.array_equal(pictures[2], picture) for picture in pictures[:2])  # auto is one of the two
+    result = run_cli("decompress", out, "-o", tmp_path / "x.png", "--weights", weights, "--precision", "fp16")
+    assert result.returncode == 2 and "invalid choice: 'fp16'" in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_wrong_weights_give_one_line_error(tmp_path, photo, weights):
     other = tmp_path / "other"
     other.mkdir()

@@ -50,6 +50,7 @@ class LatentCodec(nn.Module):
         # Files are written in the portable format (exact integer entropy parameters) unless a
         # caller asks for the float arithmetic that reproduces official test vectors.
         self.portable = True
+        self.compute_dtype = torch.float32  # of the pixel-space nets at inference: set_precision
         self._integer_twins = TwinCache()
 
     def set_portable(self, portable: bool) -> "LatentCodec":
@@ -74,6 +75,21 @@ class LatentCodec(nn.Module):
         for module in self.modules():
             if getattr(module, "follows_memory_budget", False):
                 module.memory_budget = activations
+        return self
+
+    def set_precision(self, precision: str = "auto") -> "LatentCodec":
+        """The arithmetic of the pixel-space nets at inference: "fp32" (the default of a constructed
+        or ``from_pretrained`` model), "bf16" (autocast to bfloat16 matrix units), or "auto" (bf16
+        on a CPU with AMX, fp32 elsewhere); see ``latentcodec.nn.precision``. The entropy model is
+        untouched, so files decode to the same symbols whatever either side chose."""
+        from latentcodec.nn.precision import compute_dtype
+
+        parameter = next(self.parameters(), None)
+        dtype = compute_dtype(precision, parameter.device if parameter is not None else "cpu")
+        for module in self.modules():
+            if getattr(module, "follows_precision", False):
+                module.compute_dtype = dtype
+        self.compute_dtype = dtype
         return self
 
     def integer_twin_bytes(self) -> int:

@@ -215,18 +215,20 @@ class LatentScaling(NamedTuple):
 def encode_latent(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """[0, 1] image -> normalised latent, from the posterior **mode** (deterministic, unlike a sample)."""
     from latentcodec.models.percov2_tiling import vae_encode_mode
+    from latentcodec.nn.precision import run_in_precision
 
     scaling = LatentScaling.of(vae)
-    mode = vae_encode_mode(vae, x * 2.0 - 1.0)
+    mode = run_in_precision(vae, lambda image: vae_encode_mode(vae, image), x * 2.0 - 1.0)
     return (mode - scaling.shift) * scaling.scale
 
 
 def decode_latent(vae: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """Normalised latent -> [0, 1] image (clamped), the inverse of :func:`encode_latent`'s scaling."""
     from latentcodec.models.percov2_tiling import vae_decode
+    from latentcodec.nn.precision import run_in_precision
 
     scaling = LatentScaling.of(vae)
-    image = vae_decode(vae, z / scaling.scale + scaling.shift)
+    image = run_in_precision(vae, lambda latent: vae_decode(vae, latent), z / scaling.scale + scaling.shift)
     return ((image + 1.0) / 2.0).clamp(0.0, 1.0)
 
 

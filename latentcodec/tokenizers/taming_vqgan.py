@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from latentcodec.nn.precision import run_in_precision
 from latentcodec.nn.tiling import run_blocks
 from latentcodec.nn.vq import VectorQuantizer
 from latentcodec.tokenizers.vqgan import AttnBlock, Downsample, ResBlock, Swish, Upsample, VQGANConfig, group_norm
@@ -103,6 +104,7 @@ class TamingEncoder(nn.Module):
 class TamingDecoder(nn.Module):
     # LatentCodec.set_memory_budget sets memory_budget: nothing downstream is entropy coded.
     follows_memory_budget = True
+    follows_precision = True  # LatentCodec.set_precision sets compute_dtype
 
     def __init__(self, config: VQGANConfig):
         super().__init__()
@@ -136,7 +138,7 @@ class TamingDecoder(nn.Module):
         return modules + [self.norm_out, Swish(), self.conv_out]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return run_blocks(self.chain(), z, self.memory_budget)
+        return run_in_precision(self, lambda code: run_blocks(self.chain(), code, self.memory_budget), z)
 
 
 class TamingVQGAN(nn.Module):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentcodec.nn.precision import run_in_precision
 from latentcodec.nn.tiling import NormAffine, NormStatistics, Region, Tile, conv_on_tile, run_blocks
 from latentcodec.nn.vq import VectorQuantizer
 
@@ -352,6 +353,9 @@ def _init_lowpass(encoder: "VQGANEncoder", generator: "VQGANGenerator") -> None:
 class VQGANEncoder(nn.Module):
     """Image in [-1, 1] -> continuous latent at 1/f (never vector-quantised on the coding path)."""
 
+    # LatentCodec.set_precision sets compute_dtype (latentcodec.nn.precision).
+    follows_precision = True
+
     def __init__(self, config: VQGANConfig):
         super().__init__()
         nf, mult, groups = config.base_channels, config.channel_multipliers, config.norm_groups
@@ -387,7 +391,8 @@ class VQGANEncoder(nn.Module):
         # The low-pass term first: the tiled blocks may reuse buffers once they have read them.
         lowpass = self.lowpass(F.avg_pool2d(x, self.factor)) if self.lowpass is not None else None
         # The plan its files were written with (hold_next=False): a fixed allowance, not a bound.
-        latent = self.quant_conv(run_blocks(self.blocks, x, self.memory_budget, hold_next=False))
+        latent = run_in_precision(
+            self, lambda image: self.quant_conv(run_blocks(self.blocks, image, self.memory_budget, hold_next=False)), x)
         return latent if lowpass is None else latent + lowpass
 
 
@@ -422,6 +427,7 @@ class VQGANGenerator(nn.Module):
 
     # LatentCodec.set_memory_budget sets memory_budget: nothing downstream is entropy coded.
     follows_memory_budget = True
+    follows_precision = True
 
     def __init__(self, config: VQGANConfig):
         super().__init__()
@@ -456,7 +462,8 @@ class VQGANGenerator(nn.Module):
         return self.blocks[-1]
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        x = run_blocks(self.blocks, self.post_quant_conv(latent), self.memory_budget)
+        x = run_in_precision(
+            self, lambda code: run_blocks(self.blocks, self.post_quant_conv(code), self.memory_budget), latent)
         if self.lowpass is None:
             return x
         if torch.is_grad_enabled():
