@@ -77,7 +77,7 @@ class LatentCodec(nn.Module):
                 module.memory_budget = activations
         return self
 
-    def set_precision(self, precision: str = "auto") -> "LatentCodec":
+    def set_precision(self, precision: str) -> "LatentCodec":
         """The arithmetic of the pixel-space nets at inference: "fp32" (the default of a constructed
         or ``from_pretrained`` model), "bf16" (autocast to bfloat16 matrix units), or "auto" (bf16
         on a CPU with AMX, fp32 elsewhere); see ``latentcodec.nn.precision``. The entropy model is
