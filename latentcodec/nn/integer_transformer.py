@@ -28,6 +28,10 @@ def _linear_from(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     return linear
 
 
+# Attention scores (float64) held per block of queries: 32 MB per temporary.
+SCORE_BLOCK_ELEMENTS = 1 << 22
+
+
 class IntegerSelfAttention(nn.Module):
     """Twin of ``nn.MultiheadAttention`` used as self-attention on (L, N, C) sequences."""
 
@@ -50,9 +54,18 @@ class IntegerSelfAttention(nn.Module):
             return t.reshape(length, batch, self.heads, self.head_dim).permute(1, 2, 0, 3)
 
         q, k, v = split(q), split(k), split(v)
-        scores = integer.fixed_matmul(q, k.transpose(-1, -2))
-        scores = integer.rounding_shift(scores * self.score_scale, integer.GAIN_BITS)
-        attended = integer.fixed_matmul(integer.softmax(scores, dim=-1), v)
+        keys = k.transpose(-1, -2)
+        # Every step below is row by row (the softmax's maximum and sum included), so queries can go
+        # in blocks with the same bits: the float64 score matrix and the softmax's temporaries then
+        # stay near SCORE_BLOCK_ELEMENTS values each instead of (heads x L x L), which at PerCoV2's
+        # 4 MP token maps was 2.9 GB.
+        rows = max(1, SCORE_BLOCK_ELEMENTS // max(1, batch * self.heads * length))
+        blocks = []
+        for top in range(0, length, rows):
+            scores = integer.fixed_matmul(q[:, :, top : top + rows], keys)
+            scores = integer.rounding_shift(scores * self.score_scale, integer.GAIN_BITS)
+            blocks.append(integer.fixed_matmul(integer.softmax(scores, dim=-1), v))
+        attended = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
         return self.out_proj(attended.permute(2, 0, 1, 3).reshape(length, batch, width))
 
 
