@@ -220,11 +220,13 @@ def load(
 
 
 def check_precision(precision: str) -> str:
-    from latentcodec.nn.precision import PRECISIONS
+    """``precision`` checked before any weights load, as a one-line LatentCodecError."""
+    from latentcodec.nn.precision import check_precision as check
 
-    if precision not in PRECISIONS:
-        raise LatentCodecError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
+    try:
+        return check(precision)
+    except ValueError as exc:
+        raise LatentCodecError(str(exc)) from None
 
 
 def memory_budget(max_memory: int | str | None) -> int:

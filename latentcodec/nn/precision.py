@@ -51,11 +51,16 @@ def amx_bf16_available() -> bool:
         return False
 
 
-def compute_dtype(precision: str, device: torch.device | str = "cpu") -> torch.dtype:
-    """The dtype ``precision`` ("auto", "fp32" or "bf16") means for nets on ``device``."""
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of PRECISIONS; ValueError otherwise."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision != "auto":
+    return precision
+
+
+def compute_dtype(precision: str, device: torch.device | str = "cpu") -> torch.dtype:
+    """The dtype ``precision`` ("auto", "fp32" or "bf16") means for nets on ``device``."""
+    if check_precision(precision) != "auto":
         return _DTYPES[precision]
     if torch.device(device).type == "cpu" and amx_bf16_available():
         return torch.bfloat16
