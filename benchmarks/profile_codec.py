@@ -112,8 +112,8 @@ def operator_table(run, rows: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, image and timing options of a one-image GLC-image measurement (also speed_floor.py)."""
     parser.add_argument("--weights", default="official-deterministic")
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     parser.add_argument("--data", type=Path, default=DEFAULT_SHARED / "data" / "kodak")
@@ -121,6 +121,11 @@ def main() -> int:
     parser.add_argument("--quality", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_arguments(parser)
     parser.add_argument("--ops", action="store_true", help="also print torch.profiler's operator tables")
     parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
                         help="retain: keep freed memory for reuse, as the CLI does; default: glibc's own behaviour")

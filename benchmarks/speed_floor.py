@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,7 +34,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_codec import DEFAULT_SHARED, baseline_row, load_model, measure, set_allocator  # noqa: E402
+from bench_codec import baseline_row, load_model, measure, set_allocator, timed  # noqa: E402
+from profile_codec import add_run_arguments  # noqa: E402
 
 from latentcodec.data.images import load_rgb, pil_to_tensor  # noqa: E402
 from latentcodec.nn.precision import autocast_for  # noqa: E402
@@ -78,16 +77,6 @@ class FlopsByDtype(TorchDispatchMode):
         return out
 
 
-def median_seconds(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 @torch.no_grad()
 def conv_rate(dtype: torch.dtype, repeats: int) -> float:
     """FLOP/s of the VQGAN's full-resolution 3x3 conv (128 channels, 768x512) in the codec's
@@ -97,13 +86,14 @@ def conv_rate(dtype: torch.dtype, repeats: int) -> float:
     holder = torch.nn.Module()
     holder.compute_dtype = dtype
     with autocast_for(holder, x.device.type):
-        seconds = median_seconds(lambda: F.conv2d(x, weight, bias, padding=1), repeats)
+        _, seconds = timed(lambda: F.conv2d(x, weight, bias, padding=1), repeats, 1)
     return 2 * 128 * 128 * 9 * 512 * 768 / seconds
 
 
 def float64_gemm_rate(repeats: int) -> float:
     a, b = torch.randn(1536, 512, dtype=torch.float64), torch.randn(512, 2048, dtype=torch.float64)
-    return 2 * 1536 * 512 * 2048 / median_seconds(lambda: torch.mm(a, b), repeats)
+    _, seconds = timed(lambda: torch.mm(a, b), repeats, 1)
+    return 2 * 1536 * 512 * 2048 / seconds
 
 
 def count_flops(run) -> dict[str, float]:
@@ -114,13 +104,7 @@ def count_flops(run) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", default="official-deterministic")
-    parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
-    parser.add_argument("--data", type=Path, default=DEFAULT_SHARED / "data" / "kodak")
-    parser.add_argument("--image", default="kodim23")
-    parser.add_argument("--quality", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    add_run_arguments(parser)
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32")
     parser.add_argument("--target", type=float, default=0.6, help="the ratio to the baseline asked for")
     parser.add_argument("--json", type=Path, default=Path("speed_floor.json"))
