@@ -145,6 +145,14 @@ class ResBlock(nn.Module):
     def shortcut(self) -> nn.Module | None:
         return getattr(self, self.shortcut_name)
 
+    @property
+    def untiled_maps(self) -> tuple[int, int]:
+        """(input-sized, output-sized) maps alive at the peak of a whole-map pass (latentcodec.nn.tiling):
+        conv1 reads the normalised input beside the block's input, conv2 and the shortcut hold the
+        input and two output-sized maps; whichever is larger. A narrowing block (a 64 -> 32 channel
+        one at 1 MP in PerCoV2's VAE) peaks in conv1."""
+        return (2, 1) if self.conv1.in_channels > self.conv1.out_channels else (1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             h = self.conv1(F.silu(self.norm1(x)))

@@ -83,3 +83,29 @@ def test_memory_budget_reaches_the_vae_and_decoding_stays_within_one_level(model
         model.set_memory_budget(None)
     assert model.vae.memory_budget is None and count_tiled_runs
     assert ((tiled * 255).round() - (whole * 255).round()).abs().max() <= 1
+
+
+def test_the_decoder_runs_channels_last_the_encoder_as_stored_and_loading_keeps_both(model, tmp_path):
+    """channels_last spares oneDNN a blocked copy of every decoder map; the encoder, whose output is
+    coded, keeps NCHW so files do not change. A loaded model (tensors adopted as stored) does the same."""
+    def layouts(codec):
+        decoder = [m.weight for m in codec.vae.decoder.modules() if isinstance(m, nn.Conv2d)]
+        encoder = [m.weight for m in codec.vae.encoder.modules() if isinstance(m, nn.Conv2d)]
+        return (all(w.is_contiguous(memory_format=torch.channels_last) for w in decoder),
+                all(w.is_contiguous() for w in encoder))
+
+    assert layouts(model) == (True, True)
+    model.save_pretrained(tmp_path / "m")
+    loaded = PerCoV2.from_pretrained(tmp_path / "m")
+    assert layouts(loaded) == (True, True)
+    x = torch.rand(1, 3, 64, 96)
+    data = model.compress(x)
+    nhwc = model.decompress(data)
+    model.set_memory_format(torch.contiguous_format)
+    try:
+        assert layouts(model) == (False, True)
+        assert model.compress(x) == data
+        nchw = model.decompress(data)
+    finally:
+        model.set_memory_format(torch.channels_last)
+    assert ((nhwc * 255).round() - (nchw * 255).round()).abs().max() <= 1
