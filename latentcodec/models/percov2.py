@@ -141,9 +141,9 @@ class PerCoV2(LatentCodec):
 
     def set_memory_format(self, memory_format: torch.memory_format) -> "PerCoV2":
         """The VAE decoder's layout. channels_last (default) runs oneDNN's convolutions without
-        reordering each map to a blocked copy and back: a 1 MP decode's peak fell from 1579 to 1331 MB
-        under a 1.5 GB budget (docs/results/memory.md). The encoder stays NCHW: its output is coded, so its arithmetic,
-        and with it every file, stays as it was."""
+        reordering each map to a blocked copy and back: a 1 MP decode's peak fell from 1579 to
+        1331 MB under a 1.5 GB budget (docs/results/memory.md). The encoder stays NCHW: its output
+        is coded, so its arithmetic, and with it every file, stays as it was."""
         self.memory_format = memory_format
         self.vae.decoder.to(memory_format=memory_format)
         if self.vae.post_quant_conv is not None:
