@@ -48,7 +48,7 @@ from latentcodec.models import percov2_streams as streams_format
 from latentcodec.models.percov2_sd3 import PromptEmbeddings
 from latentcodec.models.percov2_tiling import use_transposed_upsampling
 from latentcodec.nn.functional import use_onednn_linears
-from latentcodec.nn.precision import autocast_for
+from latentcodec.nn.precision import run_in_precision
 from latentcodec.models.percov2_streams import (  # noqa: F401  (the caption coder is part of this module's API)
     MAX_CAPTION_BYTES,
     MAX_TRANSMITTED_PASSES,
@@ -323,10 +323,10 @@ class PerCoV2(LatentCodec):
                  prompt: PromptEmbeddings) -> torch.Tensor:
         """The MMDiT's velocity for ``noisy`` (B, 16, h, w) at ``timestep`` (B,) = sigma * 1000."""
         hidden = torch.cat([noisy, condition], dim=1)
-        with autocast_for(self.transformer, hidden.device.type):  # sampling only: training stays float32
-            velocity = self.transformer(hidden_states=hidden, timestep=timestep, encoder_hidden_states=prompt.tokens,
-                                        pooled_projections=prompt.pooled, return_dict=False)[0]
-        return velocity.to(noisy.dtype)  # the sampler integrates in float32 whatever the MMDiT ran in
+        # Sampling only (training stays float32); the sampler integrates in float32 whatever the MMDiT ran in.
+        return run_in_precision(self.transformer, lambda h: self.transformer(
+            hidden_states=h, timestep=timestep, encoder_hidden_states=prompt.tokens,
+            pooled_projections=prompt.pooled, return_dict=False)[0], hidden)
 
     def forward(self, x: torch.Tensor, rate_index: int = 0, prompt: PromptEmbeddings | None = None,
                 generator: torch.Generator | None = None) -> PerCoV2Output:
