@@ -121,6 +121,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quality", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                        help="arithmetic of the VQGAN, as the CLI's --precision (auto: bf16 on CPUs with AMX)")
 
 
 def main() -> int:
@@ -129,8 +131,6 @@ def main() -> int:
     parser.add_argument("--ops", action="store_true", help="also print torch.profiler's operator tables")
     parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
                         help="retain: keep freed memory for reuse, as the CLI does; default: glibc's own behaviour")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                        help="arithmetic of the VQGAN, as the CLI's --precision (auto: bf16 on CPUs with AMX)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

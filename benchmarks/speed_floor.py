@@ -38,10 +38,13 @@ from bench_codec import baseline_row, load_model, measure, set_allocator, timed 
 from profile_codec import add_run_arguments  # noqa: E402
 
 from latentcodec.data.images import load_rgb, pil_to_tensor  # noqa: E402
-from latentcodec.nn.precision import autocast_for  # noqa: E402
 
 
 aten = torch.ops.aten
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def matrix_flops(func, args, kwargs, out) -> float | None:
@@ -73,7 +76,7 @@ class FlopsByDtype(TorchDispatchMode):
         out = func(*args, **kwargs)
         flops = matrix_flops(func, args, kwargs, out)
         if flops:
-            self.flops[str(args[0].dtype).removeprefix("torch.")] += flops
+            self.flops[dtype_name(args[0].dtype)] += flops
         return out
 
 
@@ -83,9 +86,7 @@ def conv_rate(dtype: torch.dtype, repeats: int) -> float:
     memory format, in float32 or under autocast to ``dtype`` as the pixel nets run."""
     x = torch.randn(1, 128, 512, 768).contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(128, 128, 3, 3), torch.randn(128)
-    holder = torch.nn.Module()
-    holder.compute_dtype = dtype
-    with autocast_for(holder, x.device.type):
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
         _, seconds = timed(lambda: F.conv2d(x, weight, bias, padding=1), repeats, 1)
     return 2 * 128 * 128 * 9 * 512 * 768 / seconds
 
@@ -105,7 +106,6 @@ def count_flops(run) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_run_arguments(parser)
-    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32")
     parser.add_argument("--target", type=float, default=0.6, help="the ratio to the baseline asked for")
     parser.add_argument("--json", type=Path, default=Path("speed_floor.json"))
     args = parser.parse_args()
@@ -116,14 +116,14 @@ def main() -> int:
     # bench_codec's own settings for the baseline child and the allocator of ours
     args.synthetic, args.as_official, args.max_memory, args.warmup = None, False, None, 1
     set_allocator(args, pixels.shape[-1] * pixels.shape[-2])
-    pixel_dtype = str(model.compute_dtype).removeprefix("torch.")
+    pixel_dtype = dtype_name(model.compute_dtype)
     print(f"model: {source}; {args.image}, q{args.quality}, {args.threads} threads, {pixel_dtype} pixel nets")
 
     data = model.compress(pixels, args.quality)
     flops = {"compress": count_flops(lambda: model.compress(pixels, args.quality)),
              "decompress": count_flops(lambda: model.decompress(data))}
     # float32 too when the pixel nets run lower: the analysis transform and hyper nets stay float32
-    rates = {str(dtype).removeprefix("torch."): conv_rate(dtype, args.repeats)
+    rates = {dtype_name(dtype): conv_rate(dtype, args.repeats)
              for dtype in dict.fromkeys((model.compute_dtype, torch.float32))}
     rates["float64"] = float64_gemm_rate(args.repeats)
     print("rates: " + ", ".join(f"{dtype} {rate / 1e9:.0f} GFLOP/s" for dtype, rate in rates.items())
